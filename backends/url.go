@@ -1,0 +1,116 @@
+package backends
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Endpoint is a parsed --backend URL.
+type Endpoint struct {
+	Scheme string     // etcd, zookeeper, consul, file, env
+	TLS    bool       // etcds://, consuls:// (or https in a host list)
+	Hosts  []string   // host:port, in the order given
+	Path   string     // ZooKeeper chroot, file path; "" when none
+	Query  url.Values // e.g. consul's dc
+}
+
+var defaultPorts = map[string]string{"etcd": "2379", "zookeeper": "2181", "consul": "8500"}
+
+// ParseURL reads one --backend value. Several hosts are separated by commas:
+// etcd://h1:2379,h2:2379. Credentials in the URL are refused: they would end up in
+// logs and process listings; pass them with flags or HERALD_* variables.
+func ParseURL(raw string) (Endpoint, error) {
+	var e Endpoint
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return e, fmt.Errorf("backend %q: want SCHEME://..., e.g. etcd://127.0.0.1:2379 or file://data.yaml", raw)
+	}
+	scheme = strings.ToLower(scheme)
+	switch scheme {
+	case "etcd", "etcd3", "etcdv3":
+		e.Scheme = "etcd"
+	case "etcds":
+		e.Scheme, e.TLS = "etcd", true
+	case "zookeeper", "zk":
+		e.Scheme = "zookeeper"
+	case "consul":
+		e.Scheme = "consul"
+	case "consuls":
+		e.Scheme, e.TLS = "consul", true
+	case "file":
+		e.Scheme, e.Path = "file", rest
+		if e.Path == "" {
+			return e, fmt.Errorf("backend %q: file:// needs a path", raw)
+		}
+		return e, nil
+	case "env":
+		e.Scheme = "env"
+		return e, nil
+	default:
+		return e, fmt.Errorf("backend %q: unknown scheme %q (want etcd, etcds, zookeeper, consul, consuls, file or env)", redactRaw(raw), scheme)
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		q, err := url.ParseQuery(rest[i+1:])
+		if err != nil {
+			return e, fmt.Errorf("backend %s: bad query: %w", redactRaw(raw), err)
+		}
+		e.Query, rest = q, rest[:i]
+	}
+	hosts := rest
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		hosts, e.Path = rest[:i], rest[i:]
+		if e.Path == "/" {
+			e.Path = ""
+		}
+	}
+	if strings.Contains(hosts, "@") {
+		return e, fmt.Errorf("backend %s: credentials in the URL are not accepted; use --username/--password, --consul-token or HERALD_* variables", redactRaw(raw))
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			// A bare host (or bracketed IPv6) gets the scheme's default port.
+			host := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+			if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+				return e, fmt.Errorf("backend %s: bad host %q: %v", redactRaw(raw), h, err)
+			}
+			h = net.JoinHostPort(host, defaultPorts[e.Scheme])
+		}
+		e.Hosts = append(e.Hosts, h)
+	}
+	if len(e.Hosts) == 0 {
+		e.Hosts = []string{net.JoinHostPort("127.0.0.1", defaultPorts[e.Scheme])}
+	}
+	return e, nil
+}
+
+// String spells the endpoint back as a URL; it never holds credentials.
+func (e Endpoint) String() string {
+	s := e.Scheme
+	if e.TLS {
+		s += "s"
+	}
+	s += "://" + strings.Join(e.Hosts, ",") + e.Path
+	if len(e.Query) > 0 {
+		s += "?" + e.Query.Encode()
+	}
+	return s
+}
+
+// redactRaw drops anything that looks like userinfo from a URL we could not parse, so an
+// error message never echoes a password.
+func redactRaw(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	if i := strings.IndexByte(rest, '@'); i >= 0 {
+		rest = "REDACTED@" + rest[i+1:]
+	}
+	return scheme + "://" + rest
+}
