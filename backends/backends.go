@@ -60,6 +60,10 @@ type RegisterOptions struct {
 	TTL     time.Duration // lease / session / TTL-check length
 	Replace bool          // take over an ID that another process holds
 
+	// ZooKeeper only: create the node ephemeral-sequential, the server appending a
+	// 10-digit sequence number to the ID (ServerSet "member_" style).
+	Sequential bool
+
 	// Consul only: let Consul run an HTTP or TCP check itself instead of herald passing a
 	// TTL check, and remove a service that stays critical this long.
 	CheckHTTP       string
@@ -165,6 +169,10 @@ type Config struct {
 	ServicesRoot   string        // where etcd/ZooKeeper keep instances; default /services
 	ConsulWait     time.Duration // blocking query wait; default 5m
 	MinGap         time.Duration // minimum time between two events of one watch; default 0 (etcd), 100ms (Consul)
+
+	// Environ is the data of env:// ("KEY=value" entries); cmd/herald passes
+	// os.Environ(). Nothing below cmd/ reads the process environment itself.
+	Environ []string
 
 	Logger *slog.Logger
 }

@@ -1,0 +1,252 @@
+// Package cache holds what herald knows of a registry: every key under the watched
+// prefixes and every watched service list, fed by one watch per target and read by all
+// renders. It implements template.Source.
+package cache
+
+import (
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+// Cache is safe for concurrent use. Readers see a consistent state for as long as they
+// hold Read; Apply waits for them.
+type Cache struct {
+	mu     sync.RWMutex
+	kv     map[string]string
+	sorted []string // keys of kv, sorted; kept in step on insert/delete so List is a range scan
+	svcs   map[string][]backends.Service
+	names  []backends.ServiceSummary
+	loaded map[string]uint64 // target ID -> revision it was loaded at
+}
+
+// New returns an empty cache.
+func New() *Cache {
+	return &Cache{
+		kv:     make(map[string]string),
+		svcs:   make(map[string][]backends.Service),
+		loaded: make(map[string]uint64),
+	}
+}
+
+// Change says what an Apply changed, so the runner re-renders only what it touches.
+type Change struct {
+	Target backends.Target
+	Keys   []string // keys whose value changed, appeared or vanished (prefix targets)
+	Other  bool     // a service list or the catalog changed
+}
+
+// Empty reports whether nothing changed.
+func (c Change) Empty() bool { return len(c.Keys) == 0 && !c.Other }
+
+// Loaded reports whether a target's data is in the cache, and at which revision.
+func (c *Cache) Loaded(t backends.Target) (uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	rev, ok := c.loaded[t.ID()]
+	return rev, ok
+}
+
+// Covered reports whether a prefix target is loaded, or lies under a loaded prefix.
+func (c *Cache) Covered(t backends.Target) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.coveredLocked(t)
+}
+
+func (c *Cache) coveredLocked(t backends.Target) bool {
+	if _, ok := c.loaded[t.ID()]; ok {
+		return true
+	}
+	if t.Service != nil || t.ServiceNames {
+		return false
+	}
+	for p := t.Prefix; ; {
+		if _, ok := c.loaded["prefix:"+p]; ok {
+			return true
+		}
+		if p == "/" {
+			return false
+		}
+		p = parent(p)
+	}
+}
+
+func parent(p string) string {
+	i := len(p) - 1
+	for i > 0 && p[i] != '/' {
+		i--
+	}
+	if i == 0 {
+		return "/"
+	}
+	return p[:i]
+}
+
+// Apply folds one event in and reports what changed. A Full event for a prefix replaces
+// everything under it; an incremental one upserts and deletes.
+func (c *Cache) Apply(ev backends.Event) Change {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := Change{Target: ev.Target}
+	t := ev.Target
+	switch {
+	case t.Service != nil:
+		id := t.ID()
+		old, had := c.svcs[id]
+		if !had || !servicesEqual(old, ev.Services) {
+			c.svcs[id] = slices.Clone(ev.Services)
+			ch.Other = true
+		}
+	case t.ServiceNames:
+		if _, had := c.loaded[t.ID()]; !had || !namesEqual(c.names, ev.Names) {
+			c.names = slices.Clone(ev.Names)
+			ch.Other = true
+		}
+	default:
+		if ev.Full {
+			// Keys under the prefix that the new state lacks are deletions.
+			for _, k := range c.under(t.Prefix) {
+				if _, ok := ev.KVs[k]; !ok {
+					c.deleteLocked(k)
+					ch.Keys = append(ch.Keys, k)
+				}
+			}
+		}
+		for k, v := range ev.KVs {
+			if old, ok := c.kv[k]; ok && old == v {
+				continue
+			}
+			c.setLocked(k, v)
+			ch.Keys = append(ch.Keys, k)
+		}
+		for _, k := range ev.Deleted {
+			if _, ok := c.kv[k]; ok {
+				c.deleteLocked(k)
+				ch.Keys = append(ch.Keys, k)
+			}
+		}
+		sort.Strings(ch.Keys)
+	}
+	if ev.Revision > c.loaded[t.ID()] || ev.Full {
+		c.loaded[t.ID()] = ev.Revision
+	}
+	return ch
+}
+
+// Forget drops a target that no resource reads any more. Keys still covered by another
+// loaded prefix stay.
+func (c *Cache) Forget(t backends.Target) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.loaded, t.ID())
+	switch {
+	case t.Service != nil:
+		delete(c.svcs, t.ID())
+	case t.ServiceNames:
+		c.names = nil
+	default:
+		for _, k := range c.under(t.Prefix) {
+			if !c.coveredLocked(backends.PrefixTarget(k)) {
+				c.deleteLocked(k)
+			}
+		}
+	}
+}
+
+func (c *Cache) setLocked(k, v string) {
+	if _, ok := c.kv[k]; !ok {
+		i, _ := slices.BinarySearch(c.sorted, k)
+		c.sorted = slices.Insert(c.sorted, i, k)
+	}
+	c.kv[k] = v
+}
+
+func (c *Cache) deleteLocked(k string) {
+	delete(c.kv, k)
+	if i, ok := slices.BinarySearch(c.sorted, k); ok {
+		c.sorted = slices.Delete(c.sorted, i, i+1)
+	}
+}
+
+// under returns the keys equal to prefix or below it, in order.
+func (c *Cache) under(prefix string) []string {
+	if prefix == "/" {
+		return slices.Clone(c.sorted)
+	}
+	var out []string
+	if _, ok := c.kv[prefix]; ok {
+		out = append(out, prefix)
+	}
+	lo, _ := slices.BinarySearch(c.sorted, prefix+"/")
+	for i := lo; i < len(c.sorted) && len(c.sorted[i]) > len(prefix) && c.sorted[i][:len(prefix)+1] == prefix+"/"; i++ {
+		out = append(out, c.sorted[i])
+	}
+	return out
+}
+
+// Read runs fn with the cache held still: a render inside sees one state.
+func (c *Cache) Read(fn func(View)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	fn(View{c})
+}
+
+// Len is the number of keys held.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.kv)
+}
+
+// View is the cache as a template.Source; valid only inside Read.
+type View struct{ c *Cache }
+
+func (v View) Get(key string) (string, bool) {
+	s, ok := v.c.kv[key]
+	return s, ok
+}
+
+func (v View) List(prefix string) []backends.KVPair {
+	keys := v.c.under(prefix)
+	out := make([]backends.KVPair, len(keys))
+	for i, k := range keys {
+		out[i] = backends.KVPair{Key: k, Value: v.c.kv[k]}
+	}
+	return out
+}
+
+func (v View) Services(q backends.ServiceQuery) []backends.Service {
+	return v.c.svcs[backends.ServiceTarget(q).ID()]
+}
+
+func (v View) ServiceNames() []backends.ServiceSummary { return v.c.names }
+
+// Snapshot copies the keys under prefix, for `herald get`.
+func (c *Cache) Snapshot(prefix string) map[string]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]string)
+	for _, k := range c.under(prefix) {
+		out[k] = c.kv[k]
+	}
+	return out
+}
+
+func servicesEqual(a, b []backends.Service) bool {
+	return slices.EqualFunc(a, b, func(x, y backends.Service) bool {
+		return x.Name == y.Name && x.ID == y.ID && x.Address == y.Address && x.Port == y.Port &&
+			x.Status == y.Status && x.Healthy == y.Healthy && x.Weight == y.Weight &&
+			x.Datacenter == y.Datacenter && x.Node == y.Node && x.Key == y.Key && x.Format == y.Format &&
+			slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta) && maps.Equal(x.Endpoints, y.Endpoints)
+	})
+}
+
+func namesEqual(a, b []backends.ServiceSummary) bool {
+	return slices.EqualFunc(a, b, func(x, y backends.ServiceSummary) bool {
+		return x.Name == y.Name && slices.Equal(x.Tags, y.Tags)
+	})
+}
