@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/open"
+	"github.com/heraldhq/herald/resources"
+)
+
+func (o *Options) loadOptions() resources.LoadOptions {
+	return resources.LoadOptions{
+		ConfDir:       o.ConfDir,
+		Prefix:        o.Prefix,
+		CheckTimeout:  o.CheckTimeout,
+		ReloadTimeout: o.ReloadTimeout,
+	}
+}
+
+// setup builds the logger and opens the backend.
+func setup(ctx context.Context, e env, o *Options) (*slog.Logger, backends.Store, error) {
+	log, err := o.logger(e.stderr)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	cfg, err := o.backendConfig(log)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	store, err := open.Open(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, store, nil
+}
+
+func cmdCheck(_ context.Context, e env, o *Options, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", args)}
+	}
+	rs, err := resources.Load(o.loadOptions())
+	if err != nil {
+		return err
+	}
+	if len(rs) == 0 {
+		return fmt.Errorf("no resources in %s", filepath.Join(o.ConfDir, "conf.d"))
+	}
+	fmt.Fprintf(e.stdout, "%d resources OK\n", len(rs))
+	return nil
+}
+
+func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", args)}
+	}
+	rs, loadErr := resources.Load(o.loadOptions())
+	if loadErr != nil && len(rs) == 0 {
+		return loadErr
+	}
+	log, store, err := setup(ctx, e, o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	rn := &resources.Runner{
+		Store:  store,
+		Syncer: &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:    log,
+	}
+	// Valid resources render even when another file is broken; the exit status says so.
+	return errors.Join(loadErr, rn.RenderOnce(ctx, rs))
+}
+
+func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", args)}
+	}
+	wait, err := resources.ParseWait(o.Wait)
+	if err != nil {
+		return usageError{fmt.Errorf("--wait: %w", err)}
+	}
+	rs, loadErr := resources.Load(o.loadOptions())
+	if loadErr != nil && len(rs) == 0 {
+		return loadErr
+	}
+	log, store, err := setup(ctx, e, o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if loadErr != nil {
+		log.Error("some resources are invalid; the others run", "err", loadErr)
+	}
+	reg := prometheus.NewRegistry()
+	rn := &resources.Runner{
+		Store:    store,
+		Syncer:   &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:      log,
+		Metrics:  resources.NewMetrics(reg),
+		Wait:     wait,
+		Interval: o.Interval,
+	}
+	if o.Listen != "" {
+		stopServe, err := serve(o.Listen, reg, rn, store, log)
+		if err != nil {
+			return err
+		}
+		defer stopServe()
+	}
+	updates := make(chan resources.ResourceSet, 1)
+	stopReload, err := watchConfDir(ctx, o, log, updates)
+	if err != nil {
+		return err
+	}
+	defer stopReload()
+	log.Info("herald watching", "resources", len(rs), "backend", redactURL(o.Backend), "version", versionString())
+	return rn.Run(ctx, rs, updates)
+}
+
+// watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
+// templates/ changes (debounced, so an editor's write-rename-chmod is one reload).
+func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, updates chan<- resources.ResourceSet) (func(), error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", o.ConfDir, err)
+	}
+	addTree := func(root string) {
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				if err := w.Add(p); err != nil {
+					log.Warn("cannot watch directory; edits there need SIGHUP", "dir", p, "err", err)
+				}
+			}
+			return nil
+		})
+	}
+	addTree(filepath.Join(o.ConfDir, "conf.d"))
+	addTree(filepath.Join(o.ConfDir, "templates"))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var debounce <-chan time.Time
+		reload := func(why string) {
+			rs, err := resources.Load(o.loadOptions())
+			set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
+			if err != nil {
+				var re *resources.Error
+				for _, e := range flatten(err) {
+					if errors.As(e, &re) {
+						set.Failed[re.File] = true
+					}
+				}
+				log.Error("resource reload found errors; the previous version of those resources keeps running", "err", err)
+			}
+			log.Info("resources reloaded", "why", why, "resources", len(rs))
+			select {
+			case updates <- set:
+			case <-ctx.Done():
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload("SIGHUP")
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Create) {
+					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+						addTree(ev.Name)
+					}
+				}
+				debounce = time.After(200 * time.Millisecond)
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("confdir watch error", "err", err)
+			case <-debounce:
+				debounce = nil
+				reload("file change")
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		signal.Stop(hup)
+		w.Close()
+		<-done
+	}, nil
+}
+
+// flatten unpacks errors.Join trees.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func cmdGet(ctx context.Context, e env, o *Options, args []string) error {
+	if len(args) != 1 {
+		return usageError{errors.New("want exactly one PREFIX, e.g. herald get /myapp")}
+	}
+	_, store, err := setup(ctx, e, o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	prefix := backends.CleanKey(filepathJoinPrefix(o.Prefix, args[0]))
+	kvs, _, err := store.Get(ctx, []string{prefix})
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(kvs))
+	for k := range kvs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := kvs[k]
+		if strings.ContainsAny(v, "\n\t\"") || strings.TrimSpace(v) != v {
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(e.stdout, "%s = %s\n", k, v)
+	}
+	return nil
+}
+
+func filepathJoinPrefix(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return strings.TrimRight(prefix, "/") + "/" + strings.TrimLeft(key, "/")
+}
+
+func cmdServices(ctx context.Context, e env, o *Options, args []string) error {
+	if len(args) > 2 {
+		return usageError{errors.New("want [NAME [FILTER]], e.g. herald services web any")}
+	}
+	_, store, err := setup(ctx, e, o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if len(args) == 0 {
+		names, _, err := store.ServiceNames(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintf(e.stdout, "%s\t%s\n", n.Name, strings.Join(n.Tags, ","))
+		}
+		return nil
+	}
+	q, err := backends.ParseServiceQuery(args[0], args[1:]...)
+	if err != nil {
+		return usageError{err}
+	}
+	svcs, _, err := store.Services(ctx, q)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tPORT\tSTATUS\tTAGS\tMETA\tNODE\tKEY")
+	for _, s := range svcs {
+		meta, _ := json.Marshal(s.Meta)
+		if len(s.Meta) == 0 {
+			meta = nil
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Address, s.Port, s.Status,
+			strings.Join(s.Tags, ","), meta, s.Node, s.Key)
+	}
+	return tw.Flush()
+}
+
+// redactURL is for logs: backend URLs never carry credentials (ParseURL refuses them),
+// but a malformed one is logged as the user gave it minus anything before '@'.
+func redactURL(u string) string {
+	ep, err := backends.ParseURL(u)
+	if err != nil {
+		return "(invalid)"
+	}
+	return ep.String()
+}

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	iofs "io/fs"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+// Options are herald's global settings. Each comes from, in order of precedence: a flag,
+// a HERALD_* environment variable, herald.toml, the default.
+type Options struct {
+	Config        string
+	ConfDir       string
+	Backend       string
+	Prefix        string
+	LogLevel      string
+	LogFormat     string
+	Timeout       time.Duration
+	DryRun        bool
+	SyncOnly      bool
+	KeepStageFile bool
+	CheckTimeout  time.Duration
+	ReloadTimeout time.Duration
+
+	Username      string
+	Password      string
+	ConsulToken   string
+	TLSCA         string
+	TLSCert       string
+	TLSKey        string
+	TLSServerName string
+
+	ServicesRoot   string
+	SessionTimeout time.Duration
+	ConsulWait     time.Duration
+
+	Interval time.Duration
+	Wait     string
+	Listen   string
+
+	// Not options: what the file held beyond them (register tables).
+	file fileConfig
+}
+
+// option describes one setting: its flag name (also the herald.toml key, with '-' as
+// '_', and the HERALD_ variable, upper-cased), confd's spellings, and where it lands.
+type option struct {
+	name    string
+	aliases []string
+	usage   string
+	secret  bool
+	extEnv  []string // other variables honoured after HERALD_*, e.g. CONSUL_HTTP_TOKEN
+	bind    func(fs *flag.FlagSet, name string)
+}
+
+func (o *Options) table() []option {
+	str := func(p *string, def string) func(*flag.FlagSet, string) {
+		return func(fs *flag.FlagSet, n string) { fs.StringVar(p, n, def, "") }
+	}
+	dur := func(p *time.Duration, def time.Duration) func(*flag.FlagSet, string) {
+		return func(fs *flag.FlagSet, n string) { fs.DurationVar(p, n, def, "") }
+	}
+	boolean := func(p *bool) func(*flag.FlagSet, string) {
+		return func(fs *flag.FlagSet, n string) { fs.BoolVar(p, n, false, "") }
+	}
+	return []option{
+		{name: "config", usage: "herald.toml to read (default /etc/herald/herald.toml when it exists)", bind: str(&o.Config, "")},
+		{name: "confdir", usage: "directory holding conf.d/ and templates/", bind: str(&o.ConfDir, "/etc/herald")},
+		{name: "backend", usage: "registry URL: etcd://h:2379,h2:2379, etcds://, zookeeper://h:2181/chroot, consul://h:8500?dc=x, consuls://, file://data.yaml, env://", bind: str(&o.Backend, "")},
+		{name: "prefix", usage: "global key prefix, joined before each resource's own prefix", bind: str(&o.Prefix, "")},
+		{name: "log-level", aliases: []string{"log_level"}, usage: "debug, info, warn or error", bind: str(&o.LogLevel, "info")},
+		{name: "log-format", usage: "text or json", bind: str(&o.LogFormat, "text")},
+		{name: "timeout", usage: "how long to wait for the registry before giving up (render, get, exec start)", bind: dur(&o.Timeout, 10*time.Second)},
+		{name: "dry-run", aliases: []string{"noop"}, usage: "print a unified diff of what would change; write and run nothing", bind: boolean(&o.DryRun)},
+		{name: "sync-only", aliases: []string{"sync_only"}, usage: "write files but run no check_cmd or reload_cmd", bind: boolean(&o.SyncOnly)},
+		{name: "keep-stage-file", aliases: []string{"keep_stage_file"}, usage: "keep the stage file when check_cmd fails", bind: boolean(&o.KeepStageFile)},
+		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
+		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
+		{name: "username", usage: "etcd user", bind: str(&o.Username, "")},
+		{name: "password", usage: "etcd password; ZooKeeper digest password", secret: true, bind: str(&o.Password, "")},
+		{name: "consul-token", usage: "Consul ACL token (also CONSUL_HTTP_TOKEN)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
+		{name: "tls-ca", aliases: []string{"client-ca-keys"}, usage: "CA bundle to verify the registry", bind: str(&o.TLSCA, "")},
+		{name: "tls-cert", aliases: []string{"client-cert"}, usage: "client certificate", bind: str(&o.TLSCert, "")},
+		{name: "tls-key", aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
+		{name: "tls-server-name", usage: "server name to verify, when it differs from the host dialled", bind: str(&o.TLSServerName, "")},
+		{name: "services-root", usage: "where etcd and ZooKeeper keep service instances", bind: str(&o.ServicesRoot, "/services")},
+		{name: "session-timeout", usage: "ZooKeeper session timeout", bind: dur(&o.SessionTimeout, 10*time.Second)},
+		{name: "consul-wait", usage: "Consul blocking query wait", bind: dur(&o.ConsulWait, 5*time.Minute)},
+		{name: "interval", usage: "watch: also re-read everything this often (0: only watch)", bind: dur(&o.Interval, 0)},
+		{name: "wait", usage: "watch: default quiescence min[:max], e.g. 2s:10s", bind: str(&o.Wait, "")},
+		{name: "listen", usage: "watch: serve /healthz and /metrics on this address, e.g. 127.0.0.1:9100", bind: str(&o.Listen, "")},
+	}
+}
+
+func envName(opt string) string {
+	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(opt, "-", "_"))
+}
+
+// fileConfig is herald.toml: every option by its name with '_', plus register tables.
+type fileConfig struct {
+	raw      []byte
+	values   map[string]any
+	Register []RegisterConfig
+}
+
+// bindOptions defines the global flags (and their confd aliases) on fs.
+func (o *Options) bindOptions(fs *flag.FlagSet) []option {
+	tbl := o.table()
+	for _, opt := range tbl {
+		opt.bind(fs, opt.name)
+		f := fs.Lookup(opt.name)
+		f.Usage = opt.usage
+		for _, a := range opt.aliases {
+			fs.Var(f.Value, a, "alias of --"+opt.name)
+		}
+	}
+	return tbl
+}
+
+// resolve fills every option not given as a flag from the environment, then herald.toml.
+func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (string, bool)) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	isSet := func(opt option) bool {
+		if set[opt.name] {
+			return true
+		}
+		for _, a := range opt.aliases {
+			if set[a] {
+				return true
+			}
+		}
+		return false
+	}
+	fromEnv := map[string]bool{}
+	for _, opt := range tbl {
+		if isSet(opt) {
+			continue
+		}
+		for _, name := range append([]string{envName(opt.name)}, opt.extEnv...) {
+			if v, ok := env(name); ok {
+				if err := fs.Set(opt.name, v); err != nil {
+					return fmt.Errorf("%s: %w", name, badValue(v, err, opt.secret))
+				}
+				fromEnv[opt.name] = true
+				break
+			}
+		}
+	}
+	path, explicit := o.Config, o.Config != ""
+	if !explicit {
+		path = "/etc/herald/herald.toml"
+	}
+	fc, err := readFileConfig(path, tbl)
+	if errors.Is(err, iofs.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	o.file = fc
+	for _, opt := range tbl {
+		key := strings.ReplaceAll(opt.name, "-", "_")
+		v, ok := fc.values[key]
+		if !ok || isSet(opt) || fromEnv[opt.name] {
+			continue
+		}
+		if err := fs.Set(opt.name, fmt.Sprint(v)); err != nil {
+			return fmt.Errorf("%s:%d: %s: %w", path, lineOf(fc.raw, key), key, badValue(fmt.Sprint(v), err, opt.secret))
+		}
+	}
+	return nil
+}
+
+// badValue describes a value that did not parse, without echoing secrets.
+func badValue(v string, err error, secret bool) error {
+	if secret {
+		return errors.New("invalid value (not shown: secret)")
+	}
+	return fmt.Errorf("invalid value %q: %w", v, err)
+}
+
+var fileLineRe = regexp.MustCompile(`line (\d+)`)
+
+func readFileConfig(path string, tbl []option) (fileConfig, error) {
+	var fc fileConfig
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fc, err
+	}
+	var doc map[string]any
+	if _, err := toml.Decode(string(raw), &doc); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fc, fmt.Errorf("%s:%d: bad TOML: %s", path, pe.Position.Line, pe.Message)
+		}
+		return fc, fmt.Errorf("%s: %w", path, err)
+	}
+	known := map[string]bool{"register": true}
+	for _, opt := range tbl {
+		known[strings.ReplaceAll(opt.name, "-", "_")] = true
+	}
+	var errs []error
+	fc.raw = raw
+	fc.values = map[string]any{}
+	for k, v := range doc {
+		if !known[k] {
+			errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, lineOf(raw, k), k))
+			continue
+		}
+		if k != "register" {
+			fc.values[k] = v
+		}
+	}
+	if _, ok := doc["register"]; ok {
+		var regs struct {
+			Register []RegisterConfig `toml:"register"`
+		}
+		md, err := toml.Decode(string(raw), &regs)
+		if err != nil {
+			return fc, fmt.Errorf("%s: register: %w", path, err)
+		}
+		for _, k := range md.Undecoded() {
+			if len(k) > 1 && k[0] == "register" {
+				errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, lineOf(raw, k[len(k)-1]), k.String()))
+			}
+		}
+		fc.Register = regs.Register
+	}
+	return fc, errors.Join(errs...)
+}
+
+func lineOf(raw []byte, key string) int {
+	re := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(key) + `"?\s*=`)
+	for i, l := range strings.Split(string(raw), "\n") {
+		if re.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// logger builds the slog logger the options ask for.
+func (o *Options) logger(w *os.File) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch o.LogFormat {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", o.LogFormat)
+}
+
+// backendConfig turns the options into what backends.open needs.
+func (o *Options) backendConfig(log *slog.Logger) (backends.Config, error) {
+	cfg := backends.Config{
+		URL:            o.Backend,
+		Username:       o.Username,
+		Password:       o.Password,
+		Token:          o.ConsulToken,
+		DialTimeout:    min(o.Timeout, 5*time.Second),
+		SessionTimeout: o.SessionTimeout,
+		ServicesRoot:   o.ServicesRoot,
+		ConsulWait:     o.ConsulWait,
+		Environ:        os.Environ(),
+		Logger:         log,
+	}
+	if o.Backend == "" {
+		return cfg, errors.New("no backend: pass --backend (e.g. file://data.yaml or etcd://127.0.0.1:2379), set HERALD_BACKEND, or put backend in herald.toml")
+	}
+	if o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != "" || o.TLSServerName != "" {
+		t := &tls.Config{ServerName: o.TLSServerName, MinVersion: tls.VersionTLS12}
+		if o.TLSCA != "" {
+			pem, err := os.ReadFile(o.TLSCA)
+			if err != nil {
+				return cfg, fmt.Errorf("--tls-ca: %w", err)
+			}
+			t.RootCAs = x509.NewCertPool()
+			if !t.RootCAs.AppendCertsFromPEM(pem) {
+				return cfg, fmt.Errorf("--tls-ca %s: no PEM certificate in it", o.TLSCA)
+			}
+		}
+		if (o.TLSCert == "") != (o.TLSKey == "") {
+			return cfg, errors.New("--tls-cert and --tls-key go together")
+		}
+		if o.TLSCert != "" {
+			c, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+			if err != nil {
+				return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+			}
+			t.Certificates = []tls.Certificate{c}
+		}
+		cfg.TLS = t
+	}
+	return cfg, nil
+}

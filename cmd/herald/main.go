@@ -1,0 +1,140 @@
+// Command herald keeps config files true to what a service registry knows.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `herald keeps config files true to what a service registry knows.
+
+Usage:
+  herald render   [flags]                 render every resource once, then exit
+  herald watch    [flags]                 render, then re-render on every change (daemon)
+  herald check    [flags]                 validate resources and templates offline (for CI)
+  herald get      [flags] PREFIX          print the keys under PREFIX as templates see them
+  herald services [flags] [NAME [FILTER]] print a service's instances, or the catalog
+  herald version
+
+Every flag is also a HERALD_* variable and a herald.toml key; a flag beats the variable,
+which beats the file, which beats the default. "herald CMD -h" lists the flags.
+`
+
+// env abstracts the process environment so tests can run main in-process.
+type env struct {
+	args   []string
+	stdout io.Writer
+	stderr *os.File
+	lookup func(string) (string, bool)
+}
+
+func main() {
+	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, e))
+}
+
+// run executes one herald command and returns the exit status.
+func run(ctx context.Context, e env) int {
+	if len(e.args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return 2
+	}
+	cmd, args := e.args[0], e.args[1:]
+	commands := map[string]func(context.Context, env, *Options, []string) error{
+		"render":   cmdRender,
+		"watch":    cmdWatch,
+		"check":    cmdCheck,
+		"get":      cmdGet,
+		"services": cmdServices,
+	}
+	switch cmd {
+	case "version", "--version", "-version":
+		fmt.Fprintln(e.stdout, "herald", versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return 0
+	}
+	f, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(e.stderr, "herald: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	var o Options
+	fs := flag.NewFlagSet("herald "+cmd, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	tbl := o.bindOptions(fs)
+	fs.Usage = func() { printFlags(e.stderr, cmd, fs, tbl) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+		fmt.Fprintln(e.stderr, "herald:", err)
+		return 2
+	}
+	if err := f(ctx, e, &o, fs.Args()); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(e.stderr, "herald %s: %v\n", cmd, err)
+			return 2
+		}
+		fmt.Fprintf(e.stderr, "herald %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }
+
+func printFlags(w io.Writer, cmd string, fs *flag.FlagSet, tbl []option) {
+	fmt.Fprintf(w, "Usage: herald %s [flags]\n\nFlags (each also HERALD_<NAME> and a herald.toml key):\n", cmd)
+	sort.Slice(tbl, func(i, j int) bool { return tbl[i].name < tbl[j].name })
+	for _, opt := range tbl {
+		f := fs.Lookup(opt.name)
+		names := "--" + opt.name
+		for _, a := range opt.aliases {
+			names += ", --" + a
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
+			def = " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "  %s\n      %s%s [%s]\n", names, opt.usage, def, envName(opt.name))
+	}
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " " + s.Value[:12]
+			}
+		}
+		return strings.TrimSpace(v)
+	}
+	return "devel"
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

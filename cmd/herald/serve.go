@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
+)
+
+type health struct {
+	OK        bool               `json:"ok"`
+	Backend   backendHealth      `json:"backend"`
+	Resources []resources.Status `json:"resources"`
+}
+
+type backendHealth struct {
+	State    string    `json:"state"`
+	Endpoint string    `json:"endpoint,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+}
+
+// serve exposes /healthz (200 only when the backend is up and every resource rendered at
+// least once) and /metrics. It returns a function that shuts the server down.
+func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store backends.Store, log *slog.Logger) (func(), error) {
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_backend_up", Help: "1 when the backend connection is up.",
+	}, func() float64 {
+		if store.State().Conn == backends.Up {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(up, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		st := store.State()
+		h := health{
+			Backend:   backendHealth{State: st.Conn.String(), Endpoint: st.Endpoint, Since: st.Since},
+			Resources: rn.Statuses(),
+		}
+		if st.Err != nil {
+			h.Backend.Error = st.Err.Error()
+		}
+		h.OK = st.Conn == backends.Up
+		for _, s := range h.Resources {
+			h.OK = h.OK && s.Rendered
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !h.OK {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(h)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "addr", addr, "err", err)
+		}
+	}()
+	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}

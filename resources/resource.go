@@ -1,0 +1,388 @@
+// Package resources loads confd-format template resources and keeps their files true:
+// render, stage, check, atomic replace, reload — once, or driven by a watch.
+package resources
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/template"
+)
+
+// Resource is one [template] table of a conf.d/*.toml file, validated and resolved.
+type Resource struct {
+	Name string // path of the .toml below conf.d, e.g. "haproxy.toml"
+	File string // the .toml file
+
+	Src      string // template file
+	Dest     string
+	Keys     []string // absolute keys as read (prefix applied); nil: inferred from the template's reads
+	Prefix   string   // global prefix joined with the resource's
+	Mode     fs.FileMode
+	ModeSet  bool
+	UID, GID int // -1: leave as created
+
+	CheckCmd      string
+	ReloadCmd     string
+	CheckTimeout  time.Duration
+	ReloadTimeout time.Duration
+	Wait          Wait // zero: the runner's global wait
+	Backup        bool
+	MakeDirs      bool
+
+	Template *template.Template
+
+	// Fingerprint changes when the resource file or its template changes, so a hot
+	// reload re-renders only what was edited.
+	Fingerprint string
+}
+
+// Wait is consul-template's quiescence: render once no change came for Min, and at the
+// latest Max after the first change of a burst.
+type Wait struct {
+	Min, Max time.Duration
+}
+
+// ParseWait reads "2s" or "2s:10s". A lone value means min with max = 4*min, as
+// consul-template does.
+func ParseWait(s string) (Wait, error) {
+	if s == "" {
+		return Wait{}, nil
+	}
+	lo, hi, two := strings.Cut(s, ":")
+	min, err := time.ParseDuration(strings.TrimSpace(lo))
+	if err != nil {
+		return Wait{}, fmt.Errorf("wait %q: %w", s, err)
+	}
+	max := 4 * min
+	if two {
+		if max, err = time.ParseDuration(strings.TrimSpace(hi)); err != nil {
+			return Wait{}, fmt.Errorf("wait %q: %w", s, err)
+		}
+	}
+	if min < 0 || max < min {
+		return Wait{}, fmt.Errorf("wait %q: want min:max with 0 <= min <= max", s)
+	}
+	return Wait{min, max}, nil
+}
+
+// Scope returns the resource's keys as template scope: nil when keys are inferred.
+func (r *Resource) Scope() []string { return r.Keys }
+
+// Targets returns what the resource declares it reads (nil when inferred).
+func (r *Resource) Targets() []backends.Target {
+	var out []backends.Target
+	for _, p := range backends.MinimalPrefixes(r.Keys) {
+		out = append(out, backends.PrefixTarget(p))
+	}
+	return out
+}
+
+// LoadOptions are the global settings that shape every resource.
+type LoadOptions struct {
+	ConfDir       string // holds conf.d/ and templates/
+	Prefix        string // global prefix, joined before each resource's own prefix
+	CheckTimeout  time.Duration
+	ReloadTimeout time.Duration
+}
+
+// fileResource is the TOML shape: confd's fields plus herald's extensions.
+type fileResource struct {
+	Template *struct {
+		Src       string   `toml:"src"`
+		Dest      string   `toml:"dest"`
+		Keys      []string `toml:"keys"`
+		Prefix    string   `toml:"prefix"`
+		Mode      string   `toml:"mode"`
+		UID       *int     `toml:"uid"`
+		GID       *int     `toml:"gid"`
+		Owner     string   `toml:"owner"`
+		Group     string   `toml:"group"`
+		CheckCmd  string   `toml:"check_cmd"`
+		ReloadCmd string   `toml:"reload_cmd"`
+
+		Wait          string `toml:"wait"`
+		Backup        bool   `toml:"backup"`
+		MakeDirs      bool   `toml:"make_dirs"`
+		CheckTimeout  string `toml:"check_timeout"`
+		ReloadTimeout string `toml:"reload_timeout"`
+	} `toml:"template"`
+}
+
+// Error is one problem with one resource file; Line is 0 when unknown.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Err != nil {
+		return loc + ": " + e.Msg + ": " + e.Err.Error()
+	}
+	return loc + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads every conf.d/**/*.toml below opts.ConfDir, in lexical order. It returns the
+// resources that are valid and one error listing every problem of every bad file, so a
+// user fixes them all in one pass. Nothing is written.
+func Load(opts LoadOptions) ([]*Resource, error) {
+	// Absolute, so {{.src}}/{{.dest}} in commands do not depend on herald's cwd.
+	if abs, err := filepath.Abs(opts.ConfDir); err == nil {
+		opts.ConfDir = abs
+	}
+	dir := filepath.Join(opts.ConfDir, "conf.d")
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".toml") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resources: %w", err)
+	}
+	slices.Sort(files)
+	var (
+		out  []*Resource
+		errs []error
+		dest = map[string]string{}
+	)
+	for _, f := range files {
+		r, err := LoadFile(f, opts)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if other, dup := dest[r.Dest]; dup {
+			errs = append(errs, &Error{File: f, Msg: fmt.Sprintf("dest %s is also written by %s", r.Dest, other)})
+			continue
+		}
+		dest[r.Dest] = f
+		out = append(out, r)
+	}
+	return out, errors.Join(errs...)
+}
+
+// LoadFile reads and validates one resource file.
+func LoadFile(file string, opts LoadOptions) (*Resource, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: "cannot read", Err: err}
+	}
+	var fr fileResource
+	md, err := toml.Decode(string(raw), &fr)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "bad TOML: " + pe.Message}
+		}
+		return nil, &Error{File: file, Line: tomlErrLine(err), Msg: "bad TOML", Err: err}
+	}
+	var errs []error
+	fail := func(key, msg string, err error) {
+		errs = append(errs, &Error{File: file, Line: keyLine(raw, key), Msg: msg, Err: err})
+	}
+	for _, k := range md.Undecoded() {
+		fail(k[len(k)-1], fmt.Sprintf("unknown key %q", k.String()), nil)
+	}
+	if fr.Template == nil {
+		if len(errs) == 0 {
+			errs = append(errs, &Error{File: file, Msg: "no [template] table"})
+		}
+		return nil, errors.Join(errs...)
+	}
+	t := fr.Template
+	name, _ := filepath.Rel(filepath.Join(opts.ConfDir, "conf.d"), file)
+	r := &Resource{
+		Name:          name,
+		File:          file,
+		UID:           -1,
+		GID:           -1,
+		CheckCmd:      t.CheckCmd,
+		ReloadCmd:     t.ReloadCmd,
+		Backup:        t.Backup,
+		MakeDirs:      t.MakeDirs,
+		CheckTimeout:  opts.CheckTimeout,
+		ReloadTimeout: opts.ReloadTimeout,
+		Prefix:        path.Join("/", opts.Prefix, t.Prefix),
+	}
+
+	if t.Src == "" {
+		fail("template", "src is required", nil)
+	} else {
+		r.Src = filepath.Join(opts.ConfDir, "templates", t.Src)
+		if filepath.IsAbs(t.Src) {
+			r.Src = t.Src
+		}
+		tmpl, err := template.ParseFile(r.Src)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			fail("src", "template "+r.Src+" does not exist", nil)
+		case err != nil:
+			fail("src", "template", err)
+		default:
+			r.Template = tmpl
+		}
+	}
+	if t.Dest == "" {
+		fail("template", "dest is required", nil)
+	} else {
+		// A relative dest is relative to the confdir, so a tree renders the same from
+		// any working directory (confd resolves it against its own working directory).
+		r.Dest = t.Dest
+		if !filepath.IsAbs(r.Dest) {
+			r.Dest = filepath.Join(opts.ConfDir, r.Dest)
+		}
+		r.Dest = filepath.Clean(r.Dest)
+		if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
+			fail("dest", "dest "+r.Dest+" is a directory", nil)
+		}
+	}
+	if md.IsDefined("template", "keys") {
+		r.Keys = []string{}
+		for _, k := range t.Keys {
+			r.Keys = append(r.Keys, path.Join(r.Prefix, k))
+		}
+	}
+	if t.Mode != "" {
+		m, err := strconv.ParseUint(t.Mode, 8, 32)
+		if err != nil || m > 0o7777 {
+			fail("mode", fmt.Sprintf("mode %q is not an octal file mode like \"0644\"", t.Mode), nil)
+		} else {
+			r.Mode, r.ModeSet = fs.FileMode(m), true
+		}
+	}
+	if t.UID != nil {
+		r.UID = *t.UID
+	}
+	if t.GID != nil {
+		r.GID = *t.GID
+	}
+	if t.Owner != "" {
+		if t.UID != nil {
+			fail("owner", "owner and uid both given", nil)
+		} else if u, err := lookupUser(t.Owner); err != nil {
+			fail("owner", fmt.Sprintf("unknown owner %q", t.Owner), err)
+		} else {
+			r.UID = u
+		}
+	}
+	if t.Group != "" {
+		if t.GID != nil {
+			fail("group", "group and gid both given", nil)
+		} else if g, err := lookupGroup(t.Group); err != nil {
+			fail("group", fmt.Sprintf("unknown group %q", t.Group), err)
+		} else {
+			r.GID = g
+		}
+	}
+	if r.Wait, err = ParseWait(t.Wait); err != nil {
+		fail("wait", "bad wait", err)
+	}
+	for _, d := range []struct {
+		key string
+		s   string
+		to  *time.Duration
+	}{{"check_timeout", t.CheckTimeout, &r.CheckTimeout}, {"reload_timeout", t.ReloadTimeout, &r.ReloadTimeout}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v <= 0 {
+			fail(d.key, fmt.Sprintf("%s %q is not a positive duration like \"30s\"", d.key, d.s), nil)
+			continue
+		}
+		*d.to = v
+	}
+	for _, c := range []struct{ key, cmd string }{{"check_cmd", r.CheckCmd}, {"reload_cmd", r.ReloadCmd}} {
+		if _, err := expandCmd(c.cmd, "", ""); err != nil {
+			fail(c.key, c.key, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	h := sha256.New()
+	h.Write(raw)
+	h.Write([]byte{0})
+	h.Write([]byte(opts.Prefix))
+	if src, err := os.ReadFile(r.Src); err == nil {
+		h.Write(src)
+	}
+	r.Fingerprint = hex.EncodeToString(h.Sum(nil))
+	return r, nil
+}
+
+func lookupUser(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil {
+		return id, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+func lookupGroup(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil {
+		return id, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// keyLine finds the line where a key is assigned. BurntSushi/toml reports no positions
+// for decoded or undecoded keys, and a file name without a line makes users hunt.
+func keyLine(raw []byte, key string) int {
+	re, err := regexp.Compile(`^\s*("?)` + regexp.QuoteMeta(key) + `("?)\s*=`)
+	if err != nil {
+		return 0
+	}
+	tableRe := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(key) + `\s*\]`)
+	for i, line := range strings.Split(string(raw), "\n") {
+		if re.MatchString(line) || tableRe.MatchString(line) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+var lineRe = regexp.MustCompile(`line (\d+)`)
+
+func tomlErrLine(err error) int {
+	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,390 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/template"
+)
+
+// maxDiscovery bounds how often one render may find that it read data not loaded yet
+// (keys inferred from the template, e.g. getv (printf "/x/%s" (getv "/y"))).
+const maxDiscovery = 8
+
+// Runner drives many resources over one backend and one cache.
+type Runner struct {
+	Store    backends.Store
+	Cache    *cache.Cache
+	Syncer   *Syncer
+	Log      *slog.Logger
+	Metrics  *Metrics      // optional
+	Wait     Wait          // global quiescence, for resources without their own
+	Interval time.Duration // watch mode: also re-read everything this often (0: never)
+	Workers  int           // parallel renders; default max(4, 2*GOMAXPROCS)
+
+	mu       sync.Mutex
+	states   map[string]*state // by resource name
+	watching map[string]*watch // by target ID
+	events   chan backends.Event
+	wg       sync.WaitGroup // watch goroutines
+}
+
+type state struct {
+	r       *Resource
+	reads   *template.Reads
+	targets []backends.Target
+
+	// owned by the watch loop
+	rendering bool
+	again     bool
+	first     time.Time // first change of the current burst
+	timer     *time.Timer
+	retry     time.Duration
+
+	// guarded by Runner.mu, for /healthz
+	rendered bool
+	lastOK   time.Time
+	lastErr  error
+}
+
+type watch struct {
+	target backends.Target
+	cancel context.CancelFunc
+}
+
+// Status is one resource's health, for /healthz.
+type Status struct {
+	Name        string    `json:"name"`
+	Dest        string    `json:"dest"`
+	Rendered    bool      `json:"rendered"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func (rn *Runner) log() *slog.Logger {
+	if rn.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return rn.Log
+}
+
+func (rn *Runner) init() {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.states == nil {
+		rn.states = make(map[string]*state)
+		rn.watching = make(map[string]*watch)
+		rn.events = make(chan backends.Event, 1024)
+	}
+	if rn.Cache == nil {
+		rn.Cache = cache.New()
+	}
+	if rn.Syncer == nil {
+		rn.Syncer = &Syncer{Log: rn.Log}
+	}
+}
+
+// Statuses reports every resource's state, sorted by name.
+func (rn *Runner) Statuses() []Status {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	out := make([]Status, 0, len(rn.states))
+	for _, st := range rn.states {
+		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK}
+		if st.lastErr != nil {
+			s.LastError = st.lastErr.Error()
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Status) int { return compareStrings(a.Name, b.Name) })
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// RenderOnce renders every resource once from one consistent read, syncs each, then runs
+// each distinct reload command once. It processes every resource even when some fail,
+// and returns an error naming each failure.
+func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
+	rn.init()
+	var declared []backends.Target
+	for _, r := range rs {
+		declared = append(declared, r.Targets()...)
+		rn.mu.Lock()
+		rn.states[r.Name] = &state{r: r}
+		rn.mu.Unlock()
+	}
+	if err := rn.ensure(ctx, declared, false); err != nil {
+		return err
+	}
+	var (
+		errs    []error
+		reloads []string
+	)
+	for _, r := range rs {
+		st := rn.states[r.Name]
+		o, err := rn.renderAndSync(ctx, st, false)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+			continue
+		}
+		if o.Reload != "" && !slices.Contains(reloads, o.Reload) {
+			reloads = append(reloads, o.Reload)
+		}
+	}
+	for _, cmd := range reloads {
+		if err := rn.reload(ctx, cmd, rn.reloadTimeout(cmd, rs)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (rn *Runner) reloadTimeout(cmd string, rs []*Resource) time.Duration {
+	var d time.Duration
+	for _, r := range rs {
+		if exp, _ := expandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
+			d = r.ReloadTimeout
+		}
+	}
+	return d
+}
+
+func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration) error {
+	start := time.Now()
+	out, err := runCommand(ctx, "reload_cmd", cmd, timeout)
+	rn.Metrics.reload(err, time.Since(start))
+	if err != nil {
+		rn.log().Error("reload failed", "cmd", cmd, "err", err)
+		return err
+	}
+	rn.log().Info("reloaded", "cmd", cmd, "duration", time.Since(start).Round(time.Millisecond), "output", out)
+	return nil
+}
+
+// renderAndSync renders one resource from the cache, loading whatever the template turns
+// out to read that is not loaded yet, then syncs the result.
+func (rn *Runner) renderAndSync(ctx context.Context, st *state, watching bool) (Outcome, error) {
+	r := st.r
+	start := time.Now()
+	var (
+		out   []byte
+		reads *template.Reads
+		err   error
+	)
+	opts := template.Options{Prefix: r.Prefix, Scope: r.Scope()}
+	for round := 0; ; round++ {
+		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
+		var missing []backends.Target
+		if reads != nil {
+			for _, t := range reads.Targets() {
+				if !rn.Cache.Covered(t) {
+					missing = append(missing, t)
+				}
+			}
+		}
+		if len(missing) == 0 || round == maxDiscovery {
+			break
+		}
+		if lerr := rn.ensure(ctx, missing, watching); lerr != nil {
+			err = loadError{lerr}
+			break
+		}
+	}
+	targets := r.Targets()
+	if reads != nil {
+		targets = mergeTargets(targets, reads.Targets())
+	}
+	rn.mu.Lock()
+	if reads != nil {
+		st.reads, st.targets = reads, targets
+	}
+	rn.mu.Unlock()
+	if err != nil {
+		rn.Metrics.render(r.Name, "error", time.Since(start))
+		rn.fail(st, err)
+		return Outcome{}, err
+	}
+	o, err := rn.Syncer.Sync(ctx, r, out)
+	if err != nil {
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			rn.Metrics.checkFailed(r.Name)
+		}
+		rn.Metrics.render(r.Name, "error", time.Since(start))
+		rn.fail(st, err)
+		return o, err
+	}
+	result := "unchanged"
+	if o.Changed {
+		result = "changed"
+	}
+	rn.Metrics.render(r.Name, result, time.Since(start))
+	rn.mu.Lock()
+	st.rendered, st.lastOK, st.lastErr = true, time.Now(), nil
+	rn.mu.Unlock()
+	rn.Metrics.success(r.Name)
+	lvl := slog.LevelDebug
+	if o.Changed {
+		lvl = slog.LevelInfo
+	}
+	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", o.Changed,
+		"dry_run", rn.Syncer.DryRun, "duration", time.Since(start).Round(time.Microsecond))
+	return o, nil
+}
+
+func (rn *Runner) fail(st *state, err error) {
+	rn.mu.Lock()
+	st.lastErr = err
+	rn.mu.Unlock()
+	rn.log().Error("render failed; dest left as it was", "resource", st.r.Name, "dest", st.r.Dest, "err", err)
+}
+
+func mergeTargets(a, b []backends.Target) []backends.Target {
+	seen := map[string]bool{}
+	var out []backends.Target
+	for _, t := range append(slices.Clone(a), b...) {
+		if !seen[t.ID()] {
+			seen[t.ID()] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ensure loads every target not in the cache yet — all prefixes in one consistent read —
+// and, in watch mode, starts one watch for each from the revision it was read at.
+func (rn *Runner) ensure(ctx context.Context, ts []backends.Target, watching bool) error {
+	var prefixes []string
+	var others []backends.Target
+	for _, t := range ts {
+		if rn.Cache.Covered(t) {
+			continue
+		}
+		if t.Service == nil && !t.ServiceNames {
+			prefixes = append(prefixes, t.Prefix)
+		} else {
+			others = append(others, t)
+		}
+	}
+	prefixes = backends.MinimalPrefixes(prefixes)
+	var evs []backends.Event
+	if len(prefixes) > 0 {
+		kvs, rev, err := rn.Store.Get(ctx, prefixes)
+		if err != nil {
+			return fmt.Errorf("read %v: %w", prefixes, err)
+		}
+		for _, p := range prefixes {
+			sub := map[string]string{}
+			for k, v := range kvs {
+				if backends.UnderPrefix(k, p) {
+					sub[k] = v
+				}
+			}
+			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
+		}
+	}
+	for _, t := range others {
+		if t.ServiceNames {
+			names, rev, err := rn.Store.ServiceNames(ctx)
+			if err != nil {
+				return fmt.Errorf("read service catalog: %w", err)
+			}
+			evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Names: names})
+			continue
+		}
+		svcs, rev, err := rn.Store.Services(ctx, *t.Service)
+		if err != nil {
+			return fmt.Errorf("read service %s: %w", t.Service, err)
+		}
+		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
+	}
+	for _, ev := range evs {
+		rn.Cache.Apply(ev)
+		if watching {
+			rn.startWatch(ev.Target, ev.Revision)
+		}
+	}
+	rn.Metrics.cacheKeys(rn.Cache.Len())
+	return nil
+}
+
+func (rn *Runner) startWatch(t backends.Target, from uint64) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if _, ok := rn.watching[t.ID()]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rn.watching[t.ID()] = &watch{target: t, cancel: cancel}
+	rn.wg.Add(1)
+	go func() {
+		defer rn.wg.Done()
+		backoff := 100 * time.Millisecond
+		for {
+			err := rn.Store.Watch(ctx, t, from, rn.events)
+			if ctx.Err() != nil {
+				return
+			}
+			// The contract is to retry inside Watch; if a backend gives up anyway, start
+			// over from a fresh read rather than lose the target.
+			rn.log().Warn("watch ended; restarting", "target", t.ID(), "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(jitter(backoff)):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			if rev, ok := rn.Cache.Loaded(t); ok {
+				from = rev
+			}
+		}
+	}()
+	rn.log().Debug("watching", "target", t.ID(), "from", from)
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// WatchCount is the number of running watches (one per distinct target).
+func (rn *Runner) WatchCount() int {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return len(rn.watching)
+}
+
+func (rn *Runner) watchIDs() []string {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	var ids []string
+	for id := range rn.watching {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (rn *Runner) workers() int {
+	if rn.Workers > 0 {
+		return rn.Workers
+	}
+	return max(4, 2*runtime.GOMAXPROCS(0))
+}

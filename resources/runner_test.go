@@ -1,0 +1,542 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+// memStore is an in-memory registry for runner unit tests: revisions, prefix watches
+// with incremental events, service lists, and a switch to make it "down".
+type memStore struct {
+	mu    sync.Mutex
+	kv    map[string]string
+	svcs  map[string][]backends.Service
+	rev   uint64
+	down  bool
+	gets  int
+	watch map[chan<- backends.Event][]backends.Target
+}
+
+func newMem(kv map[string]string) *memStore {
+	if kv == nil {
+		kv = map[string]string{}
+	}
+	return &memStore{kv: kv, svcs: map[string][]backends.Service{}, rev: 1, watch: map[chan<- backends.Event][]backends.Target{}}
+}
+
+var errDown = errors.New("127.0.0.1:1: connection refused")
+
+func (m *memStore) Get(ctx context.Context, prefixes []string) (map[string]string, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gets++
+	if m.down {
+		return nil, 0, errDown
+	}
+	out := map[string]string{}
+	for k, v := range m.kv {
+		for _, p := range prefixes {
+			if backends.UnderPrefix(k, p) {
+				out[k] = v
+			}
+		}
+	}
+	return out, m.rev, nil
+}
+
+func (m *memStore) Services(ctx context.Context, q backends.ServiceQuery) ([]backends.Service, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return nil, 0, errDown
+	}
+	var out []backends.Service
+	for _, s := range m.svcs[q.Name] {
+		if q.Accepts(s) {
+			out = append(out, s)
+		}
+	}
+	return out, m.rev, nil
+}
+
+func (m *memStore) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
+	return nil, m.rev, nil
+}
+
+func (m *memStore) Watch(ctx context.Context, t backends.Target, from uint64, out chan<- backends.Event) error {
+	m.mu.Lock()
+	m.watch[out] = append(m.watch[out], t)
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	ts := m.watch[out]
+	for i, x := range ts {
+		if x.ID() == t.ID() {
+			m.watch[out] = append(ts[:i:i], ts[i+1:]...)
+			break
+		}
+	}
+	m.mu.Unlock()
+	return ctx.Err()
+}
+
+func (m *memStore) State() backends.State { return backends.State{Conn: backends.Up} }
+func (m *memStore) Close() error          { return nil }
+
+// put changes a key and notifies watchers of prefixes holding it.
+func (m *memStore) put(k, v string) {
+	m.mu.Lock()
+	m.rev++
+	m.kv[k] = v
+	type send struct {
+		ch chan<- backends.Event
+		ev backends.Event
+	}
+	var sends []send
+	for ch, ts := range m.watch {
+		for _, t := range ts {
+			if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
+				sends = append(sends, send{ch, backends.Event{Target: t, Revision: m.rev, KVs: map[string]string{k: v}}})
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range sends {
+		s.ch <- s.ev
+	}
+}
+
+func (m *memStore) setServices(name string, svcs []backends.Service) {
+	m.mu.Lock()
+	m.rev++
+	m.svcs[name] = svcs
+	var sends []func()
+	for ch, ts := range m.watch {
+		for _, t := range ts {
+			if t.Service != nil && t.Service.Name == name {
+				var out []backends.Service
+				for _, s := range svcs {
+					if t.Service.Accepts(s) {
+						out = append(out, s)
+					}
+				}
+				ev := backends.Event{Target: t, Revision: m.rev, Full: true, Services: out}
+				ch := ch
+				sends = append(sends, func() { ch <- ev })
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, f := range sends {
+		f()
+	}
+}
+
+func (m *memStore) watchCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, ts := range m.watch {
+		n += len(ts)
+	}
+	return n
+}
+
+// confdir writes resources: name -> (toml body without [template], template text).
+func confdir(t *testing.T, res map[string][2]string) (string, []*Resource) {
+	t.Helper()
+	files := map[string]string{}
+	for name, rt := range res {
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\n" + rt[0]
+		files["templates/"+name+".tmpl"] = rt[1]
+	}
+	dir := tree(t, files)
+	os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	rs, err := Load(LoadOptions{ConfDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, rs
+}
+
+func read(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return string(b)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRenderOnceSharesOneReadAndOneReload(t *testing.T) {
+	m := newMem(map[string]string{"/app/a": "1", "/app/b": "2", "/other/x": "x"})
+	dir, rs := confdir(t, map[string][2]string{
+		"one": {`keys = ["/app"]` + "\nreload_cmd = \"echo r >> " + "RELOADLOG\"\n", `a={{getv "/app/a"}}`},
+		"two": {`keys = ["/app/b", "/other"]` + "\nreload_cmd = \"echo r >> " + "RELOADLOG\"\n", `b={{getv "/app/b"}} x={{getv "/other/x"}}`},
+	})
+	log := filepath.Join(dir, "reloads")
+	for _, r := range rs {
+		r.ReloadCmd = strings.ReplaceAll(r.ReloadCmd, "RELOADLOG", log)
+	}
+	rn := &Runner{Store: m}
+	if err := rn.RenderOnce(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "out/one")); got != "a=1" {
+		t.Fatalf("one = %q", got)
+	}
+	if got := read(t, filepath.Join(dir, "out/two")); got != "b=2 x=x" {
+		t.Fatalf("two = %q", got)
+	}
+	if m.gets != 1 {
+		t.Fatalf("declared keys took %d reads, want 1 consistent read", m.gets)
+	}
+	if got := read(t, log); got != "r\n" {
+		t.Fatalf("shared reload ran %q, want once", got)
+	}
+	// Second run: nothing changed, so no reload at all.
+	if err := rn.RenderOnce(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, log); got != "r\n" {
+		t.Fatalf("unchanged render reloaded: %q", got)
+	}
+}
+
+func TestRenderOnceInfersKeysFromTheTemplate(t *testing.T) {
+	m := newMem(map[string]string{"/cfg/env": "prod", "/db/prod/host": "db1", "/db/staging/host": "db2"})
+	dir, rs := confdir(t, map[string][2]string{
+		"app": {"", `host={{getv (printf "/db/%s/host" (getv "/cfg/env"))}}`},
+	})
+	if err := (&Runner{Store: m}).RenderOnce(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "out/app")); got != "host=db1" {
+		t.Fatalf("app = %q", got)
+	}
+}
+
+func TestRenderOnceOneFailureDoesNotStopOthers(t *testing.T) {
+	m := newMem(map[string]string{"/a": "1"})
+	dir, rs := confdir(t, map[string][2]string{
+		"bad":  {`keys = ["/a"]`, `{{getv "/missing"}}`},
+		"good": {`keys = ["/a"]`, `{{getv "/a"}}`},
+		"chk":  {"keys = [\"/a\"]\ncheck_cmd = \"false\"", `{{getv "/a"}}`},
+	})
+	os.WriteFile(filepath.Join(dir, "out/chk"), []byte("previous"), 0o644)
+	err := (&Runner{Store: m}).RenderOnce(context.Background(), rs)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, w := range []string{"bad.toml:", "key does not exist: /missing", "chk.toml:", "check_cmd"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q: %v", w, err)
+		}
+	}
+	if got := read(t, filepath.Join(dir, "out/good")); got != "1" {
+		t.Fatalf("good = %q", got)
+	}
+	if got := read(t, filepath.Join(dir, "out/chk")); got != "previous" {
+		t.Fatalf("failed check replaced dest: %q", got)
+	}
+}
+
+func TestRenderOnceBackendDown(t *testing.T) {
+	m := newMem(nil)
+	m.down = true
+	dir, rs := confdir(t, map[string][2]string{"app": {`keys = ["/a"]`, `{{getv "/a/x" "d"}}`}})
+	os.WriteFile(filepath.Join(dir, "out/app"), []byte("last good"), 0o644)
+	err := (&Runner{Store: m}).RenderOnce(context.Background(), rs)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := read(t, filepath.Join(dir, "out/app")); got != "last good" {
+		t.Fatalf("dest = %q", got)
+	}
+}
+
+// startRun runs the watch loop in the background and returns a stop function.
+func startRun(t *testing.T, rn *Runner, rs []*Resource, updates chan ResourceSet) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rn.Run(ctx, rs, updates) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func renders(m *Metrics, name string) int {
+	return int(testutil.ToFloat64(m.renders.WithLabelValues(name, "changed")) +
+		testutil.ToFloat64(m.renders.WithLabelValues(name, "unchanged")) +
+		testutil.ToFloat64(m.renders.WithLabelValues(name, "error")))
+}
+
+func TestWatchRerendersOnlyTouchedResources(t *testing.T) {
+	m := newMem(map[string]string{"/app/a": "1", "/app/b": "1", "/x": "1"})
+	dir, rs := confdir(t, map[string][2]string{
+		"a": {`keys = ["/app"]`, `{{getv "/app/a"}}`},
+		"b": {"", `{{getv "/app/b"}}`}, // inferred keys
+		"x": {"", `{{getv "/x"}}`},
+	})
+	met := NewMetrics(prometheus.NewRegistry())
+	rn := &Runner{Store: m, Metrics: met}
+	startRun(t, rn, rs, nil)
+	eventually(t, "first render", func() bool {
+		return read(t, filepath.Join(dir, "out/a")) == "1" && read(t, filepath.Join(dir, "out/b")) == "1" && read(t, filepath.Join(dir, "out/x")) == "1"
+	})
+	// One watch per distinct target: "/app" (a declares it; b's "/app/b" is under it) and "/x".
+	eventually(t, "watches", func() bool { return rn.WatchCount() == 2 })
+	if ids := rn.watchIDs(); strings.Join(ids, " ") != "prefix:/app prefix:/x" {
+		t.Fatalf("watching %v", ids)
+	}
+
+	m.put("/app/b", "2")
+	eventually(t, "b re-rendered", func() bool { return read(t, filepath.Join(dir, "out/b")) == "2" })
+	time.Sleep(50 * time.Millisecond)
+	if n := renders(met, "a.toml"); n != 1 {
+		t.Errorf("a rendered %d times; /app/b does not touch its reads", n)
+	}
+	if n := renders(met, "x.toml"); n != 1 {
+		t.Errorf("x rendered %d times", n)
+	}
+	if n := renders(met, "b.toml"); n != 2 {
+		t.Errorf("b rendered %d times, want 2", n)
+	}
+
+	// A key read but missing at first: its appearance re-renders the resource.
+	m.put("/app/a", "3")
+	eventually(t, "a re-rendered", func() bool { return read(t, filepath.Join(dir, "out/a")) == "3" })
+}
+
+func TestWatchMissingKeyAppearsLater(t *testing.T) {
+	m := newMem(map[string]string{})
+	dir, rs := confdir(t, map[string][2]string{"a": {"", `v={{getv "/late/key"}}`}})
+	rn := &Runner{Store: m}
+	startRun(t, rn, rs, nil)
+	eventually(t, "watch on the missing key", func() bool { return m.watchCount() == 1 })
+	if _, err := os.Stat(filepath.Join(dir, "out/a")); err == nil {
+		t.Fatal("rendered although the key is missing")
+	}
+	m.put("/late/key", "here")
+	eventually(t, "render after the key appears", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v=here" })
+}
+
+func TestWatchQuiescence(t *testing.T) {
+	m := newMem(map[string]string{"/k": "0"})
+	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]\nwait = \"600ms:3s\"", `{{getv "/k"}}`}})
+	met := NewMetrics(prometheus.NewRegistry())
+	startRun(t, &Runner{Store: m, Metrics: met}, rs, nil)
+	eventually(t, "first render", func() bool { return read(t, filepath.Join(dir, "out/a")) == "0" })
+	eventually(t, "watch", func() bool { return m.watchCount() == 1 })
+
+	start := time.Now()
+	for i := 1; i <= 5; i++ {
+		m.put("/k", fmt.Sprint(i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := read(t, filepath.Join(dir, "out/a")); got != "0" {
+		t.Fatalf("rendered %q during the burst; min wait is 600ms of calm", got)
+	}
+	eventually(t, "render after calm", func() bool { return read(t, filepath.Join(dir, "out/a")) == "5" })
+	if d := time.Since(start); d < 1000*time.Millisecond {
+		t.Fatalf("rendered after %v, before 600ms of calm", d)
+	}
+	// The file appears a moment before the render is counted.
+	eventually(t, "two renders", func() bool { return renders(met, "a.toml") == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := renders(met, "a.toml"); n != 2 {
+		t.Fatalf("%d renders, want the initial one and one for the burst", n)
+	}
+
+}
+
+func TestWatchQuiescenceMax(t *testing.T) {
+	m := newMem(map[string]string{"/k": "0"})
+	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]\nwait = \"200ms:500ms\"", `{{getv "/k"}}`}})
+	startRun(t, &Runner{Store: m}, rs, nil)
+	eventually(t, "watch", func() bool { return m.watchCount() == 1 && read(t, filepath.Join(dir, "out/a")) == "0" })
+	start := time.Now()
+	var sawAt time.Duration
+	for i := 1; time.Since(start) < 2*time.Second; i++ {
+		m.put("/k", fmt.Sprint(i)) // every 50ms: never 200ms of calm
+		time.Sleep(50 * time.Millisecond)
+		if sawAt == 0 && read(t, filepath.Join(dir, "out/a")) != "0" {
+			sawAt = time.Since(start)
+		}
+	}
+	if sawAt == 0 || sawAt > 1200*time.Millisecond {
+		t.Fatalf("first render during a continuous burst at %v; max wait is 500ms", sawAt)
+	}
+}
+
+func TestWatchBurstCoalesces(t *testing.T) {
+	m := newMem(map[string]string{"/k": "0"})
+	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]", `{{getv "/k"}}`}})
+	met := NewMetrics(prometheus.NewRegistry())
+	startRun(t, &Runner{Store: m, Metrics: met, Wait: Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}, rs, nil)
+	eventually(t, "watch", func() bool { return m.watchCount() == 1 && read(t, filepath.Join(dir, "out/a")) == "0" })
+	for i := 1; i <= 1000; i++ {
+		m.put("/k", fmt.Sprint(i))
+	}
+	eventually(t, "final value", func() bool { return read(t, filepath.Join(dir, "out/a")) == "1000" })
+	time.Sleep(100 * time.Millisecond)
+	if n := renders(met, "a.toml"); n > 6 {
+		t.Fatalf("1,000 changes caused %d renders", n)
+	}
+}
+
+func TestWatchServices(t *testing.T) {
+	m := newMem(nil)
+	m.svcs["web"] = []backends.Service{{Name: "web", ID: "1", Address: "10.0.0.1", Port: 80, Status: "passing", Healthy: true}}
+	dir, rs := confdir(t, map[string][2]string{"lb": {"", `{{range service "web"}}{{.HostPort}} {{end}}`}})
+	startRun(t, &Runner{Store: m}, rs, nil)
+	eventually(t, "first", func() bool { return read(t, filepath.Join(dir, "out/lb")) == "10.0.0.1:80 " })
+	eventually(t, "watch", func() bool { return m.watchCount() == 1 })
+	m.setServices("web", []backends.Service{
+		{Name: "web", ID: "1", Address: "10.0.0.1", Port: 80, Status: "critical"},
+		{Name: "web", ID: "2", Address: "10.0.0.2", Port: 80, Status: "passing", Healthy: true},
+	})
+	eventually(t, "update", func() bool { return read(t, filepath.Join(dir, "out/lb")) == "10.0.0.2:80 " })
+}
+
+func TestWatchHotReload(t *testing.T) {
+	m := newMem(map[string]string{"/k": "v"})
+	dir, rs := confdir(t, map[string][2]string{"a": {"", `a={{getv "/k"}}`}})
+	updates := make(chan ResourceSet)
+	startRun(t, &Runner{Store: m}, rs, updates)
+	eventually(t, "a", func() bool { return read(t, filepath.Join(dir, "out/a")) == "a=v" })
+
+	write := func(p, s string) { os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644) }
+	load := func() ResourceSet {
+		rs, err := Load(LoadOptions{ConfDir: dir})
+		set := ResourceSet{Resources: rs, Failed: map[string]bool{}}
+		var re *Error
+		for _, e := range unjoin(err) {
+			if errors.As(e, &re) {
+				set.Failed[re.File] = true
+			}
+		}
+		return set
+	}
+	// add
+	write("conf.d/b.toml", "[template]\nsrc = \"b.tmpl\"\ndest = \"out/b\"\n")
+	write("templates/b.tmpl", `b={{getv "/k"}}`)
+	updates <- load()
+	eventually(t, "b added", func() bool { return read(t, filepath.Join(dir, "out/b")) == "b=v" })
+	// change the template
+	write("templates/a.tmpl", `A={{getv "/k"}}`)
+	updates <- load()
+	eventually(t, "a changed", func() bool { return read(t, filepath.Join(dir, "out/a")) == "A=v" })
+	// break it: the previous version keeps running and following changes
+	write("templates/a.tmpl", `A={{getv "/k"`)
+	updates <- load()
+	m.put("/k", "w")
+	eventually(t, "broken a keeps running", func() bool { return read(t, filepath.Join(dir, "out/a")) == "A=w" })
+	// fix it
+	write("templates/a.tmpl", `fixed={{getv "/k"}}`)
+	updates <- load()
+	eventually(t, "a fixed", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=w" })
+	// delete b: it stops following changes
+	os.Remove(filepath.Join(dir, "conf.d/b.toml"))
+	updates <- load()
+	time.Sleep(100 * time.Millisecond)
+	m.put("/k", "z")
+	eventually(t, "a follows", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=z" })
+	time.Sleep(100 * time.Millisecond)
+	if got := read(t, filepath.Join(dir, "out/b")); got != "b=w" {
+		t.Fatalf("deleted resource still rendered: %q", got)
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+func TestWatchBackendDownAtStartThenUp(t *testing.T) {
+	m := newMem(map[string]string{"/k": "v"})
+	m.down = true
+	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
+	os.WriteFile(filepath.Join(dir, "out/a"), []byte("last good"), 0o644)
+	startRun(t, &Runner{Store: m}, rs, nil)
+	time.Sleep(300 * time.Millisecond)
+	if got := read(t, filepath.Join(dir, "out/a")); got != "last good" {
+		t.Fatalf("dest changed while the backend was down: %q", got)
+	}
+	m.mu.Lock()
+	m.down = false
+	m.mu.Unlock()
+	eventually(t, "catch up", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
+}
+
+func TestWatchSIGTERMFinishesSlowReload(t *testing.T) {
+	m := newMem(map[string]string{"/k": "v"})
+	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
+	marker := filepath.Join(dir, "reloaded")
+	rs[0].ReloadCmd = "sleep 0.5; touch " + marker
+	stop := startRun(t, &Runner{Store: m}, rs, nil)
+	eventually(t, "render", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
+	time.Sleep(100 * time.Millisecond) // the reload is now running
+	stop()
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("Run returned before the in-flight reload finished")
+	}
+}
+
+func TestWatchInterval(t *testing.T) {
+	m := newMem(map[string]string{"/k": "v"})
+	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
+	startRun(t, &Runner{Store: m, Interval: 100 * time.Millisecond}, rs, nil)
+	eventually(t, "render", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
+	// A change the watch never reports (a lost event) is caught by the interval read.
+	m.mu.Lock()
+	m.kv["/k"] = "silent"
+	m.mu.Unlock()
+	eventually(t, "interval catches it", func() bool { return read(t, filepath.Join(dir, "out/a")) == "silent" })
+}

@@ -1,0 +1,176 @@
+package resources
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/aymanbagabas/go-udiff"
+	"github.com/google/renameio/v2"
+)
+
+// Syncer writes rendered content to a resource's dest safely.
+type Syncer struct {
+	DryRun        bool      // print a diff, write nothing, run nothing
+	SyncOnly      bool      // write files, run no check or reload command
+	KeepStageFile bool      // leave the stage file in place (for debugging a check_cmd)
+	Diff          io.Writer // where DryRun diffs go
+	Log           *slog.Logger
+}
+
+// Outcome says what a sync did.
+type Outcome struct {
+	Changed bool   // dest was (or, in a dry run, would be) replaced
+	Reload  string // the expanded reload command to run, "" for none
+}
+
+// Sync makes dest hold content with the resource's mode and owner. When dest already
+// does, nothing happens. Otherwise content goes to a stage file next to dest (created
+// 0600, so nobody reads a half-written file), which is fsynced, given its mode and
+// owner, checked with check_cmd and only then renamed over dest. Any failure before the
+// rename removes the stage file and leaves dest byte-identical. The reload command is
+// returned, not run: the runner runs each distinct command once per burst.
+func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome, error) {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mode, uid, gid := r.Mode, r.UID, r.GID
+	old, oldInfo, err := readDest(r.Dest)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !r.ModeSet {
+		// confd keeps an existing file's mode; new files get 0644.
+		mode = 0o644
+		if oldInfo != nil {
+			mode = oldInfo.Mode().Perm()
+		}
+	}
+	if oldInfo != nil && bytes.Equal(old, content) && oldInfo.Mode().Perm() == mode && ownerMatches(oldInfo, uid, gid) {
+		return Outcome{}, nil
+	}
+	if s.DryRun {
+		if s.Diff != nil {
+			fmt.Fprint(s.Diff, diff(r.Dest, old, content, oldInfo, mode))
+		}
+		return Outcome{Changed: true}, nil
+	}
+
+	dir := filepath.Dir(r.Dest)
+	if r.MakeDirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return Outcome{}, fmt.Errorf("%s: make dirs: %w", r.Dest, err)
+		}
+	}
+	stage, err := renameio.NewPendingFile(r.Dest, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(dir))
+	if err != nil {
+		return Outcome{}, fmt.Errorf("%s: create stage file: %w", r.Dest, err)
+	}
+	keep := false
+	defer func() {
+		if keep && s.KeepStageFile {
+			stage.File.Close()
+			return
+		}
+		stage.Cleanup() // no-op after a successful replace
+	}()
+	if _, err := stage.Write(content); err != nil {
+		return Outcome{}, fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)
+	}
+	if err := stage.Sync(); err != nil {
+		return Outcome{}, fmt.Errorf("%s: fsync stage file %s: %w", r.Dest, stage.Name(), err)
+	}
+	if err := stage.Chmod(mode); err != nil {
+		return Outcome{}, fmt.Errorf("%s: chmod %o: %w", r.Dest, mode, err)
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := stage.Chown(uid, gid); err != nil {
+			return Outcome{}, fmt.Errorf("%s: chown %d:%d: %w", r.Dest, uid, gid, err)
+		}
+	}
+	if r.CheckCmd != "" && !s.SyncOnly {
+		cmd, err := expandCmd(r.CheckCmd, stage.Name(), r.Dest)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
+		}
+		out, err := runCommand(ctx, "check_cmd", cmd, r.CheckTimeout)
+		if err != nil {
+			keep = true
+			if s.KeepStageFile {
+				log.Warn("stage file kept", "resource", r.Name, "stage", stage.Name())
+			}
+			return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
+		}
+		log.Debug("check_cmd passed", "resource", r.Name, "cmd", cmd, "output", out)
+	}
+	if r.Backup && oldInfo != nil {
+		if err := renameio.WriteFile(r.Dest+".bak", old, oldInfo.Mode().Perm()); err != nil {
+			return Outcome{}, fmt.Errorf("%s: backup: %w", r.Dest, err)
+		}
+	}
+	if err := stage.CloseAtomicallyReplace(); err != nil {
+		return Outcome{}, fmt.Errorf("%s: replace: %w", r.Dest, err)
+	}
+	// The rename is durable only once the directory entry is on disk.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	o := Outcome{Changed: true}
+	if r.ReloadCmd != "" && !s.SyncOnly {
+		if o.Reload, err = expandCmd(r.ReloadCmd, r.Dest, r.Dest); err != nil {
+			return o, fmt.Errorf("%s: reload_cmd: %w", r.Dest, err)
+		}
+	}
+	return o, nil
+}
+
+// readDest returns dest's content and info, or nils when it does not exist yet.
+func readDest(dest string) ([]byte, fs.FileInfo, error) {
+	fi, err := os.Stat(dest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", dest, err)
+	}
+	if fi.IsDir() {
+		return nil, nil, fmt.Errorf("%s: dest is a directory", dest)
+	}
+	b, err := os.ReadFile(dest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", dest, err)
+	}
+	return b, fi, nil
+}
+
+func ownerMatches(fi fs.FileInfo, uid, gid int) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	return (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid)
+}
+
+func diff(dest string, old, content []byte, oldInfo fs.FileInfo, mode fs.FileMode) string {
+	from := dest
+	if oldInfo == nil {
+		from = "/dev/null"
+	}
+	d := udiff.Unified(from, dest, string(old), string(content))
+	if d == "" && oldInfo != nil && oldInfo.Mode().Perm() != mode {
+		return fmt.Sprintf("%s: mode %04o -> %04o\n", dest, oldInfo.Mode().Perm(), mode)
+	}
+	if d == "" {
+		return fmt.Sprintf("%s: owner would change\n", dest)
+	}
+	return d
+}

@@ -1,0 +1,478 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/cache"
+)
+
+// ResourceSet is a fresh load of the resource files, for hot reload. Resources of files
+// listed in Failed keep running in their previous version.
+type ResourceSet struct {
+	Resources []*Resource
+	Failed    map[string]bool // by resource file
+}
+
+// loadError marks a render that failed because data could not be read (registry down),
+// which is worth retrying by itself; a template or check failure waits for a change.
+type loadError struct{ error }
+
+func (e loadError) Unwrap() error { return e.error }
+
+type result struct {
+	st  *state
+	o   Outcome
+	err error
+}
+
+// Run renders every resource, then keeps their files current until ctx ends: one watch
+// per distinct target feeds the cache, a change re-renders only the resources whose last
+// render read what changed, after their quiescence. New resource sets arriving on
+// updates replace the running ones. When ctx ends, in-flight renders and commands finish
+// (bounded by their own timeouts), then Run returns nil.
+func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan ResourceSet) error {
+	rn.init()
+	var (
+		due      = make(chan *state, 64)
+		done     = make(chan result, 64)
+		sem      = make(chan struct{}, rn.workers())
+		inflight int
+		pending  []string // reload commands of the current burst, in order
+		rl       = &reloader{rn: rn}
+		// Commands and writes run to completion even after SIGTERM.
+		workCtx = context.WithoutCancel(ctx)
+	)
+	defer rn.stopWatches()
+
+	dispatch := func(st *state) {
+		if st.timer != nil {
+			st.timer.Stop()
+			st.timer = nil
+		}
+		st.first = time.Time{}
+		if st.rendering {
+			st.again = true
+			return
+		}
+		st.rendering = true
+		inflight++
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			o, err := rn.renderAndSync(workCtx, st, true)
+			done <- result{st, o, err}
+		}()
+	}
+	schedule := func(st *state, delay time.Duration) {
+		if delay <= 0 {
+			dispatch(st)
+			return
+		}
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+		st.timer = time.AfterFunc(delay, func() {
+			select {
+			case due <- st:
+			case <-ctx.Done():
+			}
+		})
+	}
+	changed := func(st *state) {
+		w := st.r.Wait
+		if w == (Wait{}) {
+			w = rn.Wait
+		}
+		now := time.Now()
+		if st.first.IsZero() {
+			st.first = now
+		}
+		delay := w.Min
+		if w.Max > 0 {
+			delay = min(delay, st.first.Add(w.Max).Sub(now))
+		}
+		schedule(st, delay)
+	}
+	add := func(r *Resource) {
+		st := &state{r: r}
+		rn.mu.Lock()
+		rn.states[r.Name] = st
+		rn.mu.Unlock()
+		dispatch(st)
+	}
+	// One consistent read of every declared key before the first renders, so they
+	// all see one revision and share one watch per prefix. If the registry is down,
+	// the renders below fail and retry with backoff.
+	var declared []backends.Target
+	for _, r := range rs {
+		declared = append(declared, r.Targets()...)
+	}
+	if err := rn.ensure(ctx, declared, true); err != nil {
+		rn.log().Warn("registry not reachable; keeping the files as they are and retrying", "err", err)
+	}
+	for _, r := range rs {
+		add(r)
+	}
+
+	var tick <-chan time.Time
+	if rn.Interval > 0 {
+		t := time.NewTicker(rn.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var rereading sync.WaitGroup
+	defer rereading.Wait()
+
+	for {
+		select {
+		case <-ctx.Done():
+			for _, st := range rn.snapshotStates() {
+				if st.timer != nil {
+					st.timer.Stop()
+				}
+			}
+			for inflight > 0 {
+				res := <-done
+				inflight--
+				if res.o.Reload != "" && !slices.Contains(pending, res.o.Reload) {
+					pending = append(pending, res.o.Reload)
+				}
+			}
+			for _, cmd := range pending {
+				rl.request(workCtx, cmd, rn.reloadTimeoutFor(cmd))
+			}
+			rl.wait()
+			return nil
+
+		case ev := <-rn.events:
+			changes := []cache.Change{rn.Cache.Apply(ev)}
+			// Fold everything already queued into this burst before deciding what to render.
+			for more := true; more; {
+				select {
+				case ev := <-rn.events:
+					changes = append(changes, rn.Cache.Apply(ev))
+				default:
+					more = false
+				}
+			}
+			rn.Metrics.cacheKeys(rn.Cache.Len())
+			for _, st := range rn.snapshotStates() {
+				if rn.touched(st, changes) {
+					changed(st)
+				}
+			}
+
+		case st := <-due:
+			if rn.current(st) {
+				dispatch(st)
+			}
+
+		case res := <-done:
+			inflight--
+			st := res.st
+			st.rendering = false
+			if res.o.Reload != "" && !slices.Contains(pending, res.o.Reload) {
+				pending = append(pending, res.o.Reload)
+			}
+			var le loadError
+			switch {
+			case !rn.current(st):
+			case st.again:
+				st.again = false
+				dispatch(st)
+			case errors.As(res.err, &le):
+				st.retry = min(max(2*st.retry, time.Second), 30*time.Second)
+				schedule(st, jitter(st.retry))
+			case res.err == nil:
+				st.retry = 0
+			}
+			if inflight == 0 {
+				// The burst is over: each distinct reload command runs once for it.
+				for _, cmd := range pending {
+					rl.request(workCtx, cmd, rn.reloadTimeoutFor(cmd))
+				}
+				pending = pending[:0]
+				rn.pruneWatches()
+			}
+
+		case set := <-updates:
+			rn.replace(set, add)
+			rn.pruneWatches()
+
+		case <-tick:
+			rereading.Add(1)
+			go func() {
+				defer rereading.Done()
+				rn.reread(ctx)
+			}()
+		}
+	}
+}
+
+// current reports whether st is still the running version of its resource.
+func (rn *Runner) current(st *state) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.states[st.r.Name] == st
+}
+
+func (rn *Runner) snapshotStates() []*state {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	out := make([]*state, 0, len(rn.states))
+	for _, st := range rn.states {
+		out = append(out, st)
+	}
+	return out
+}
+
+// touched reports whether any change can alter st's output.
+func (rn *Runner) touched(st *state, changes []cache.Change) bool {
+	rn.mu.Lock()
+	reads, targets := st.reads, st.targets
+	rn.mu.Unlock()
+	if targets == nil {
+		targets = st.r.Targets()
+	}
+	for _, ch := range changes {
+		if ch.Other {
+			for _, t := range targets {
+				if t.ID() == ch.Target.ID() {
+					return true
+				}
+			}
+			continue
+		}
+		for _, k := range ch.Keys {
+			if reads != nil {
+				if reads.Touches(k) {
+					return true
+				}
+				continue
+			}
+			for _, t := range targets {
+				if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// replace swaps in a new resource set: new and changed resources render, removed ones
+// stop, and resources whose file failed to load keep their previous version.
+func (rn *Runner) replace(set ResourceSet, add func(*Resource)) {
+	next := map[string]*Resource{}
+	for _, r := range set.Resources {
+		next[r.Name] = r
+	}
+	for _, st := range rn.snapshotStates() {
+		if set.Failed[st.r.File] {
+			rn.log().Warn("resource file invalid; previous version keeps running", "resource", st.r.Name)
+			continue
+		}
+		if _, ok := next[st.r.Name]; !ok {
+			if st.timer != nil {
+				st.timer.Stop()
+			}
+			rn.mu.Lock()
+			delete(rn.states, st.r.Name)
+			rn.mu.Unlock()
+			rn.log().Info("resource removed", "resource", st.r.Name)
+		}
+	}
+	for _, r := range set.Resources {
+		rn.mu.Lock()
+		old := rn.states[r.Name]
+		rn.mu.Unlock()
+		if old != nil && old.r.Fingerprint == r.Fingerprint {
+			continue
+		}
+		if old != nil && old.timer != nil {
+			old.timer.Stop()
+		}
+		rn.log().Info("resource loaded", "resource", r.Name, "new", old == nil)
+		add(r)
+	}
+}
+
+// pruneWatches stops watches that no resource reads any more.
+func (rn *Runner) pruneWatches() {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	need := map[string]bool{}
+	for _, st := range rn.states {
+		ts := st.targets
+		if ts == nil {
+			ts = st.r.Targets()
+		}
+		for _, t := range ts {
+			need[t.ID()] = true
+		}
+	}
+	for id, w := range rn.watching {
+		if need[id] && !rn.redundant(w.target) {
+			continue
+		}
+		if !need[id] && !rn.redundant(w.target) && coveredBy(w.target, need) {
+			// Not named any more, but its keys are still read through a broader target
+			// whose watch has not started yet; keep it until that one runs.
+			continue
+		}
+		w.cancel()
+		delete(rn.watching, id)
+		// Keys still under another loaded prefix stay in the cache.
+		rn.Cache.Forget(w.target)
+		rn.log().Debug("stopped watching", "target", id)
+	}
+}
+
+// redundant reports whether another running watch covers a prefix target: concurrent
+// first renders may have started a narrow watch before the broad one. Caller holds mu.
+func (rn *Runner) redundant(t backends.Target) bool {
+	if t.Service != nil || t.ServiceNames {
+		return false
+	}
+	for id, w := range rn.watching {
+		if id != t.ID() && w.target.Service == nil && !w.target.ServiceNames && backends.UnderPrefix(t.Prefix, w.target.Prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// coveredBy reports whether a prefix target lies under a needed prefix.
+func coveredBy(t backends.Target, need map[string]bool) bool {
+	if t.Service != nil || t.ServiceNames {
+		return false
+	}
+	for id := range need {
+		if strings.HasPrefix(id, "prefix:") && backends.UnderPrefix(t.Prefix, id[len("prefix:"):]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (rn *Runner) stopWatches() {
+	rn.mu.Lock()
+	for id, w := range rn.watching {
+		w.cancel()
+		delete(rn.watching, id)
+	}
+	rn.mu.Unlock()
+	rn.wg.Wait()
+}
+
+// reread reads every watched target again and feeds the result in as Full events, for
+// --interval: a watch alone may not be trusted on some networks.
+func (rn *Runner) reread(ctx context.Context) {
+	rn.mu.Lock()
+	var ts []backends.Target
+	for _, w := range rn.watching {
+		ts = append(ts, w.target)
+	}
+	rn.mu.Unlock()
+	var prefixes []string
+	for _, t := range ts {
+		if t.Service == nil && !t.ServiceNames {
+			prefixes = append(prefixes, t.Prefix)
+		}
+	}
+	send := func(ev backends.Event) {
+		select {
+		case rn.events <- ev:
+		case <-ctx.Done():
+		}
+	}
+	if len(prefixes) > 0 {
+		kvs, rev, err := rn.Store.Get(ctx, prefixes)
+		if err != nil {
+			rn.log().Warn("interval re-read failed; keeping last good data", "err", err)
+			return
+		}
+		for _, p := range prefixes {
+			sub := map[string]string{}
+			for k, v := range kvs {
+				if backends.UnderPrefix(k, p) {
+					sub[k] = v
+				}
+			}
+			send(backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
+		}
+	}
+	for _, t := range ts {
+		switch {
+		case t.Service != nil:
+			svcs, rev, err := rn.Store.Services(ctx, *t.Service)
+			if err != nil {
+				rn.log().Warn("interval re-read failed; keeping last good data", "target", t.ID(), "err", err)
+				continue
+			}
+			send(backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
+		case t.ServiceNames:
+			names, rev, err := rn.Store.ServiceNames(ctx)
+			if err != nil {
+				rn.log().Warn("interval re-read failed; keeping last good data", "target", t.ID(), "err", err)
+				continue
+			}
+			send(backends.Event{Target: t, Revision: rev, Full: true, Names: names})
+		}
+	}
+}
+
+func (rn *Runner) reloadTimeoutFor(cmd string) time.Duration {
+	var rs []*Resource
+	for _, st := range rn.snapshotStates() {
+		rs = append(rs, st.r)
+	}
+	return rn.reloadTimeout(cmd, rs)
+}
+
+// reloader runs each reload command at most once at a time; a request while it runs is
+// folded into one more run afterwards, so a burst never becomes a reload storm.
+type reloader struct {
+	rn      *Runner
+	mu      sync.Mutex
+	running map[string]bool
+	again   map[string]bool
+	wg      sync.WaitGroup
+}
+
+func (l *reloader) request(ctx context.Context, cmd string, timeout time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running == nil {
+		l.running, l.again = map[string]bool{}, map[string]bool{}
+	}
+	if l.running[cmd] {
+		l.again[cmd] = true
+		return
+	}
+	l.running[cmd] = true
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			// A failing reload is logged and counted; it never stops the daemon.
+			_ = l.rn.reload(ctx, cmd, timeout)
+			l.mu.Lock()
+			if !l.again[cmd] {
+				l.running[cmd] = false
+				l.mu.Unlock()
+				return
+			}
+			l.again[cmd] = false
+			l.mu.Unlock()
+		}
+	}()
+}
+
+func (l *reloader) wait() { l.wg.Wait() }

@@ -1,0 +1,140 @@
+// Package template renders herald's templates: Go's text/template with sprig, confd's
+// whole function catalogue with confd's exact semantics (so an existing confd templates/
+// file renders byte for byte as confd renders it), and herald's service functions.
+//
+// A render reads a Source lazily, key by key and prefix by prefix, never copying it, and
+// records what it read (Reads): the runner uses that to load what is missing, to choose
+// what to watch, and to re-render only the resources a change touches.
+package template
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"text/template"
+)
+
+// Options say how one render sees the Source.
+type Options struct {
+	// Prefix is confd's resource prefix: the template reads "/x" for the absolute key
+	// Prefix+"/x", and gets/ls return keys with Prefix stripped. "" or "/" means none.
+	Prefix string
+	// Scope holds the absolute prefixes the resource declared in `keys` (already joined
+	// with Prefix). confd loads only those, so a read outside them behaves as a missing
+	// key and is not recorded. nil or empty means unrestricted: keys are inferred from
+	// what the template reads.
+	Scope []string
+}
+
+// Template is a parsed template, ready to render. It is safe for concurrent use.
+type Template struct {
+	name string // confd names a template after its file's base name
+	path string // the file it came from, for errors; "" when parsed from text
+
+	// resolver serves lookupIP and lookupSRV; tests swap it for a fake.
+	resolver resolver
+
+	// main is the parsed template bound to its own execution state. Renders of one
+	// resource rarely overlap, so one bound copy serves nearly all of them; an overlapping
+	// render pays for a clone instead of every render paying for one.
+	mu   sync.Mutex
+	main *instance
+
+	// lastSize sizes the next output buffer, so a render grows it at most once.
+	lastSize atomic.Int64
+}
+
+// instance is a text/template whose store functions close over one execution state.
+type instance struct {
+	tmpl *template.Template
+	st   *execState
+}
+
+// ParseFile parses the template in file path. Like confd, the template is named after
+// the file's base name, which is what execution errors show with the line.
+func ParseFile(path string) (*Template, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read template %s: %w", path, err)
+	}
+	t, err := parse(filepath.Base(path), string(b))
+	if err != nil {
+		return nil, fmt.Errorf("parse template %s: %w", path, err)
+	}
+	t.path = path
+	return t, nil
+}
+
+// Parse parses text as a template called name.
+func Parse(name, text string) (*Template, error) {
+	t, err := parse(name, text)
+	if err != nil {
+		return nil, fmt.Errorf("parse template %s: %w", name, err)
+	}
+	return t, nil
+}
+
+func parse(name, text string) (*Template, error) {
+	t := &Template{name: name, resolver: net.DefaultResolver}
+	st := &execState{}
+	tm, err := template.New(name).Funcs(t.funcMap(st)).Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	t.main = &instance{tmpl: tm, st: st}
+	return t, nil
+}
+
+// Name is the template's name: the base name of its file for ParseFile.
+func (t *Template) Name() string { return t.name }
+
+// label names the template in errors: its file when it has one.
+func (t *Template) label() string {
+	if t.path != "" {
+		return t.path
+	}
+	return t.name
+}
+
+// Execute renders the template against src. It returns what the render read even when
+// it fails midway, so that the caller can load missing data and try again.
+func (t *Template) Execute(src Source, opts Options) ([]byte, *Reads, error) {
+	if src == nil {
+		return nil, &Reads{}, fmt.Errorf("render %s: no source", t.label())
+	}
+	inst := t.main
+	if t.mu.TryLock() {
+		defer t.mu.Unlock()
+	} else {
+		var err error
+		if inst, err = t.clone(); err != nil {
+			return nil, &Reads{}, fmt.Errorf("render %s: %w", t.label(), err)
+		}
+	}
+	inst.st.begin(src, opts)
+	var buf bytes.Buffer
+	buf.Grow(int(t.lastSize.Load()))
+	err := inst.tmpl.Execute(&buf, nil) // confd passes no data: {{.}} is "<no value>"
+	reads := inst.st.end()
+	if err != nil {
+		return nil, reads, fmt.Errorf("render %s: %w", t.label(), err)
+	}
+	t.lastSize.Store(int64(buf.Len()))
+	return buf.Bytes(), reads, nil
+}
+
+// clone returns a copy of the template bound to a fresh execution state, for a render
+// that overlaps another one.
+func (t *Template) clone() (*instance, error) {
+	tm, err := t.main.tmpl.Clone()
+	if err != nil {
+		return nil, err
+	}
+	st := &execState{}
+	tm.Funcs(st.funcs())
+	return &instance{tmpl: tm, st: st}, nil
+}
