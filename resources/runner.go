@@ -91,6 +91,7 @@ func (rn *Runner) init() {
 	if rn.Syncer == nil {
 		rn.Syncer = &Syncer{Log: rn.Log}
 	}
+	rn.Syncer.DeferDirSync = true
 }
 
 // Statuses reports every resource's state, sorted by name.
@@ -137,10 +138,14 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	var (
 		errs    []error
 		reloads []string
+		dirs    []string
 	)
 	for _, r := range rs {
 		st := rn.states[r.Name]
 		o, err := rn.renderAndSync(ctx, st, false)
+		if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
+			dirs = append(dirs, o.Dir)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
 			continue
@@ -149,6 +154,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 			reloads = append(reloads, o.Reload)
 		}
 	}
+	SyncDirs(dirs)
 	for _, cmd := range reloads {
 		if err := rn.reload(ctx, cmd, rn.reloadTimeout(cmd, rs)); err != nil {
 			errs = append(errs, err)

@@ -18,17 +18,21 @@ import (
 
 // Syncer writes rendered content to a resource's dest safely.
 type Syncer struct {
-	DryRun        bool      // print a diff, write nothing, run nothing
-	SyncOnly      bool      // write files, run no check or reload command
-	KeepStageFile bool      // leave the stage file in place (for debugging a check_cmd)
-	Diff          io.Writer // where DryRun diffs go
-	Log           *slog.Logger
+	DryRun        bool // print a diff, write nothing, run nothing
+	SyncOnly      bool // write files, run no check or reload command
+	KeepStageFile bool // leave the stage file in place (for debugging a check_cmd)
+	// DeferDirSync leaves the directory fsync after the rename to the caller, who syncs
+	// each directory once per burst (SyncDirs) instead of once per file.
+	DeferDirSync bool
+	Diff         io.Writer // where DryRun diffs go
+	Log          *slog.Logger
 }
 
 // Outcome says what a sync did.
 type Outcome struct {
 	Changed bool   // dest was (or, in a dry run, would be) replaced
 	Reload  string // the expanded reload command to run, "" for none
+	Dir     string // dest's directory, when its fsync was deferred
 }
 
 // Sync makes dest hold content with the resource's mode and owner. When dest already
@@ -119,18 +123,34 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	if err := stage.CloseAtomicallyReplace(); err != nil {
 		return Outcome{}, fmt.Errorf("%s: replace: %w", r.Dest, err)
 	}
-	// The rename is durable only once the directory entry is on disk.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	o := Outcome{Changed: true}
+	// The rename is durable only once the directory entry is on disk.
+	if s.DeferDirSync {
+		o.Dir = dir
+	} else {
+		syncDir(dir)
+	}
 	if r.ReloadCmd != "" && !s.SyncOnly {
 		if o.Reload, err = expandCmd(r.ReloadCmd, r.Dest, r.Dest); err != nil {
 			return o, fmt.Errorf("%s: reload_cmd: %w", r.Dest, err)
 		}
 	}
 	return o, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// SyncDirs fsyncs each directory once: the renames of a burst are durable before its
+// reload commands run.
+func SyncDirs(dirs []string) {
+	for _, d := range dirs {
+		syncDir(d)
+	}
 }
 
 // readDest returns dest's content and info, or nils when it does not exist yet.

@@ -44,6 +44,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		sem      = make(chan struct{}, rn.workers())
 		inflight int
 		pending  []string // reload commands of the current burst, in order
+		dirs     []string // directories whose fsync the burst still owes
 		rl       = &reloader{rn: rn}
 		// Commands and writes run to completion even after SIGTERM.
 		workCtx = context.WithoutCancel(ctx)
@@ -143,7 +144,11 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 				if res.o.Reload != "" && !slices.Contains(pending, res.o.Reload) {
 					pending = append(pending, res.o.Reload)
 				}
+				if res.o.Dir != "" && !slices.Contains(dirs, res.o.Dir) {
+					dirs = append(dirs, res.o.Dir)
+				}
 			}
+			SyncDirs(dirs)
 			for _, cmd := range pending {
 				rl.request(workCtx, cmd, rn.reloadTimeoutFor(cmd))
 			}
@@ -180,6 +185,9 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			if res.o.Reload != "" && !slices.Contains(pending, res.o.Reload) {
 				pending = append(pending, res.o.Reload)
 			}
+			if res.o.Dir != "" && !slices.Contains(dirs, res.o.Dir) {
+				dirs = append(dirs, res.o.Dir)
+			}
 			var le loadError
 			switch {
 			case !rn.current(st):
@@ -193,7 +201,10 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 				st.retry = 0
 			}
 			if inflight == 0 {
-				// The burst is over: each distinct reload command runs once for it.
+				// The burst is over: its renames are made durable, then each distinct
+				// reload command runs once for it.
+				SyncDirs(dirs)
+				dirs = dirs[:0]
 				for _, cmd := range pending {
 					rl.request(workCtx, cmd, rn.reloadTimeoutFor(cmd))
 				}

@@ -270,12 +270,13 @@ func (e *PatternError) Unwrap() error { return e.Err }
 // the root, not the directories; dir is matched as written when the prefix is stripped,
 // so "/a//b" lists "a".
 func (s *execState) ls(filePath string) []string {
-	out := make([]string, 0)
 	dir := path.Clean(filePath)
 	if !strings.HasPrefix(dir, "/") {
-		return out
+		return make([]string, 0)
 	}
-	for _, kv := range s.list(s.abs(dir)) {
+	kvs := s.list(s.abs(dir))
+	out := make([]string, 0, len(kvs))
+	for _, kv := range kvs {
 		k := s.rel(kv.Key)
 		if k == filePath {
 			out = appendNew(out, path.Base(k))

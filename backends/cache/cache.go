@@ -174,18 +174,23 @@ func (c *Cache) deleteLocked(k string) {
 
 // under returns the keys equal to prefix or below it, in order.
 func (c *Cache) under(prefix string) []string {
-	if prefix == "/" {
-		return slices.Clone(c.sorted)
-	}
-	var out []string
-	if _, ok := c.kv[prefix]; ok {
+	lo, hi := c.span(prefix)
+	out := make([]string, 0, hi-lo+1)
+	if _, ok := c.kv[prefix]; ok && prefix != "/" {
 		out = append(out, prefix)
 	}
-	lo, _ := slices.BinarySearch(c.sorted, prefix+"/")
-	for i := lo; i < len(c.sorted) && len(c.sorted[i]) > len(prefix) && c.sorted[i][:len(prefix)+1] == prefix+"/"; i++ {
-		out = append(out, c.sorted[i])
+	return append(out, c.sorted[lo:hi]...)
+}
+
+// span bounds the keys strictly below prefix in c.sorted: they all start with
+// prefix+"/", which sorts before prefix+"0" ('0' follows '/').
+func (c *Cache) span(prefix string) (int, int) {
+	if prefix == "/" {
+		return 0, len(c.sorted)
 	}
-	return out
+	lo, _ := slices.BinarySearch(c.sorted, prefix+"/")
+	hi, _ := slices.BinarySearch(c.sorted, prefix+"0")
+	return lo, hi
 }
 
 // Read runs fn with the cache held still: a render inside sees one state.
@@ -211,10 +216,13 @@ func (v View) Get(key string) (string, bool) {
 }
 
 func (v View) List(prefix string) []backends.KVPair {
-	keys := v.c.under(prefix)
-	out := make([]backends.KVPair, len(keys))
-	for i, k := range keys {
-		out[i] = backends.KVPair{Key: k, Value: v.c.kv[k]}
+	lo, hi := v.c.span(prefix)
+	out := make([]backends.KVPair, 0, hi-lo+1)
+	if val, ok := v.c.kv[prefix]; ok && prefix != "/" {
+		out = append(out, backends.KVPair{Key: prefix, Value: val})
+	}
+	for _, k := range v.c.sorted[lo:hi] {
+		out = append(out, backends.KVPair{Key: k, Value: v.c.kv[k]})
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/backends/env"
+	"github.com/heraldhq/herald/backends/etcd"
 	"github.com/heraldhq/herald/backends/file"
 )
 
@@ -24,7 +25,9 @@ func Open(ctx context.Context, cfg backends.Config) (backends.Store, error) {
 		return store(file.New(cfg, ep))
 	case "env":
 		return store(env.New(cfg, ep, cfg.Environ))
-	case "etcd", "zookeeper", "consul":
+	case "etcd":
+		return store(etcd.New(cfg, ep))
+	case "zookeeper", "consul":
 		return nil, fmt.Errorf("backend %s: not built yet", ep.Scheme)
 	default:
 		// ParseURL refuses unknown schemes; this is a scheme it learnt before Open did.

@@ -1,0 +1,100 @@
+package resources
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkChangeTo200Files measures herald's own pipeline (cache apply, dirty marking,
+// 200 renders over a shared 1,000-key prefix, atomic writes) from a change event to the
+// last of 200 files holding the new value. The registry's share is measured by the
+// integration benchmark against real etcd.
+func BenchmarkChangeTo200Files(b *testing.B) {
+	benchChange(b, func(i int) string {
+		return fmt.Sprintf("# resource %d\n{{range gets \"/bench/*\"}}server {{base .Key}} {{.Value}}\n{{end}}", i)
+	}, "k0500 %s\n")
+}
+
+// BenchmarkChangeTo200SmallFiles is the same with small templates reading a few keys.
+func BenchmarkChangeTo200SmallFiles(b *testing.B) {
+	benchChange(b, func(i int) string {
+		return fmt.Sprintf("# %d\nbackend {{getv \"/bench/k0500\"}}\nself {{getv \"/bench/k%04d\"}}\ncount {{len (ls \"/bench\")}}\n", i, i)
+	}, "backend %s\n")
+}
+
+func benchChange(b *testing.B, tmpl func(int) string, wantFmt string) {
+	const nRes, nKeys = 200, 1000
+	kv := map[string]string{}
+	for i := range nKeys {
+		kv[fmt.Sprintf("/bench/k%04d", i)] = fmt.Sprintf("10.0.%d.%d:80", i/256, i%256)
+	}
+	m := newMem(kv)
+	res := map[string][2]string{}
+	for i := range nRes {
+		res[fmt.Sprintf("r%03d", i)] = [2]string{`keys = ["/bench"]`, tmpl(i)}
+	}
+	dir, rs := confdirB(b, res)
+	rn := &Runner{Store: m}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rn.Run(ctx, rs, nil) }()
+	defer func() { cancel(); <-done }()
+	files := make([]string, nRes)
+	for i := range nRes {
+		files[i] = filepath.Join(dir, "out", fmt.Sprintf("r%03d", i))
+	}
+	waitAll := func(want string) {
+		deadline := time.Now().Add(30 * time.Second)
+		for _, f := range files {
+			for {
+				b, _ := os.ReadFile(f)
+				if len(b) > 0 && strings.Contains(string(b), want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					panic("timeout waiting for " + f)
+				}
+				time.Sleep(200 * time.Microsecond)
+			}
+		}
+	}
+	waitAll("")
+	for m.watchCount() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		v := fmt.Sprintf("changed-%d", i)
+		start := time.Now()
+		m.put("/bench/k0500", v)
+		waitAll(fmt.Sprintf(wantFmt, v))
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+func confdirB(b *testing.B, res map[string][2]string) (string, []*Resource) {
+	dir := b.TempDir()
+	for name, rt := range res {
+		os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
+		os.MkdirAll(filepath.Join(dir, "templates"), 0o755)
+		os.WriteFile(filepath.Join(dir, "conf.d", name+".toml"), []byte("[template]\nsrc = \""+name+".tmpl\"\ndest = \"out/"+name+"\"\n"+rt[0]), 0o644)
+		os.WriteFile(filepath.Join(dir, "templates", name+".tmpl"), []byte(rt[1]), 0o644)
+	}
+	os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	rs, err := Load(LoadOptions{ConfDir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dir, rs
+}
