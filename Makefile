@@ -1,0 +1,63 @@
+# herald: build and test. `make test` is what CI runs (.ci/run): provision the real servers,
+# then unit tests, integration tests against those servers, and a short fuzz of every target.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+export GOTOOLCHAIN := local
+
+GO ?= go
+FUZZTIME ?= 10s
+# Integration results depend on servers outside the Go build cache's view: never cache them.
+INTEGRATION_FLAGS ?= -count=1
+# Packages whose tests need no servers: everything outside ./integration/...
+UNIT_PKGS = $(GO) list ./... | grep -v -E '/integration(/|$$)'
+
+.PHONY: test test-deps build demo unit integration fuzz clean
+
+test:
+	@$(MAKE) --no-print-directory test-deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory fuzz
+
+# Installs etcd, ZooKeeper, HAProxy and nginx from Debian (as root, only what is missing)
+# and builds consul into ~/.cache/herald-test (once per version).
+test-deps:
+	integration/scripts/provision.sh
+
+build:
+	$(GO) build -o bin/herald ./cmd/herald
+
+# The main job on the embedded default: the file backend and examples/. Each example's
+# check_cmd runs the real haproxy -c / nginx -t, so those are installed first if missing.
+demo: build
+	@command -v haproxy >/dev/null && command -v nginx >/dev/null || integration/scripts/provision.sh --packages haproxy nginx
+	@for ex in haproxy nginx; do \
+	  echo "== bin/herald render --confdir examples/$$ex --backend file://examples/$$ex/data.yaml"; \
+	  bin/herald render --confdir examples/$$ex --backend file://examples/$$ex/data.yaml; \
+	done
+	@echo "== rendered:"; ls -l examples/haproxy/out/haproxy.cfg examples/nginx/out/nginx.conf
+
+unit:
+	$(GO) vet ./...
+	pkgs=$$($(UNIT_PKGS)); $(GO) test -race $$pkgs
+
+integration:
+	$(GO) test -p 2 -timeout 40m $(INTEGRATION_FLAGS) ./integration/...
+
+# Runs every fuzz target of every (non-integration) package for FUZZTIME each. Targets
+# are discovered with `go test -list`, so new ones are picked up without editing this.
+fuzz:
+	@pkgs=$$($(UNIT_PKGS) | xargs $(GO) list -f '{{.ImportPath}}={{.Dir}}'); \
+	for line in $$pkgs; do \
+	  pkg=$${line%%=*}; dir=$${line#*=}; \
+	  grep -qs '^func Fuzz' "$$dir"/*_test.go || continue; \
+	  listed=$$($(GO) test -list '^Fuzz' "$$pkg"); \
+	  for target in $$(grep '^Fuzz' <<<"$$listed" || true); do \
+	    echo "fuzz: $$pkg $$target for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

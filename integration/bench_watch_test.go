@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+// Figures for `herald watch` against real etcd, run with e.g.
+//
+//	go test ./integration -run XXX -bench BenchmarkWatchEtcd -benchtime 200x
+//
+// Latency is from the put's return to the moment inotify reports the last expected
+// file replaced (herald renames its stage over dest), so it includes etcd's watch
+// delivery, cache apply, render, fsync and rename.
+
+type procStats struct{ rssKB, hwmKB, cpuTicks int }
+
+func readProc(pid int) procStats {
+	var s procStats
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) >= 2 && f[0] == "VmRSS:" {
+				s.rssKB, _ = strconv.Atoi(f[1])
+			}
+			if len(f) >= 2 && f[0] == "VmHWM:" {
+				s.hwmKB, _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+		ut, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		s.cpuTicks = ut + st
+	}
+	return s
+}
+
+// renames waits for n distinct dest files (names not starting with '.') to be
+// created or replaced in dir, and returns when the last one is.
+type renames struct {
+	w *fsnotify.Watcher
+}
+
+func newRenames(b *testing.B, dir string) *renames {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Add(dir); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { w.Close() })
+	return &renames{w}
+}
+
+func (r *renames) wait(b *testing.B, n int, within time.Duration) {
+	seen := map[string]bool{}
+	timeout := time.After(within)
+	for len(seen) < n {
+		select {
+		case ev := <-r.w.Events:
+			base := filepath.Base(ev.Name)
+			if ev.Has(fsnotify.Create) && !strings.HasPrefix(base, ".") {
+				seen[base] = true
+			}
+		case err := <-r.w.Errors:
+			b.Fatal(err)
+		case <-timeout:
+			b.Fatalf("only %d of %d files replaced within %v", len(seen), n, within)
+		}
+	}
+}
+
+func (r *renames) drain() {
+	for {
+		select {
+		case <-r.w.Events:
+		case <-time.After(50 * time.Millisecond):
+			return
+		}
+	}
+}
+
+func percentiles(d []time.Duration) (p50, p99 float64) {
+	slices.Sort(d)
+	ms := func(x time.Duration) float64 { return float64(x.Microseconds()) / 1000 }
+	return ms(d[len(d)/2]), ms(d[min(len(d)-1, len(d)*99/100)])
+}
+
+// benchWatch starts etcd with keys, herald watch over nRes resources built by tmpl(i),
+// and measures put -> last of nRes files, changing key k each iteration.
+func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
+	e := harness.StartEtcd(b)
+	cli := e.Client(b)
+	ctx := context.Background()
+	for i := 0; i < nKeys; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+100, nKeys); j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/bench/k%04d", j), fmt.Sprintf("10.0.%d.%d:80", j/256, j%256)))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := range nRes {
+		name := fmt.Sprintf("r%04d", i)
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\nkeys = [\"/bench\"]\n"
+		files["templates/"+name+".tmpl"] = tmpl(i)
+	}
+	writeTree(b, dir, files)
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(out, 0o755)
+	rn := newRenames(b, out)
+	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn")
+	rn.wait(b, nRes, 60*time.Second)
+	rn.drain()
+	pid := p.cmd.Process.Pid
+	before := readProc(pid)
+	var lat []time.Duration
+	start := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if _, err := cli.Put(ctx, "/bench/k0500", fmt.Sprintf("changed-%d", i)); err != nil {
+			b.Fatal(err)
+		}
+		rn.wait(b, nRes, 30*time.Second)
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	elapsed := time.Since(start)
+	after := readProc(pid)
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
+	b.ReportMetric(float64(after.hwmKB)/1024, "peak-rss-MB")
+	b.ReportMetric(100*float64(after.cpuTicks-before.cpuTicks)/100/elapsed.Seconds(), "cpu-%")
+}
+
+// One resource reading one key.
+func BenchmarkWatchEtcdOneResource(b *testing.B) {
+	benchWatch(b, 1, 1000, func(int) string { return `{{getv "/bench/k0500"}}` + "\n" })
+}
+
+// 200 resources sharing a 1,000-key prefix; each reads the changed key and a few others
+// (the common shape: a service's few settings under a shared tree).
+func BenchmarkWatchEtcd200ResourcesSmall(b *testing.B) {
+	benchWatch(b, 200, 1000, func(i int) string {
+		return fmt.Sprintf("# %d\nbackend {{getv \"/bench/k0500\"}}\nself {{getv \"/bench/k%04d\"}}\ncount {{len (ls \"/bench\")}}\n", i, i)
+	})
+}
+
+// 200 resources sharing a 1,000-key prefix, each listing all 1,000 keys (worst case:
+// every resource re-renders 1,000 lines on every change).
+func BenchmarkWatchEtcd200ResourcesFullPrefix(b *testing.B) {
+	benchWatch(b, 200, 1000, func(i int) string {
+		return fmt.Sprintf("# %d\n{{range gets \"/bench/*\"}}server {{base .Key}} {{.Value}}\n{{end}}", i)
+	})
+}
+
+// Raw etcd: put -> watch event on a plain clientv3 watch, the floor for the figures above.
+func BenchmarkWatchEtcdRawPutToEvent(b *testing.B) {
+	e := harness.StartEtcd(b)
+	cli := e.Client(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wc := cli.Watch(ctx, "/bench/", clientv3.WithPrefix())
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if _, err := cli.Put(ctx, "/bench/k0500", strconv.Itoa(i)); err != nil {
+			b.Fatal(err)
+		}
+		<-wc
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+}
+
+// Idle cost: 1,000 resources watched, no changes, for 20 s.
+func BenchmarkWatchEtcdIdle1000Resources(b *testing.B) {
+	e := harness.StartEtcd(b)
+	cli := e.Client(b)
+	for i := range 1000 {
+		cli.Put(context.Background(), fmt.Sprintf("/idle/r%04d/value", i), "v")
+	}
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := range 1000 {
+		name := fmt.Sprintf("r%04d", i)
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\n"
+		files["templates/"+name+".tmpl"] = fmt.Sprintf(`{{getv "/idle/r%04d/value"}}`, i)
+	}
+	writeTree(b, dir, files)
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(out, 0o755)
+	rn := newRenames(b, out)
+	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn")
+	rn.wait(b, 1000, 60*time.Second)
+	time.Sleep(2 * time.Second)
+	pid := p.cmd.Process.Pid
+	before := readProc(pid)
+	b.ResetTimer()
+	time.Sleep(20 * time.Second)
+	b.StopTimer()
+	after := readProc(pid)
+	b.ReportMetric(float64(after.cpuTicks-before.cpuTicks)/100/20*100, "idle-cpu-%")
+	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
+}

@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The herald binary under test, built once per test binary from this checkout.
+var (
+	heraldOnce sync.Once
+	heraldPath string
+	heraldErr  error
+)
+
+// heraldBinary builds ./cmd/herald once and returns its path.
+func heraldBinary(t testing.TB) string {
+	t.Helper()
+	heraldOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "herald-bin-")
+		if err != nil {
+			heraldErr = err
+			return
+		}
+		heraldPath = filepath.Join(dir, "herald")
+		out, err := exec.Command("go", "build", "-o", heraldPath, "github.com/heraldhq/herald/cmd/herald").CombinedOutput()
+		if err != nil {
+			heraldErr = fmt.Errorf("go build ./cmd/herald: %v\n%s", err, out)
+		}
+	})
+	if heraldErr != nil {
+		t.Fatal(heraldErr)
+	}
+	return heraldPath
+}
+
+// heraldProc is a herald process started by a test.
+type heraldProc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *heraldProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output is everything the process printed so far.
+func (p *heraldProc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// startHerald runs the herald binary with args; cleanup kills it if still running.
+func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
+	t.Helper()
+	p := &heraldProc{cmd: exec.Command(heraldBinary(t), args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("herald %v output:\n%s", args, tail(p.Output(), 60))
+		}
+	})
+	return p
+}
+
+// signal sends sig and waits (bounded) for the exit; it returns the exit code.
+func (p *heraldProc) stop(t testing.TB, sig syscall.Signal, within time.Duration) int {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("herald did not exit within %v of %v", within, sig)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFile waits until path holds want (bounded).
+func waitFile(t testing.TB, path, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var got []byte
+	for time.Now().Before(deadline) {
+		got, _ = os.ReadFile(path)
+		if string(got) == want {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s = %q after %v, want %q", path, got, within, want)
+}
+
+// metric reads one sample from a /metrics endpoint; name includes labels, e.g.
+// `herald_renders_total{resource="a.toml",result="changed"}`. Missing means 0.
+func metric(t testing.TB, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func httpGet(t testing.TB, url string) (int, string) {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// writeTree writes files below dir.
+func writeTree(t testing.TB, dir string, files map[string]string) {
+	t.Helper()
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
