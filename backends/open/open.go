@@ -10,6 +10,7 @@ import (
 	"github.com/heraldhq/herald/backends/env"
 	"github.com/heraldhq/herald/backends/etcd"
 	"github.com/heraldhq/herald/backends/file"
+	"github.com/heraldhq/herald/backends/zookeeper"
 )
 
 // Open parses cfg.URL and constructs its backend. Constructors never block on the
@@ -27,7 +28,9 @@ func Open(ctx context.Context, cfg backends.Config) (backends.Store, error) {
 		return store(env.New(cfg, ep, cfg.Environ))
 	case "etcd":
 		return store(etcd.New(cfg, ep))
-	case "zookeeper", "consul":
+	case "zookeeper":
+		return store(zookeeper.New(cfg, ep))
+	case "consul":
 		return nil, fmt.Errorf("backend %s: not built yet", ep.Scheme)
 	default:
 		// ParseURL refuses unknown schemes; this is a scheme it learnt before Open did.

@@ -1,0 +1,724 @@
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+// maxReadAttempts bounds how often Get re-reads znodes that change while it reads them,
+// and how often it retries after losing the connection.
+const maxReadAttempts = 12
+
+// Watch kinds, as bits.
+const (
+	wData uint8 = 1 << iota
+	wChild
+	wExist
+)
+
+// armed records, per znode, the session in which each watch kind was set (0: none).
+type armed struct{ data, child, exist int64 }
+
+func (a *armed) slot(kind uint8) *int64 {
+	switch kind {
+	case wData:
+		return &a.data
+	case wChild:
+		return &a.child
+	default:
+		return &a.exist
+	}
+}
+
+// claim reports whether a watch of kind must be set on p, and marks it set in the
+// current session so that no one else sets it twice. A failed request gives it back
+// with unclaim.
+func (s *Store) claim(p string, kind uint8) (bool, int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	a := s.watches[p]
+	if a == nil {
+		a = &armed{}
+		s.watches[p] = a
+	}
+	slot := a.slot(kind)
+	if *slot != 0 && *slot == s.wsess {
+		return false, 0
+	}
+	*slot = s.wsess
+	return true, s.wsess
+}
+
+func (s *Store) unclaim(p string, kind uint8, sess int64) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if a := s.watches[p]; a != nil {
+		if slot := a.slot(kind); *slot == sess {
+			*slot = 0
+		}
+		if *a == (armed{}) {
+			delete(s.watches, p)
+		}
+	}
+}
+
+// disarm forgets the watches a server event has just consumed; it mirrors which
+// watchers the library itself fires for each event type.
+func (s *Store) disarm(p string, typ zk.EventType) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	a := s.watches[p]
+	if a == nil {
+		return
+	}
+	switch typ {
+	case zk.EventNodeCreated:
+		a.exist = 0
+	case zk.EventNodeDataChanged:
+		a.exist, a.data = 0, 0
+	case zk.EventNodeChildrenChanged:
+		a.child = 0
+	case zk.EventNodeDeleted:
+		*a = armed{}
+	}
+	if *a == (armed{}) {
+		delete(s.watches, p)
+	}
+}
+
+// watchCount is the number of znodes with an armed watch, for tests.
+func (s *Store) watchCount() int {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return len(s.watches)
+}
+
+// fetch is one znode to read: its data, its children, or both, optionally setting
+// watches (claimed through the store-wide table, so an armed watch is not set twice).
+type fetch struct {
+	path  string
+	data  bool
+	kids  bool
+	watch bool
+
+	val      []byte
+	dstat    *zk.Stat
+	children []string
+	cstat    *zk.Stat
+	gone     bool // the znode does not exist
+	err      error
+}
+
+type getResult struct {
+	val  []byte
+	stat *zk.Stat
+}
+
+type childResult struct {
+	children []string
+	stat     *zk.Stat
+}
+
+func (s *Store) getData(ctx context.Context, p string, watch bool) ([]byte, *zk.Stat, error) {
+	if watch {
+		if need, sess := s.claim(p, wData); need {
+			r, err := call(ctx, func() (getResult, error) {
+				v, st, _, err := s.conn.GetW(p)
+				return getResult{v, st}, err
+			})
+			if err != nil {
+				s.unclaim(p, wData, sess)
+			}
+			return r.val, r.stat, err
+		}
+	}
+	r, err := call(ctx, func() (getResult, error) {
+		v, st, err := s.conn.Get(p)
+		return getResult{v, st}, err
+	})
+	return r.val, r.stat, err
+}
+
+func (s *Store) getChildren(ctx context.Context, p string, watch bool) ([]string, *zk.Stat, error) {
+	if watch {
+		if need, sess := s.claim(p, wChild); need {
+			r, err := call(ctx, func() (childResult, error) {
+				c, st, _, err := s.conn.ChildrenW(p)
+				return childResult{c, st}, err
+			})
+			if err != nil {
+				s.unclaim(p, wChild, sess)
+			}
+			return r.children, r.stat, err
+		}
+	}
+	r, err := call(ctx, func() (childResult, error) {
+		c, st, err := s.conn.Children(p)
+		return childResult{c, st}, err
+	})
+	return r.children, r.stat, err
+}
+
+func (s *Store) exists(ctx context.Context, p string) (bool, *zk.Stat, error) {
+	type res struct {
+		ok   bool
+		stat *zk.Stat
+	}
+	r, err := call(ctx, func() (res, error) {
+		ok, st, err := s.conn.Exists(p)
+		return res{ok, st}, err
+	})
+	return r.ok, r.stat, err
+}
+
+// watchExists sets an exist watch on a missing znode. It reports whether the znode
+// exists after all (then the library has set a data watch instead).
+func (s *Store) watchExists(ctx context.Context, p string) (bool, error) {
+	need, sess := s.claim(p, wExist)
+	if !need {
+		return false, nil
+	}
+	ok, err := call(ctx, func() (bool, error) {
+		ok, _, _, err := s.conn.ExistsW(p)
+		return ok, err
+	})
+	if err != nil || ok {
+		s.unclaim(p, wExist, sess)
+	}
+	return ok, err
+}
+
+// run performs one fetch. Data and children are asked for at once (the library
+// pipelines them), which halves the time a znode's two reads lie apart.
+func (f *fetch) run(ctx context.Context, s *Store) {
+	var derr, cerr error
+	var wg sync.WaitGroup
+	if f.data && f.kids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.children, f.cstat, cerr = s.getChildren(ctx, f.path, f.watch)
+		}()
+	} else if f.kids {
+		f.children, f.cstat, cerr = s.getChildren(ctx, f.path, f.watch)
+	}
+	if f.data {
+		f.val, f.dstat, derr = s.getData(ctx, f.path, f.watch)
+	}
+	wg.Wait()
+	switch {
+	case errors.Is(derr, zk.ErrNoNode) || errors.Is(cerr, zk.ErrNoNode):
+		f.gone = true
+	case derr != nil:
+		f.err = s.errAt("get", f.path, derr)
+	case cerr != nil:
+		f.err = s.errAt("list", f.path, cerr)
+	}
+}
+
+// runAll performs fetches concurrently (pipelined on the one connection) and returns the
+// first error.
+func (s *Store) runAll(ctx context.Context, fs []*fetch) error {
+	if len(fs) == 1 {
+		fs[0].run(ctx, s)
+		return fs[0].err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, readParallelism)
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f.run(ctx, s)
+			if f.err != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, f := range fs {
+		if f.err != nil && !errors.Is(f.err, context.Canceled) {
+			return f.err
+		}
+	}
+	return ctx.Err()
+}
+
+// snode is one znode read by Get.
+type snode struct {
+	val      string
+	children []string
+	dstat    zk.Stat
+	cstat    zk.Stat
+	seq      int64 // when it was read, in r.seq's order
+}
+
+// region is what one read of a prefix found.
+type region struct {
+	root  string            // znode path of the prefix
+	nodes map[string]*snode // znode path -> node
+	// When root is missing: its nearest existing ancestor and that one's stat, whose
+	// pzxid moves when anything on the way down is created.
+	anc     string
+	ancStat zk.Stat
+	seq     *atomic.Int64 // read counter, shared by the regions of one read
+}
+
+func maxZxid(st *zk.Stat) uint64 {
+	return uint64(max(st.Czxid, st.Mzxid, st.Pzxid, 0))
+}
+
+func (r *region) rev() uint64 {
+	var rev uint64
+	for _, n := range r.nodes {
+		rev = max(rev, maxZxid(&n.dstat), maxZxid(&n.cstat))
+	}
+	if len(r.nodes) == 0 {
+		rev = max(rev, maxZxid(&r.ancStat))
+	}
+	return rev
+}
+
+// readRegion reads every znode under root.
+func (s *Store) readRegion(ctx context.Context, root string, seq *atomic.Int64) (*region, error) {
+	r := &region{root: root, nodes: make(map[string]*snode), seq: seq}
+	if err := s.readInto(ctx, r, []string{root}); err != nil {
+		return nil, err
+	}
+	if len(r.nodes) == 0 {
+		if err := s.readAncestor(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// readInto reads the znodes at paths and everything below them into r, breadth first,
+// many at a time. A znode that vanishes while being read is left out; its parent's
+// pzxid has moved, so the check pass notices.
+func (s *Store) readInto(ctx context.Context, r *region, paths []string) error {
+	frontier := paths
+	for len(frontier) > 0 {
+		fs := make([]*fetch, len(frontier))
+		for i, p := range frontier {
+			fs[i] = &fetch{path: p, data: true, kids: true}
+		}
+		if err := s.runAll(ctx, fs); err != nil {
+			return err
+		}
+		frontier = nil
+		for _, f := range fs {
+			if f.gone {
+				continue
+			}
+			n := &snode{val: string(f.val), dstat: *f.dstat, cstat: *f.cstat, seq: r.seq.Add(1)}
+			for _, c := range f.children {
+				if s.hidden(f.path, c) {
+					continue
+				}
+				n.children = append(n.children, c)
+				frontier = append(frontier, join(f.path, c))
+			}
+			r.nodes[f.path] = n
+		}
+	}
+	return nil
+}
+
+func (s *Store) readAncestor(ctx context.Context, r *region) error {
+	anc, st, err := s.nearestAncestor(ctx, r.root)
+	if err != nil {
+		return err
+	}
+	r.anc, r.ancStat = anc, *st
+	return nil
+}
+
+// nearestAncestor returns the closest existing ancestor of the missing znode p.
+func (s *Store) nearestAncestor(ctx context.Context, p string) (string, *zk.Stat, error) {
+	for a := parentOf(p); ; a = parentOf(a) {
+		ok, st, err := s.exists(ctx, a)
+		if err != nil {
+			return "", nil, s.errAt("stat", a, err)
+		}
+		if ok || a == "/" {
+			return a, st, nil
+		}
+	}
+}
+
+// changed stats every znode of the regions again and returns, per region, those that
+// were created, changed, deleted or had their children changed since they were read. For
+// a missing root it returns the root when anything on the way down to it moved.
+func (s *Store) changed(ctx context.Context, regions []*region) ([][]string, error) {
+	moved := make([][]string, len(regions))
+	type item struct {
+		r int
+		f *statFetch
+	}
+	var items []item
+	for i, r := range regions {
+		if len(r.nodes) > 0 {
+			for p := range r.nodes {
+				items = append(items, item{i, &statFetch{path: p}})
+			}
+			continue
+		}
+		ok, _, err := s.exists(ctx, r.root)
+		if err != nil {
+			return nil, s.errAt("stat", r.root, err)
+		}
+		if !ok {
+			ok, st, err := s.exists(ctx, r.anc)
+			if err != nil {
+				return nil, s.errAt("stat", r.anc, err)
+			}
+			ok = (!ok && r.anc != "/") || !sameStat(st, &r.ancStat)
+		}
+		if ok {
+			moved[i] = []string{r.root}
+		}
+	}
+	// Each znode must not move between its read and its check. The server answers one
+	// session's requests in order, so checking the latest read first keeps the windows
+	// of the last-read znodes (leaves; after a repair, the ones that just moved: the hot
+	// ones) as short as a round trip.
+	sort.Slice(items, func(a, b int) bool {
+		return regions[items[a].r].nodes[items[a].f.path].seq > regions[items[b].r].nodes[items[b].f.path].seq
+	})
+	fs := make([]*statFetch, len(items))
+	for i, it := range items {
+		fs[i] = it.f
+	}
+	if err := s.statAll(ctx, fs); err != nil {
+		return nil, err
+	}
+	for _, it := range items {
+		n := regions[it.r].nodes[it.f.path]
+		if !it.f.ok || !sameStat(it.f.stat, &n.dstat) || !sameStat(it.f.stat, &n.cstat) {
+			moved[it.r] = append(moved[it.r], it.f.path)
+		}
+	}
+	return moved, nil
+}
+
+type statFetch struct {
+	path string
+	ok   bool
+	stat *zk.Stat
+	err  error
+}
+
+func (s *Store) statAll(ctx context.Context, fs []*statFetch) error {
+	sem := make(chan struct{}, readParallelism)
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f.ok, f.stat, f.err = s.exists(ctx, f.path)
+		}()
+	}
+	wg.Wait()
+	for _, f := range fs {
+		if f.err != nil {
+			return s.errAt("stat", f.path, f.err)
+		}
+	}
+	return nil
+}
+
+func sameStat(a, b *zk.Stat) bool {
+	return a.Czxid == b.Czxid && a.Mzxid == b.Mzxid && a.Pzxid == b.Pzxid
+}
+
+// repair reads the moved znodes of r again: their data and children, the subtrees of
+// new children, and drops what vanished. Znodes that did not move keep their first read;
+// the next check pass covers them all again.
+func (s *Store) repair(ctx context.Context, r *region, moved []string) error {
+	if len(r.nodes) == 0 || r.nodes[r.root] == nil && slices.Contains(moved, r.root) {
+		// The root appeared, vanished or was replaced: read the region anew.
+		fresh, err := s.readRegion(ctx, r.root, r.seq)
+		if err != nil {
+			return err
+		}
+		*r = *fresh
+		return nil
+	}
+	fs := make([]*fetch, 0, len(moved))
+	for _, p := range moved {
+		if r.nodes[p] != nil {
+			fs = append(fs, &fetch{path: p, data: true, kids: true})
+		}
+	}
+	if err := s.runAll(ctx, fs); err != nil {
+		return err
+	}
+	var added []string
+	for _, f := range fs {
+		old := r.nodes[f.path]
+		if old == nil {
+			continue // dropped with an ancestor above
+		}
+		if f.gone {
+			r.drop(f.path)
+			continue
+		}
+		n := &snode{val: string(f.val), dstat: *f.dstat, cstat: *f.cstat, seq: r.seq.Add(1)}
+		for _, c := range f.children {
+			if s.hidden(f.path, c) {
+				continue
+			}
+			n.children = append(n.children, c)
+			if !slices.Contains(old.children, c) {
+				added = append(added, join(f.path, c))
+			}
+		}
+		for _, c := range old.children {
+			if !slices.Contains(n.children, c) {
+				r.drop(join(f.path, c))
+			}
+		}
+		r.nodes[f.path] = n
+	}
+	if err := s.readInto(ctx, r, added); err != nil {
+		return err
+	}
+	if len(r.nodes) == 0 {
+		return s.readAncestor(ctx, r)
+	}
+	return nil
+}
+
+// drop removes p and everything below it from r.
+func (r *region) drop(p string) {
+	stack := []string{p}
+	for len(stack) > 0 {
+		q := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n := r.nodes[q]; n != nil {
+			for _, c := range n.children {
+				stack = append(stack, join(q, c))
+			}
+			delete(r.nodes, q)
+		}
+	}
+}
+
+// isKey decides which znodes are keys: leaves always (as confd), intermediate znodes
+// when they hold data, unless keys=leaves asks for confd's rule.
+func (s *Store) isKey(val string, hasChildren bool) bool {
+	if !hasChildren {
+		return true
+	}
+	return !s.leaves && val != ""
+}
+
+// read returns the regions of prefixes (server paths) as they all were at one moment.
+// Connection losses are waited out (the client reconnects by itself) until ctx ends;
+// znodes that keep changing are read again at most maxReadAttempts times.
+func (s *Store) read(ctx context.Context, roots []string) ([]*region, error) {
+	var lastErr error
+	var backoff time.Duration
+	for drops := 0; ; drops++ {
+		if drops > 0 {
+			backoff = nextBackoff(backoff)
+			select {
+			case <-ctx.Done():
+				return nil, s.readErr(roots, lastErr, ctx.Err())
+			case <-time.After(backoff):
+			}
+		}
+		if err := s.waitReady(ctx); err != nil {
+			if lastErr != nil && !errors.Is(err, ErrClosed) {
+				return nil, s.readErr(roots, lastErr, err)
+			}
+			return nil, err
+		}
+		regions, err := s.readOnce(ctx, roots)
+		switch {
+		case err == nil:
+			return regions, nil
+		case ctx.Err() != nil:
+			return nil, s.readErr(roots, err, ctx.Err())
+		case transient(err) && drops < maxReadAttempts:
+			lastErr = err
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *Store) readErr(roots []string, last, err error) error {
+	if last == nil {
+		return err
+	}
+	return fmt.Errorf("zookeeper %s: read %s: %v: %w", s.server(), strings.Join(roots, ", "), last, err)
+}
+
+// ErrKeptChanging is returned by Get (wrapped, naming the server and prefixes) when the
+// prefixes changed during every one of its bounded re-reads: there was no moment at
+// which it could see them all unchanged.
+var ErrKeptChanging = errors.New("znodes kept changing while being read")
+
+func (s *Store) readOnce(ctx context.Context, roots []string) ([]*region, error) {
+	// Bring the server we read from up to date with the leader, so that the read sees
+	// every write acknowledged before it began.
+	syncPath := s.serverPath("/")
+	if _, err := call(ctx, func() (string, error) { return s.conn.Sync(syncPath) }); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return nil, s.errAt("sync", syncPath, err)
+	}
+	regions := make([]*region, len(roots))
+	seq := new(atomic.Int64)
+	for i, root := range roots {
+		r, err := s.readRegion(ctx, root, seq)
+		if err != nil {
+			return nil, err
+		}
+		regions[i] = r
+	}
+	var backoff time.Duration
+	for attempt := 0; ; attempt++ {
+		moved, err := s.changed(ctx, regions)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(moved, func(m []string) bool { return len(m) > 0 }) {
+			return regions, nil
+		}
+		s.log.Debug("zookeeper read: znodes moved while being read; reading them again", "moved", moved, "attempt", attempt)
+		if attempt == maxReadAttempts {
+			return nil, fmt.Errorf("zookeeper %s: read %s: %w (%d attempts)", s.server(), strings.Join(roots, ", "), ErrKeptChanging, maxReadAttempts)
+		}
+		if attempt >= 2 {
+			// Let a burst of writes pass.
+			backoff = min(max(2*backoff, time.Millisecond), 50*time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			}
+		}
+		// Re-read every moved znode at once, so that they are all read close together
+		// just before the next check.
+		errs := make([]error, len(regions))
+		var wg sync.WaitGroup
+		for i, r := range regions {
+			if len(moved[i]) > 0 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = s.repair(ctx, r, moved[i])
+				}()
+			}
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Get returns every key under the prefixes as they all were at one moment (see the
+// package documentation), and the highest zxid seen.
+func (s *Store) Get(ctx context.Context, prefixes []string) (map[string]string, uint64, error) {
+	keys := backends.MinimalPrefixes(prefixes)
+	roots := make([]string, len(keys))
+	for i, k := range keys {
+		roots[i] = s.serverPath(k)
+	}
+	regions, err := s.read(ctx, roots)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]string)
+	var rev uint64
+	for _, r := range regions {
+		rev = max(rev, r.rev())
+		for p, n := range r.nodes {
+			if s.isKey(n.val, len(n.children) > 0) {
+				out[s.keyOf(p)] = n.val
+			}
+		}
+	}
+	return out, rev, nil
+}
+
+// serviceKey checks a service name and returns the key of its instances' directory.
+func (s *Store) serviceKey(name string) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return "", fmt.Errorf("zookeeper: service name %q: want one path segment", name)
+	}
+	return path.Join(s.cfg.Root(), name), nil
+}
+
+func checkQuery(q backends.ServiceQuery) error {
+	if q.Datacenter != "" {
+		return fmt.Errorf("zookeeper: service %s: ZooKeeper has no datacenters; drop @%s", q.Name, q.Datacenter)
+	}
+	return nil
+}
+
+// Services returns the instances of q.Name under <root>/<name>, parsed by the shared
+// instance parsers, filtered by q and sorted. A service with no znode has no instances.
+func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backends.Service, uint64, error) {
+	if err := checkQuery(q); err != nil {
+		return nil, 0, err
+	}
+	dir, err := s.serviceKey(q.Name)
+	if err != nil {
+		return nil, 0, err
+	}
+	kvs, rev, err := s.Get(ctx, []string{dir})
+	if err != nil {
+		return nil, 0, err
+	}
+	return filterServices(backends.ServicesUnder(s.cfg.Root(), kvs, s.log)[q.Name], q), rev, nil
+}
+
+func filterServices(all []backends.Service, q backends.ServiceQuery) []backends.Service {
+	out := make([]backends.Service, 0, len(all))
+	for _, sv := range all {
+		sv.Backend = "zookeeper"
+		if q.Accepts(sv) {
+			out = append(out, sv)
+		}
+	}
+	backends.SortServices(out)
+	return out
+}
+
+// ServiceNames lists the services that have at least one readable instance under the
+// services root, with the union of their tags.
+func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
+	kvs, rev, err := s.Get(ctx, []string{s.cfg.Root()})
+	if err != nil {
+		return nil, 0, err
+	}
+	return backends.ServiceSummaries(backends.ServicesUnder(s.cfg.Root(), kvs, s.log)), rev, nil
+}
