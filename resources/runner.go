@@ -44,6 +44,7 @@ type state struct {
 	targets []backends.Target
 
 	// owned by the watch loop
+	why       string // what scheduled the next render, for its log line
 	rendering bool
 	again     bool
 	first     time.Time // first change of the current burst
@@ -251,8 +252,12 @@ func (rn *Runner) renderAndSync(ctx context.Context, st *state, watching bool) (
 	if o.Changed {
 		lvl = slog.LevelInfo
 	}
+	why := st.why
+	if why == "" {
+		why = "start"
+	}
 	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", o.Changed,
-		"dry_run", rn.Syncer.DryRun, "duration", time.Since(start).Round(time.Microsecond))
+		"reason", why, "dry_run", rn.Syncer.DryRun, "duration", time.Since(start).Round(time.Microsecond))
 	return o, nil
 }
 

@@ -52,6 +52,9 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 	defer rn.stopWatches()
 
 	dispatch := func(st *state) {
+		if st.why == "" {
+			st.why = "start"
+		}
 		if st.timer != nil {
 			st.timer.Stop()
 			st.timer = nil
@@ -85,7 +88,10 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			}
 		})
 	}
-	changed := func(st *state) {
+	changed := func(st *state, why string) {
+		if st.first.IsZero() && !st.rendering {
+			st.why = why
+		}
 		w := st.r.Wait
 		if w == (Wait{}) {
 			w = rn.Wait
@@ -100,8 +106,8 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		}
 		schedule(st, delay)
 	}
-	add := func(r *Resource) {
-		st := &state{r: r}
+	add := func(r *Resource, why string) {
+		st := &state{r: r, why: why}
 		rn.mu.Lock()
 		rn.states[r.Name] = st
 		rn.mu.Unlock()
@@ -118,7 +124,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		rn.log().Warn("registry not reachable; keeping the files as they are and retrying", "err", err)
 	}
 	for _, r := range rs {
-		add(r)
+		add(r, "start")
 	}
 
 	var tick <-chan time.Time
@@ -168,8 +174,8 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			}
 			rn.Metrics.cacheKeys(rn.Cache.Len())
 			for _, st := range rn.snapshotStates() {
-				if rn.touched(st, changes) {
-					changed(st)
+				if why := rn.touched(st, changes); why != "" {
+					changed(st, why)
 				}
 			}
 
@@ -196,6 +202,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 				dispatch(st)
 			case errors.As(res.err, &le):
 				st.retry = min(max(2*st.retry, time.Second), 30*time.Second)
+				st.why = "retry after: " + le.Error()
 				schedule(st, jitter(st.retry))
 			case res.err == nil:
 				st.retry = 0
@@ -243,8 +250,8 @@ func (rn *Runner) snapshotStates() []*state {
 	return out
 }
 
-// touched reports whether any change can alter st's output.
-func (rn *Runner) touched(st *state, changes []cache.Change) bool {
+// touched reports what, among the changes, can alter st's output ("" for nothing).
+func (rn *Runner) touched(st *state, changes []cache.Change) string {
 	rn.mu.Lock()
 	reads, targets := st.reads, st.targets
 	rn.mu.Unlock()
@@ -255,7 +262,7 @@ func (rn *Runner) touched(st *state, changes []cache.Change) bool {
 		if ch.Other {
 			for _, t := range targets {
 				if t.ID() == ch.Target.ID() {
-					return true
+					return "changed " + t.ID()
 				}
 			}
 			continue
@@ -263,23 +270,23 @@ func (rn *Runner) touched(st *state, changes []cache.Change) bool {
 		for _, k := range ch.Keys {
 			if reads != nil {
 				if reads.Touches(k) {
-					return true
+					return "changed key " + k
 				}
 				continue
 			}
 			for _, t := range targets {
 				if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
-					return true
+					return "changed key " + k
 				}
 			}
 		}
 	}
-	return false
+	return ""
 }
 
 // replace swaps in a new resource set: new and changed resources render, removed ones
 // stop, and resources whose file failed to load keep their previous version.
-func (rn *Runner) replace(set ResourceSet, add func(*Resource)) {
+func (rn *Runner) replace(set ResourceSet, add func(*Resource, string)) {
 	next := map[string]*Resource{}
 	for _, r := range set.Resources {
 		next[r.Name] = r
@@ -310,7 +317,7 @@ func (rn *Runner) replace(set ResourceSet, add func(*Resource)) {
 			old.timer.Stop()
 		}
 		rn.log().Info("resource loaded", "resource", r.Name, "new", old == nil)
-		add(r)
+		add(r, "resource file changed")
 	}
 }
 

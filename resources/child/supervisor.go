@@ -1,0 +1,608 @@
+// Package child runs a program with keys from the registry as its environment (and,
+// optionally, files rendered from templates next to it), and keeps it current: it starts
+// the program once all data is loaded, restarts it or sends it a signal when the data
+// changes, forwards the signals herald receives, and ends with the program's status.
+// It is `herald exec`: what envconsul does for Consul, for every herald backend.
+package child
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/template"
+)
+
+// maxDiscovery bounds how often one render may find that it read data not loaded yet.
+const maxDiscovery = 8
+
+// Template is one file rendered before the child starts and on every change.
+type Template struct {
+	Src, Dest string
+	Tmpl      *template.Template
+}
+
+// Config is everything a supervisor needs. Zero values of the durations and signals
+// take the defaults documented on each field.
+type Config struct {
+	Store backends.Store
+	// Prefixes whose keys become variables, in order: on a name collision the later
+	// prefix wins (see Vars).
+	Prefixes  []string
+	Naming    Naming
+	Pristine  bool     // the child gets only the registry's variables
+	BaseEnv   []string // inherited variables when not Pristine (cmd/herald passes os.Environ())
+	Templates []Template
+	Command   Command
+
+	Timeout      time.Duration  // for all data to load before the first start (default 10s)
+	Wait         resources.Wait // quiescence before acting on a change
+	Splay        time.Duration  // random extra delay in [0, Splay) before acting
+	KillSignal   syscall.Signal // how to stop the child for a restart (default SIGTERM)
+	KillTimeout  time.Duration  // then SIGKILL after this (default 30s)
+	ReloadSignal syscall.Signal // when set, send this on a change instead of restarting
+	Reap         bool           // reap every child that ends: herald runs as PID 1
+
+	Log *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.KillSignal == 0 {
+		c.KillSignal = syscall.SIGTERM
+	}
+	if c.KillTimeout <= 0 {
+		c.KillTimeout = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// loadError marks a failure to read the registry (worth retrying), as opposed to a
+// template or file error (which waits for the next change).
+type loadError struct{ error }
+
+func (e loadError) Unwrap() error { return e.error }
+
+// signalled ends the start-up when a terminating signal arrives before the child runs.
+type signalled struct{ sig syscall.Signal }
+
+func (e signalled) Error() string { return "received " + e.sig.String() + " before the child started" }
+
+type supervisor struct {
+	cfg    Config
+	log    *slog.Logger
+	cache  *cache.Cache
+	syncer *resources.Syncer
+	res    []*resources.Resource
+	events chan backends.Event
+	exits  chan exit
+
+	wctx     context.Context // lives as long as Run: the watches
+	wg       sync.WaitGroup
+	mu       sync.Mutex // guards watching: loads run in the start-up goroutine, then in the loop
+	watching map[string]bool
+
+	child   *proc
+	applied []Var // the variables the running child was started (or last signalled) with
+}
+
+// Run loads every key under the prefixes (failing after Timeout if the registry cannot
+// be read), renders the templates, starts the child and supervises it until it exits,
+// returning its exit status (128+n when signal n ended it). Signals arriving on sigs are
+// forwarded to the child. When ctx ends, the child is stopped as for a restart and Run
+// returns its status. An error is returned, with status 1, only when the child could
+// not be started at all.
+func Run(ctx context.Context, cfg Config, sigs <-chan os.Signal) (int, error) {
+	cfg.defaults()
+	if len(cfg.Command.Path) == 0 {
+		return 1, errors.New("no command to run")
+	}
+	s := &supervisor{
+		cfg:      cfg,
+		log:      cfg.Log,
+		cache:    cache.New(),
+		syncer:   &resources.Syncer{Log: cfg.Log},
+		events:   make(chan backends.Event, 1024),
+		exits:    make(chan exit, 4),
+		watching: map[string]bool{},
+	}
+	for _, t := range cfg.Templates {
+		s.res = append(s.res, &resources.Resource{Name: t.Src, Src: t.Src, Dest: t.Dest, UID: -1, GID: -1, Template: t.Tmpl})
+	}
+	wctx, stopWatches := context.WithCancel(ctx)
+	s.wctx = wctx
+	defer func() {
+		stopWatches()
+		s.wg.Wait()
+	}()
+	var chld chan os.Signal
+	if cfg.Reap {
+		chld = make(chan os.Signal, 1)
+		signal.Notify(chld, syscall.SIGCHLD)
+		defer signal.Stop(chld)
+	}
+	if err := s.startup(ctx, sigs); err != nil {
+		var sig signalled
+		if errors.As(err, &sig) {
+			s.log.Info("signal before the child started; exiting", "signal", sig.sig)
+			return 128 + int(sig.sig), nil
+		}
+		return 1, err
+	}
+	if err := s.spawn(); err != nil {
+		return 1, err
+	}
+	defer func() {
+		if s.child != nil { // only on a path that forgot it; never leave it behind
+			s.child.kill()
+		}
+	}()
+	return s.loop(ctx, sigs, chld)
+}
+
+// startup loads the data and renders the templates, retrying while the registry cannot
+// be read, for at most Timeout. A terminating signal meanwhile ends it.
+func (s *supervisor) startup(ctx context.Context, sigs <-chan os.Signal) error {
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.initial(lctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case sig := <-sigs:
+			if ss, _ := sig.(syscall.Signal); terminating(ss) {
+				cancel()
+				<-done
+				return signalled{ss}
+			}
+			s.log.Info("signal before the child started; ignored", "signal", sig)
+		}
+	}
+}
+
+func (s *supervisor) initial(ctx context.Context) error {
+	var targets []backends.Target
+	for _, p := range backends.MinimalPrefixes(s.cfg.Prefixes) {
+		targets = append(targets, backends.PrefixTarget(p))
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := s.load(ctx, targets)
+		if err == nil {
+			_, err = s.render(ctx)
+		}
+		var le loadError
+		switch {
+		case err == nil:
+			return nil
+		case !errors.As(err, &le):
+			return err
+		case ctx.Err() != nil:
+			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
+		}
+		s.log.Warn("registry not readable yet; retrying until --timeout", "timeout", s.cfg.Timeout, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// load reads every target the cache does not hold yet (all prefixes in one consistent
+// read) and starts one watch for each, from the revision it was read at.
+func (s *supervisor) load(ctx context.Context, ts []backends.Target) error {
+	var prefixes []string
+	var others []backends.Target
+	for _, t := range ts {
+		switch {
+		case s.cache.Covered(t):
+		case t.Service == nil && !t.ServiceNames:
+			prefixes = append(prefixes, t.Prefix)
+		default:
+			others = append(others, t)
+		}
+	}
+	var evs []backends.Event
+	if prefixes = backends.MinimalPrefixes(prefixes); len(prefixes) > 0 {
+		kvs, rev, err := s.cfg.Store.Get(ctx, prefixes)
+		if err != nil {
+			return loadError{fmt.Errorf("read %s: %w", strings.Join(prefixes, ", "), err)}
+		}
+		for _, p := range prefixes {
+			sub := map[string]string{}
+			for k, v := range kvs {
+				if backends.UnderPrefix(k, p) {
+					sub[k] = v
+				}
+			}
+			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
+		}
+	}
+	for _, t := range others {
+		if t.ServiceNames {
+			names, rev, err := s.cfg.Store.ServiceNames(ctx)
+			if err != nil {
+				return loadError{fmt.Errorf("read service catalog: %w", err)}
+			}
+			evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Names: names})
+			continue
+		}
+		svcs, rev, err := s.cfg.Store.Services(ctx, *t.Service)
+		if err != nil {
+			return loadError{fmt.Errorf("read service %s: %w", t.Service, err)}
+		}
+		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
+	}
+	for _, ev := range evs {
+		s.cache.Apply(ev)
+		s.watch(ev.Target, ev.Revision)
+	}
+	return nil
+}
+
+// watch follows one target into s.events until Run returns. Backends retry by
+// themselves while the registry is down; if one gives up anyway, the watch starts over
+// from what the cache holds. Meanwhile the child keeps the values it has.
+func (s *supervisor) watch(t backends.Target, from uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watching[t.ID()] {
+		return
+	}
+	s.watching[t.ID()] = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		backoff := 100 * time.Millisecond
+		for {
+			err := s.cfg.Store.Watch(s.wctx, t, from, s.events)
+			if s.wctx.Err() != nil {
+				return
+			}
+			s.log.Warn("watch ended; restarting it", "target", t.ID(), "err", err)
+			select {
+			case <-s.wctx.Done():
+				return
+			case <-time.After(jitter(backoff)):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			if rev, ok := s.cache.Loaded(t); ok {
+				from = rev
+			}
+		}
+	}()
+}
+
+// render renders every template from the cache, loading what a template turns out to
+// read that is not loaded yet, and writes each file that changed atomically. A file whose
+// render fails is left as it was.
+func (s *supervisor) render(ctx context.Context) (changed bool, err error) {
+	var errs []error
+	for _, r := range s.res {
+		out, err := s.execute(ctx, r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		o, err := s.syncer.Sync(ctx, r, out)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("template %s: %w", r.Src, err))
+			continue
+		}
+		if o.Changed {
+			changed = true
+			s.log.Info("rendered", "template", r.Src, "dest", r.Dest)
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+func (s *supervisor) execute(ctx context.Context, r *resources.Resource) ([]byte, error) {
+	for round := 0; ; round++ {
+		var (
+			out   []byte
+			reads *template.Reads
+			err   error
+		)
+		s.cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, template.Options{}) })
+		var missing []backends.Target
+		if reads != nil {
+			for _, t := range reads.Targets() {
+				if !s.cache.Covered(t) {
+					missing = append(missing, t)
+				}
+			}
+		}
+		if len(missing) == 0 || round == maxDiscovery {
+			return out, err
+		}
+		if err := s.load(ctx, missing); err != nil {
+			return nil, fmt.Errorf("template %s: %w", r.Src, err)
+		}
+	}
+}
+
+// vars computes the child's variables from the cache, logging collisions and skipped
+// keys by name (values are never logged: they are often secrets).
+func (s *supervisor) vars(logNotes bool) []Var {
+	var (
+		vars       []Var
+		collisions []Collision
+		skipped    []string
+	)
+	s.cache.Read(func(v cache.View) { vars, collisions, skipped = Vars(s.cfg.Prefixes, v.List, s.cfg.Naming) })
+	if logNotes {
+		for _, c := range collisions {
+			s.log.Warn("two keys give one variable; the later one wins", "var", c.Name, "key", c.Key, "over", c.Lost)
+		}
+		for _, k := range skipped {
+			s.log.Warn("value holds a NUL byte; not passed to the child", "key", k)
+		}
+	}
+	return vars
+}
+
+func (s *supervisor) spawn() error {
+	vars := s.vars(true)
+	var base []string
+	if !s.cfg.Pristine {
+		base = s.cfg.BaseEnv
+	}
+	p, err := start(s.cfg.Command, Environ(base, vars), s.cfg.Reap, s.exits)
+	if err != nil {
+		return err
+	}
+	s.child, s.applied = p, vars
+	s.log.Info("child started", "pid", p.pid, "cmd", s.cfg.Command.Path, "vars", len(vars), "pristine", s.cfg.Pristine)
+	s.log.Debug("child environment from the registry", "names", strings.Join(Names(vars), ","))
+	return nil
+}
+
+// loop supervises the running child until it exits.
+func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal, chld <-chan os.Signal) (int, error) {
+	newTimer := func() *time.Timer {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
+	var (
+		quiet, splay, retry, kill = newTimer(), newTimer(), newTimer(), newTimer()
+		first                     time.Time // first change of the current burst
+		splaying                  bool
+		backoff                   time.Duration
+		stopping                  bool // asked the child to stop; a new one starts when it has
+		ending                    bool // herald ends once the child has exited
+		done                      = ctx.Done()
+	)
+	defer func() {
+		for _, t := range []*time.Timer{quiet, splay, retry, kill} {
+			t.Stop()
+		}
+	}()
+	calm := func() {
+		quiet.Stop()
+		splay.Stop()
+		retry.Stop()
+		first, splaying = time.Time{}, false
+	}
+	// stop asks the child to end: KillSignal, then SIGKILL after KillTimeout.
+	stop := func() {
+		if err := s.child.signal(s.cfg.KillSignal); err != nil {
+			s.log.Warn("cannot signal the child", "pid", s.child.pid, "signal", s.cfg.KillSignal, "err", err)
+		}
+		kill.Reset(s.cfg.KillTimeout)
+	}
+	rctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, s.cfg.Timeout) }
+	// apply brings the child up to date with the cache: restart or reload if its
+	// variables or any rendered file changed.
+	apply := func() {
+		if stopping || ending {
+			return // the child that starts next reads the latest data anyway
+		}
+		c, cancel := rctx()
+		changed, err := s.render(c)
+		cancel()
+		if err != nil {
+			var le loadError
+			if errors.As(err, &le) {
+				backoff = min(max(2*backoff, time.Second), 30*time.Second)
+				retry.Reset(jitter(backoff))
+			}
+			s.log.Error("render failed; the child keeps running as it is", "err", err)
+			return
+		}
+		backoff = 0
+		vars := s.vars(false)
+		diff := diffNames(s.applied, vars)
+		if !changed && len(diff) == 0 {
+			s.log.Debug("change leaves the child's variables and files as they are")
+			return
+		}
+		if s.cfg.ReloadSignal != 0 {
+			s.log.Info("data changed; signalling the child", "pid", s.child.pid, "signal", s.cfg.ReloadSignal,
+				"files_changed", changed, "vars_changed", strings.Join(diff, ","))
+			if len(diff) > 0 {
+				s.log.Info("a running process cannot see new variables; the child sees them when it next starts", "vars", strings.Join(diff, ","))
+			}
+			if err := s.child.signal(s.cfg.ReloadSignal); err != nil {
+				s.log.Warn("cannot signal the child", "pid", s.child.pid, "err", err)
+			}
+			s.applied = vars
+			return
+		}
+		s.log.Info("data changed; restarting the child", "pid", s.child.pid, "signal", s.cfg.KillSignal,
+			"files_changed", changed, "vars_changed", strings.Join(diff, ","))
+		stopping = true
+		stop()
+	}
+	exited := func(ex exit) (int, bool, error) {
+		if s.child == nil || ex.pid != s.child.pid {
+			s.log.Debug("reaped an orphan", "pid", ex.pid, "status", ExitCode(ex.ws))
+			return 0, false, nil
+		}
+		if s.cfg.Reap {
+			s.child.release()
+		}
+		kill.Stop()
+		code := ExitCode(ex.ws)
+		if stopping && !ending {
+			stopping = false
+			s.log.Info("child stopped for a restart", "pid", ex.pid, "status", code)
+			s.child = nil
+			c, cancel := rctx()
+			if _, err := s.render(c); err != nil {
+				s.log.Error("render failed; files left as they were", "err", err)
+			}
+			cancel()
+			if err := s.spawn(); err != nil {
+				return 1, true, err
+			}
+			return 0, false, nil
+		}
+		s.log.Info("child exited", "pid", ex.pid, "status", code)
+		s.child = nil
+		return code, true, nil
+	}
+
+	for {
+		select {
+		case ev := <-s.events:
+			changed := !s.cache.Apply(ev).Empty()
+			for more := true; more; {
+				select {
+				case ev := <-s.events:
+					changed = !s.cache.Apply(ev).Empty() || changed
+				default:
+					more = false
+				}
+			}
+			if !changed || ending {
+				continue
+			}
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			delay := s.cfg.Wait.Min
+			if s.cfg.Wait.Max > 0 {
+				delay = min(delay, first.Add(s.cfg.Wait.Max).Sub(now))
+			}
+			quiet.Reset(max(delay, 0))
+
+		case <-quiet.C:
+			first = time.Time{}
+			switch {
+			case splaying:
+			case s.cfg.Splay > 0:
+				splaying = true
+				d := rand.N(s.cfg.Splay)
+				s.log.Debug("splay before acting on the change", "delay", d.Round(time.Millisecond))
+				splay.Reset(d)
+			default:
+				apply()
+			}
+
+		case <-splay.C:
+			splaying = false
+			apply()
+
+		case <-retry.C:
+			apply()
+
+		case <-kill.C:
+			s.log.Warn("child did not exit within --kill-timeout; sending SIGKILL", "pid", s.child.pid, "timeout", s.cfg.KillTimeout)
+			s.child.kill()
+
+		case ex := <-s.exits:
+			if code, end, err := exited(ex); end {
+				return code, err
+			}
+
+		case <-chld:
+			for _, ex := range reap() {
+				if code, end, err := exited(ex); end {
+					return code, err
+				}
+			}
+
+		case sig := <-sigs:
+			ss, _ := sig.(syscall.Signal)
+			if ss == syscall.SIGHUP && s.cfg.ReloadSignal == syscall.SIGHUP && !ending && !stopping {
+				// SIGHUP is the reload signal: reload as for a change, files first.
+				c, cancel := rctx()
+				if _, err := s.render(c); err != nil {
+					s.log.Error("render failed; files left as they were", "err", err)
+				}
+				cancel()
+				s.log.Info("SIGHUP: reloading the child", "pid", s.child.pid)
+				if err := s.child.signal(ss); err != nil {
+					s.log.Warn("cannot signal the child", "pid", s.child.pid, "err", err)
+				}
+				continue
+			}
+			if terminating(ss) && !ending {
+				ending = true
+				calm()
+			}
+			s.log.Info("forwarding signal", "signal", sig, "pid", s.child.pid)
+			if err := s.child.signal(ss); err != nil {
+				s.log.Warn("cannot forward signal", "signal", sig, "pid", s.child.pid, "err", err)
+			}
+
+		case <-done:
+			done = nil
+			s.log.Info("stopping the child", "pid", s.child.pid, "signal", s.cfg.KillSignal)
+			if !ending {
+				ending = true
+				calm()
+			}
+			if !stopping {
+				stop()
+			}
+		}
+	}
+}
+
+// diffNames lists the variables that appeared, vanished or changed value.
+func diffNames(old, cur []Var) []string {
+	was := make(map[string]string, len(old))
+	for _, v := range old {
+		was[v.Name] = v.Value
+	}
+	var out []string
+	for _, v := range cur {
+		if w, ok := was[v.Name]; !ok || w != v.Value {
+			out = append(out, v.Name)
+		}
+		delete(was, v.Name)
+	}
+	for n := range was {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
