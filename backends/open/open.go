@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/consul"
 	"github.com/heraldhq/herald/backends/env"
 	"github.com/heraldhq/herald/backends/etcd"
 	"github.com/heraldhq/herald/backends/file"
@@ -31,7 +32,7 @@ func Open(ctx context.Context, cfg backends.Config) (backends.Store, error) {
 	case "zookeeper":
 		return store(zookeeper.New(cfg, ep))
 	case "consul":
-		return nil, fmt.Errorf("backend %s: not built yet", ep.Scheme)
+		return store(consul.New(cfg, ep))
 	default:
 		// ParseURL refuses unknown schemes; this is a scheme it learnt before Open did.
 		return nil, fmt.Errorf("backend %s: no backend for scheme %q", ep, ep.Scheme)

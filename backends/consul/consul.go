@@ -1,0 +1,194 @@
+// Package consul is herald's Consul backend: KV prefixes and service health read with
+// blocking queries, and agent service registration for `herald register`.
+//
+// It speaks Consul's HTTP API itself rather than through github.com/hashicorp/consul/api's
+// Client, because api.NewClient reads CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+// CONSUL_HTTP_AUTH, CONSUL_NAMESPACE and CONSUL_PARTITION from the environment behind the
+// caller's back (an empty --consul-token would silently become the variable's token, and
+// a stale token file path would fail New). Nothing below cmd/ reads the environment; the
+// api package's types are still used for the wire format.
+//
+// Every watch holds one blocking query, and over plain HTTP one connection. Consul allows
+// limits.http_max_conns_per_client (200 by default) connections per client address, so
+// watching more than about 190 prefixes and services at once needs that limit raised, or
+// consuls://, where HTTP/2 carries all the queries over a few connections. Past the
+// limit, watches retry with backoff and log Consul's 429 with this advice.
+package consul
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+const (
+	defaultWait        = 5 * time.Minute
+	defaultMinGap      = 100 * time.Millisecond
+	defaultDialTimeout = 5 * time.Second
+
+	// Consul 1.22 accepts 128 operations per transaction, older servers 64; staying at 64
+	// keeps one batch one transaction everywhere.
+	maxTxnOps = 64
+)
+
+// Store is a connection to one Consul datacenter through one or more agents, tried in
+// the order given when one fails. It implements backends.Store and backends.Registrar.
+type Store struct {
+	log      *slog.Logger
+	addrs    []string // host:port, in the order given
+	scheme   string   // http or https
+	token    string   // never logged, never in an error
+	dc       string   // from ?dc=; empty: the agent's own
+	wait     time.Duration
+	minGap   time.Duration
+	attempt  time.Duration // longest wait for one non-blocking answer before trying the next agent
+	hc       *http.Client
+	cur      atomic.Int32 // index in addrs of the agent that answered last
+	closeCtx context.Context
+	closeFn  context.CancelFunc
+
+	mu    sync.Mutex
+	state backends.State
+	memo  map[string]memo // target ID -> what the last one-shot read saw, so a Watch starting there does not resend it
+}
+
+// memo is the data one read of a target returned, at the revision reported with it.
+type memo struct {
+	rev uint64
+	ev  backends.Event
+}
+
+// New prepares a Store for ep. It never touches the network: an agent that is down makes
+// the first read fail (after its context ends) or a watch retry, never New.
+func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
+	if ep.Scheme != "consul" {
+		return nil, fmt.Errorf("consul backend: endpoint scheme %q is not consul", ep.Scheme)
+	}
+	if len(ep.Hosts) == 0 {
+		return nil, errors.New("consul backend: no address given")
+	}
+	if ep.Path != "" {
+		return nil, fmt.Errorf("consul backend %s: a path is not supported (use the key prefixes in the resources)", ep)
+	}
+	for k := range ep.Query {
+		if k != "dc" {
+			return nil, fmt.Errorf("consul backend %s: unknown option %q (known: dc)", ep, k)
+		}
+	}
+	dial := cfg.DialTimeout
+	if dial <= 0 {
+		dial = defaultDialTimeout
+	}
+	s := &Store{
+		log:     cfg.Log().With("backend", "consul"),
+		addrs:   append([]string(nil), ep.Hosts...),
+		scheme:  "http",
+		token:   cfg.Token,
+		dc:      ep.Query.Get("dc"),
+		wait:    cfg.ConsulWait,
+		minGap:  cfg.MinGap,
+		attempt: 2 * dial,
+		memo:    make(map[string]memo),
+	}
+	if s.wait <= 0 {
+		s.wait = defaultWait
+	}
+	switch {
+	case s.minGap == 0:
+		s.minGap = defaultMinGap
+	case s.minGap < 0:
+		s.minGap = 0
+	}
+	var tlsCfg *tls.Config
+	if ep.TLS || cfg.TLS != nil {
+		s.scheme = "https"
+		if cfg.TLS != nil {
+			tlsCfg = cfg.TLS.Clone()
+		} else {
+			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	s.hc = &http.Client{Transport: &http.Transport{
+		// No proxy: ProxyFromEnvironment would read HTTP_PROXY here, below cmd/.
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: dial,
+		ForceAttemptHTTP2:   tlsCfg != nil, // over TLS, many blocking queries share one connection
+		// Every watch holds one connection in a blocking query and reuses it at once when
+		// the query returns; a small idle pool would close and redial them in bursts.
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	s.closeCtx, s.closeFn = context.WithCancel(context.Background())
+	s.state = backends.State{Conn: backends.Connecting, Endpoint: s.addrs[0], Since: time.Now()}
+	return s, nil
+}
+
+// State reports the connection to the agents: up once one answered, down when none
+// answered the last request, with that error.
+func (s *Store) State() backends.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// Close aborts requests in flight, including the blocking queries of running watches,
+// which then return an error, and releases connections. It does not deregister services.
+func (s *Store) Close() error {
+	s.closeFn()
+	s.hc.CloseIdleConnections()
+	return nil
+}
+
+func (s *Store) setUp(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state.Conn == backends.Up && s.state.Endpoint == addr {
+		return
+	}
+	if s.state.Conn == backends.Down {
+		s.log.Info("consul reachable again", "addr", addr)
+	}
+	s.state = backends.State{Conn: backends.Up, Endpoint: addr, Since: time.Now()}
+}
+
+func (s *Store) setDown(addr string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state.Conn != backends.Down {
+		s.log.Warn("consul unreachable", "addr", addr, "err", err)
+		s.state.Since = time.Now()
+	}
+	s.state.Conn, s.state.Endpoint, s.state.Err = backends.Down, addr, err
+}
+
+func (s *Store) remember(t backends.Target, rev uint64, ev backends.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.memo[t.ID()] = memo{rev: rev, ev: private(ev)}
+}
+
+// recall returns (and forgets) what the last read of t saw, if it was at revision rev.
+func (s *Store) recall(t backends.Target, rev uint64) (backends.Event, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.memo[t.ID()]
+	delete(s.memo, t.ID())
+	return m.ev, ok && m.rev == rev
+}
+
+var (
+	_ backends.Store     = (*Store)(nil)
+	_ backends.Registrar = (*Store)(nil)
+)

@@ -1,0 +1,328 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+const (
+	defaultTTL           = 15 * time.Second
+	defaultCheckInterval = 10 * time.Second
+)
+
+// ErrRegistered is returned by Register when the agent already holds a service with the
+// same ID and RegisterOptions.Replace is not set.
+var ErrRegistered = errors.New("service ID already registered on the agent")
+
+// registration is one service announced on one agent.
+type registration struct {
+	s       *Store
+	log     *slog.Logger
+	addr    string // the agent holding the service
+	id      string
+	checkID string
+	ttl     bool // herald passes a TTL check; otherwise Consul runs an HTTP or TCP check
+	body    *api.AgentServiceRegistration
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	healthy bool
+	note    string
+	gone    bool // deregistered
+}
+
+// Register announces svc on an agent (the first of the configured ones that answers) with
+// a check that keeps it alive:
+//
+//   - by default a TTL check of opts.TTL (15 s when zero) that herald reports passing every
+//     TTL/3 in the background, so the instance turns critical when herald dies or hangs;
+//   - with opts.CheckHTTP or opts.CheckTCP, a check Consul runs itself every CheckInterval
+//     (10 s when zero) with CheckTimeout.
+//
+// opts.DeregisterAfter sets deregister_critical_service_after, so an instance left
+// critical (herald gone) is removed by Consul. The registration stays on the agent that
+// accepted it, even when others are configured: a service belongs to its agent's node,
+// and a copy on a second agent would outlive the first's return as a stale duplicate.
+// Every TTL/3 (also in HTTP/TCP mode) the background loop checks that the agent still
+// knows the service and registers it again if not (a restarted -dev agent forgets
+// everything). The loop stops at Deregister, when ctx ends, or when the Store is closed.
+//
+// A service with the same ID already on the agent is an error wrapping ErrRegistered
+// unless opts.Replace.
+func (s *Store) Register(ctx context.Context, svc backends.Service, opts backends.RegisterOptions) (backends.Registration, error) {
+	if svc.Name == "" {
+		return nil, errors.New("consul: register: the service has no name")
+	}
+	if opts.CheckHTTP != "" && opts.CheckTCP != "" {
+		return nil, fmt.Errorf("consul: register %s: give an HTTP or a TCP check, not both", svc.Name)
+	}
+	id := svc.ID
+	if id == "" {
+		// Consul's own default.
+		id = svc.Name
+	}
+	ttl := opts.TTL
+	if ttl <= 0 {
+		ttl = defaultTTL
+	}
+	r := &registration{
+		s:       s,
+		log:     s.log.With("service", svc.Name, "id", id),
+		id:      id,
+		checkID: "service:" + id,
+		ttl:     opts.CheckHTTP == "" && opts.CheckTCP == "",
+		healthy: true,
+		done:    make(chan struct{}),
+	}
+	r.body = registrationBody(svc, id, r.checkID, ttl, opts)
+
+	var existing api.AgentService
+	path := "/v1/agent/service/" + url.PathEscape(id)
+	err := s.once(ctx, func(ctx context.Context) error {
+		m, err := s.do(ctx, request{method: http.MethodGet, path: path, out: &existing, ok: []int{http.StatusNotFound}}, s.attempt)
+		if err != nil {
+			return err
+		}
+		r.addr = m.addr
+		if m.status == http.StatusOK && !opts.Replace {
+			return fmt.Errorf("consul %s: register %s: service ID %q is already registered there (service %q, port %d); stop its owner or replace it: %w",
+				m.addr, svc.Name, id, existing.Service, existing.Port, ErrRegistered)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.once(ctx, r.register); err != nil {
+		return nil, err
+	}
+	r.log.Info("registered service with consul", "addr", r.addr, "check", checkKind(opts))
+
+	loopCtx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closeCtx, cancel)
+	r.cancel = func() { stop(); cancel() }
+	period := max(ttl/3, 100*time.Millisecond)
+	go r.keepAlive(loopCtx, period)
+	return r, nil
+}
+
+func checkKind(opts backends.RegisterOptions) string {
+	switch {
+	case opts.CheckHTTP != "":
+		return "http"
+	case opts.CheckTCP != "":
+		return "tcp"
+	default:
+		return "ttl"
+	}
+}
+
+func registrationBody(svc backends.Service, id, checkID string, ttl time.Duration, opts backends.RegisterOptions) *api.AgentServiceRegistration {
+	b := &api.AgentServiceRegistration{
+		ID:      id,
+		Name:    svc.Name,
+		Tags:    svc.Tags,
+		Port:    svc.Port,
+		Address: svc.Address,
+		Meta:    svc.Meta,
+	}
+	if svc.Weight > 0 {
+		b.Weights = &api.AgentWeights{Passing: svc.Weight, Warning: 1}
+	}
+	c := &api.AgentServiceCheck{CheckID: checkID}
+	if opts.DeregisterAfter > 0 {
+		c.DeregisterCriticalServiceAfter = opts.DeregisterAfter.String()
+	}
+	switch {
+	case opts.CheckHTTP != "" || opts.CheckTCP != "":
+		c.Name = "herald: " + checkKind(opts) + " check"
+		c.HTTP, c.TCP = opts.CheckHTTP, opts.CheckTCP
+		interval := opts.CheckInterval
+		if interval <= 0 {
+			interval = defaultCheckInterval
+		}
+		c.Interval = interval.String()
+		if opts.CheckTimeout > 0 {
+			c.Timeout = opts.CheckTimeout.String()
+		}
+	default:
+		c.Name = "herald: TTL check"
+		c.TTL = ttl.String()
+		c.Status = api.HealthPassing
+		c.Notes = "herald reports this check every TTL/3; critical means herald stopped or reported the instance unhealthy"
+	}
+	b.Check = c
+	return b
+}
+
+// at sends r to the registration's agent only.
+func (r *registration) at(ctx context.Context, req request) (meta, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.s.attempt)
+	defer cancel()
+	m, err := r.s.call(ctx, r.addr, req)
+	switch {
+	case err == nil || !unreachable(err):
+		r.s.setUp(r.addr)
+	case ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded):
+		// No answer, and not because the caller gave up.
+		r.s.setDown(r.addr, err)
+	}
+	return m, err
+}
+
+func (r *registration) register(ctx context.Context) error {
+	q := url.Values{"replace-existing-checks": {"true"}}
+	_, err := r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/service/register", query: q, body: r.body})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", r.id, err)
+	}
+	return nil
+}
+
+// report sends the current health: the TTL check's status, or maintenance mode for a
+// check Consul runs itself (herald cannot set that check's status).
+func (r *registration) report(ctx context.Context) error {
+	r.mu.Lock()
+	healthy, note := r.healthy, r.note
+	r.mu.Unlock()
+	if r.ttl {
+		st := api.HealthPassing
+		if !healthy {
+			st = api.HealthCritical
+		}
+		if note == "" {
+			note = "herald: " + st
+		}
+		body := map[string]string{"Status": st, "Output": note}
+		_, err := r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/check/update/" + url.PathEscape(r.checkID), body: body})
+		if err != nil {
+			return fmt.Errorf("update check %s: %w", r.checkID, err)
+		}
+		return nil
+	}
+	q := url.Values{"enable": {strconv.FormatBool(!healthy)}}
+	if !healthy && note != "" {
+		q.Set("reason", note)
+	}
+	_, err := r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/service/maintenance/" + url.PathEscape(r.id), query: q})
+	if err != nil {
+		return fmt.Errorf("set maintenance of %s: %w", r.id, err)
+	}
+	return nil
+}
+
+// known reports whether the agent still holds the service.
+func (r *registration) known(ctx context.Context) (bool, error) {
+	m, err := r.at(ctx, request{method: http.MethodGet, path: "/v1/agent/service/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
+	if err != nil {
+		return false, err
+	}
+	return m.status == http.StatusOK, nil
+}
+
+// refresh keeps the TTL check passing (or critical, as last set) and registers the
+// service again when the agent forgot it. It reports whether the agent could be reached.
+func (r *registration) refresh(ctx context.Context) error {
+	if r.ttl {
+		err := r.report(ctx)
+		var ce *Error
+		if err == nil || !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+			return err
+		}
+	} else {
+		ok, err := r.known(ctx)
+		if err != nil || ok {
+			return err
+		}
+	}
+	if err := r.register(ctx); err != nil {
+		return fmt.Errorf("the agent forgot the service and registering it again failed: %w", err)
+	}
+	r.mu.Lock()
+	healthy := r.healthy
+	r.mu.Unlock()
+	if r.ttl || !healthy {
+		if err := r.report(ctx); err != nil {
+			return fmt.Errorf("registered again, but reporting health failed: %w", err)
+		}
+	}
+	r.log.Info("consul: the agent had forgotten the service (restarted?); registered it again", "addr", r.addr)
+	return nil
+}
+
+// keepAlive refreshes every period; a failure is logged once when it starts (then at
+// debug level) and its end once, so an agent down for an hour does not flood the log.
+func (r *registration) keepAlive(ctx context.Context, period time.Duration) {
+	defer close(r.done)
+	tk := time.NewTicker(period)
+	defer tk.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		err := r.refresh(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			r.log.Warn("consul: cannot keep the registration alive; retrying", "addr", r.addr, "err", err)
+		case err != nil:
+			r.log.Debug("consul: still cannot keep the registration alive", "addr", r.addr, "err", err)
+		case failing:
+			r.log.Info("consul: registration kept alive again", "addr", r.addr)
+		}
+		failing = err != nil
+	}
+}
+
+// SetHealthy reports the instance passing or critical (TTL check, with note as the
+// check's output), or for an HTTP/TCP check run by Consul, puts the service in or out of
+// maintenance mode with note as the reason. The background loop keeps reporting it.
+func (r *registration) SetHealthy(ctx context.Context, healthy bool, note string) error {
+	r.mu.Lock()
+	if r.gone {
+		r.mu.Unlock()
+		return fmt.Errorf("consul: service %s is deregistered", r.id)
+	}
+	r.healthy, r.note = healthy, note
+	r.mu.Unlock()
+	return r.report(ctx)
+}
+
+// Deregister stops the background loop and removes the service from its agent. A second
+// call, or a service the agent no longer knows, is not an error.
+func (r *registration) Deregister(ctx context.Context) error {
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	gone := r.gone
+	r.mu.Unlock()
+	if gone {
+		return nil
+	}
+	_, err := r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/service/deregister/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
+	if err != nil {
+		return fmt.Errorf("deregister %s: %w", r.id, err)
+	}
+	r.mu.Lock()
+	r.gone = true
+	r.mu.Unlock()
+	r.log.Info("deregistered service from consul", "addr", r.addr)
+	return nil
+}
