@@ -81,8 +81,14 @@ func Parse(name, text string) (*Template, error) {
 func parse(name, text string) (*Template, error) {
 	t := &Template{name: name, resolver: net.DefaultResolver}
 	st := &execState{}
-	tm, err := template.New(name).Funcs(t.funcMap(st)).Parse(text)
+	full := t.funcMap(st)
+	tm, err := template.New(name).Funcs(full).Parse(text)
 	if err != nil {
+		return nil, err
+	}
+	// Parse again with only the functions the text calls: the same template, without
+	// a private copy of sprig's whole map (see usedFuncs).
+	if tm, err = template.New(name).Funcs(trimFuncs(full, usedFuncs(tm))).Parse(text); err != nil {
 		return nil, err
 	}
 	t.main = &instance{tmpl: tm, st: st}
