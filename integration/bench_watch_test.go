@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,4 +228,54 @@ func BenchmarkWatchEtcdIdle1000Resources(b *testing.B) {
 	after := readProc(pid)
 	b.ReportMetric(float64(after.cpuTicks-before.cpuTicks)/100/20*100, "idle-cpu-%")
 	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
+}
+
+// One `herald render` of 1,000 resources over 100,000 keys in etcd (each resource lists
+// its own 100 keys): wall time of the whole run and the process's peak RSS.
+func BenchmarkRenderEtcd1000Resources100kKeys(b *testing.B) {
+	e := harness.StartEtcd(b)
+	cli := e.Client(b)
+	ctx := context.Background()
+	for r := range 1000 {
+		var ops []clientv3.Op
+		for k := range 100 {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/big/r%04d/k%03d", r, k), fmt.Sprintf("10.%d.%d.1:80", r%256, k)))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := b.TempDir()
+	files := map[string]string{}
+	for i := range 1000 {
+		name := fmt.Sprintf("r%04d", i)
+		files["conf.d/"+name+".toml"] = fmt.Sprintf("[template]\nsrc = \"%s.tmpl\"\ndest = \"out/%s\"\nkeys = [\"/big/%s\"]\n", name, name, name)
+		files["templates/"+name+".tmpl"] = fmt.Sprintf("# %s\n{{range gets \"/big/%s/*\"}}server {{base .Key}} {{.Value}}\n{{end}}", name, name)
+	}
+	writeTree(b, dir, files)
+	os.MkdirAll(filepath.Join(dir, "out"), 0o755)
+	var walls []time.Duration
+	var peakKB int64
+	var cpu time.Duration
+	b.ResetTimer()
+	for range b.N {
+		os.RemoveAll(filepath.Join(dir, "out"))
+		os.MkdirAll(filepath.Join(dir, "out"), 0o755)
+		t0 := time.Now()
+		p := startHerald(b, nil, "render", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn", "--timeout", "60s")
+		<-p.done
+		walls = append(walls, time.Since(t0))
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			b.Fatalf("render exit %d:\n%s", code, tail(p.Output(), 20))
+		}
+		if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			peakKB = max(peakKB, ru.Maxrss)
+		}
+		cpu += p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	}
+	b.StopTimer()
+	p50, _ := percentiles(walls)
+	b.ReportMetric(p50, "wall-ms")
+	b.ReportMetric(float64(peakKB)/1024, "peak-rss-MB")
+	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms")
 }

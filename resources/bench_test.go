@@ -98,3 +98,26 @@ func confdirB(b *testing.B, res map[string][2]string) (string, []*Resource) {
 	}
 	return dir, rs
 }
+
+// BenchmarkRenderOnce1000Over100k renders 1,000 resources, each listing its own 100 of
+// 100,000 keys, from one consistent read.
+func BenchmarkRenderOnce1000Over100k(b *testing.B) {
+	kv := map[string]string{}
+	for r := range 1000 {
+		for k := range 100 {
+			kv[fmt.Sprintf("/big/r%04d/k%03d", r, k)] = "10.0.0.1:80"
+		}
+	}
+	res := map[string][2]string{}
+	for i := range 1000 {
+		name := fmt.Sprintf("r%04d", i)
+		res[name] = [2]string{fmt.Sprintf(`keys = ["/big/%s"]`, name), fmt.Sprintf("{{range gets \"/big/%s/*\"}}server {{base .Key}} {{.Value}}\n{{end}}", name)}
+	}
+	_, rs := confdirB(b, res)
+	b.ResetTimer()
+	for range b.N {
+		if err := (&Runner{Store: newMem(kv)}).RenderOnce(context.Background(), rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

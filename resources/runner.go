@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path"
 	"runtime"
 	"slices"
 	"sync"
@@ -136,14 +137,38 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	if err := rn.ensure(ctx, declared, false); err != nil {
 		return err
 	}
+	// Resources render in parallel (their fsyncs overlap); results are then taken in
+	// resource order, so errors and reloads come out the same on every run. A dry run
+	// stays sequential so its diffs print in order.
+	type result struct {
+		o   Outcome
+		err error
+	}
+	results := make([]result, len(rs))
+	workers := rn.workers()
+	if rn.Syncer.DryRun {
+		workers = 1
+	}
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		st := rn.states[r.Name]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			o, err := rn.renderAndSync(ctx, st, false)
+			results[i] = result{o, err}
+		}()
+	}
+	wg.Wait()
 	var (
 		errs    []error
 		reloads []string
 		dirs    []string
 	)
-	for _, r := range rs {
-		st := rn.states[r.Name]
-		o, err := rn.renderAndSync(ctx, st, false)
+	for i, r := range rs {
+		o, err := results[i].o, results[i].err
 		if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
 			dirs = append(dirs, o.Dir)
 		}
@@ -302,13 +327,7 @@ func (rn *Runner) ensure(ctx context.Context, ts []backends.Target, watching boo
 		if err != nil {
 			return fmt.Errorf("read %v: %w", prefixes, err)
 		}
-		for _, p := range prefixes {
-			sub := map[string]string{}
-			for k, v := range kvs {
-				if backends.UnderPrefix(k, p) {
-					sub[k] = v
-				}
-			}
+		for p, sub := range splitByPrefix(kvs, prefixes) {
 			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
 		}
 	}
@@ -327,14 +346,37 @@ func (rn *Runner) ensure(ctx context.Context, ts []backends.Target, watching boo
 		}
 		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
 	}
-	for _, ev := range evs {
-		rn.Cache.Apply(ev)
-		if watching {
+	rn.Cache.ApplyAll(evs)
+	if watching {
+		for _, ev := range evs {
 			rn.startWatch(ev.Target, ev.Revision)
 		}
 	}
 	rn.Metrics.cacheKeys(rn.Cache.Len())
 	return nil
+}
+
+// splitByPrefix assigns each key of one read to the prefix holding it. The prefixes are
+// minimal (none under another), so each key has exactly one, found by walking up its
+// own path: O(keys x depth) rather than O(keys x prefixes). Every prefix gets an entry,
+// empty when nothing lies under it, so its Full event clears what the cache held.
+func splitByPrefix(kvs map[string]string, prefixes []string) map[string]map[string]string {
+	out := make(map[string]map[string]string, len(prefixes))
+	for _, p := range prefixes {
+		out[p] = map[string]string{}
+	}
+	for k, v := range kvs {
+		for a := k; ; a = path.Dir(a) {
+			if sub, ok := out[a]; ok {
+				sub[k] = v
+				break
+			}
+			if a == "/" {
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (rn *Runner) startWatch(t backends.Target, from uint64) {

@@ -162,16 +162,17 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			return nil
 
 		case ev := <-rn.events:
-			changes := []cache.Change{rn.Cache.Apply(ev)}
 			// Fold everything already queued into this burst before deciding what to render.
-			for more := true; more; {
+			evs := []backends.Event{ev}
+			for more := true; more && len(evs) < 4096; {
 				select {
 				case ev := <-rn.events:
-					changes = append(changes, rn.Cache.Apply(ev))
+					evs = append(evs, ev)
 				default:
 					more = false
 				}
 			}
+			changes := rn.Cache.ApplyAll(evs)
 			rn.Metrics.cacheKeys(rn.Cache.Len())
 			for _, st := range rn.snapshotStates() {
 				if why := rn.touched(st, changes); why != "" {
@@ -416,13 +417,7 @@ func (rn *Runner) reread(ctx context.Context) {
 			rn.log().Warn("interval re-read failed; keeping last good data", "err", err)
 			return
 		}
-		for _, p := range prefixes {
-			sub := map[string]string{}
-			for k, v := range kvs {
-				if backends.UnderPrefix(k, p) {
-					sub[k] = v
-				}
-			}
+		for p, sub := range splitByPrefix(kvs, backends.MinimalPrefixes(prefixes)) {
 			send(backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
 		}
 	}

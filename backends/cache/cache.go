@@ -17,7 +17,12 @@ import (
 type Cache struct {
 	mu     sync.RWMutex
 	kv     map[string]string
-	sorted []string // keys of kv, sorted; kept in step on insert/delete so List is a range scan
+	// sorted lists the keys of kv; sorted[:nsorted] is in order (List is two binary
+	// searches there). Between applyLocked and reindexLocked it may also hold keys
+	// appended after nsorted and stale keys already deleted from kv.
+	sorted  []string
+	nsorted int
+	stale   int
 	svcs   map[string][]backends.Service
 	names  []backends.ServiceSummary
 	loaded map[string]uint64 // target ID -> revision it was loaded at
@@ -91,6 +96,38 @@ func parent(p string) string {
 func (c *Cache) Apply(ev backends.Event) Change {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ch := c.applyLocked(ev)
+	c.reindexLocked()
+	return ch
+}
+
+// ApplyAll folds in the events of one read (one per target) and reindexes once: loading
+// 1,000 prefixes of 100 keys each costs one sort, not 1,000. Overlapping prefix targets
+// are applied one by one, since a Full event must see the keys the others added.
+func (c *Cache) ApplyAll(evs []backends.Event) []Change {
+	var prefixes []string
+	for _, ev := range evs {
+		if ev.Target.Service == nil && !ev.Target.ServiceNames {
+			prefixes = append(prefixes, ev.Target.Prefix)
+		}
+	}
+	out := make([]Change, 0, len(evs))
+	if len(backends.MinimalPrefixes(prefixes)) != len(prefixes) {
+		for _, ev := range evs {
+			out = append(out, c.Apply(ev))
+		}
+		return out
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ev := range evs {
+		out = append(out, c.applyLocked(ev))
+	}
+	c.reindexLocked()
+	return out
+}
+
+func (c *Cache) applyLocked(ev backends.Event) Change {
 	ch := Change{Target: ev.Target}
 	t := ev.Target
 	switch {
@@ -107,27 +144,41 @@ func (c *Cache) Apply(ev backends.Event) Change {
 			ch.Other = true
 		}
 	default:
+		del := func(k string) {
+			delete(c.kv, k)
+			c.stale++ // still listed in c.sorted until reindexLocked
+			ch.Keys = append(ch.Keys, k)
+		}
 		if ev.Full {
-			// Keys under the prefix that the new state lacks are deletions.
+			// Keys under the prefix that the new state lacks are deletions. Only the
+			// sorted part is searched: keys appended by this batch belong to other,
+			// disjoint targets.
 			for _, k := range c.under(t.Prefix) {
+				if _, ok := c.kv[k]; !ok {
+					continue
+				}
 				if _, ok := ev.KVs[k]; !ok {
-					c.deleteLocked(k)
-					ch.Keys = append(ch.Keys, k)
+					del(k)
 				}
 			}
 		}
-		for k, v := range ev.KVs {
-			if old, ok := c.kv[k]; ok && old == v {
-				continue
-			}
-			c.setLocked(k, v)
-			ch.Keys = append(ch.Keys, k)
-		}
 		for _, k := range ev.Deleted {
 			if _, ok := c.kv[k]; ok {
-				c.deleteLocked(k)
-				ch.Keys = append(ch.Keys, k)
+				del(k)
 			}
+		}
+		for k, v := range ev.KVs {
+			old, ok := c.kv[k]
+			if ok && old == v {
+				continue
+			}
+			if !ok {
+				// A key deleted earlier in this batch may still be listed; the
+				// rebuild in reindexLocked drops the duplicate.
+				c.sorted = append(c.sorted, k)
+			}
+			c.kv[k] = v
+			ch.Keys = append(ch.Keys, k)
 		}
 		sort.Strings(ch.Keys)
 	}
@@ -135,6 +186,33 @@ func (c *Cache) Apply(ev backends.Event) Change {
 		c.loaded[t.ID()] = ev.Revision
 	}
 	return ch
+}
+
+// reindexLocked makes c.sorted exactly the keys of c.kv, in order again. A few changes
+// are placed one by one (binary search + memmove); a bulk change is rebuilt with one
+// sort, keeping a 100,000-key load O(n log n) instead of O(n^2).
+func (c *Cache) reindexLocked() {
+	added := len(c.sorted) - c.nsorted
+	if added == 0 && c.stale == 0 {
+		return
+	}
+	if added <= 8 && c.stale <= 8 {
+		tail := slices.Clone(c.sorted[c.nsorted:])
+		c.sorted = c.sorted[:c.nsorted]
+		if c.stale > 0 {
+			c.sorted = slices.DeleteFunc(c.sorted, func(k string) bool { _, ok := c.kv[k]; return !ok })
+		}
+		for _, k := range tail {
+			if i, found := slices.BinarySearch(c.sorted, k); !found {
+				c.sorted = slices.Insert(c.sorted, i, k)
+			}
+		}
+	} else {
+		c.sorted = slices.DeleteFunc(c.sorted, func(k string) bool { _, ok := c.kv[k]; return !ok })
+		slices.Sort(c.sorted)
+		c.sorted = slices.Compact(c.sorted)
+	}
+	c.nsorted, c.stale = len(c.sorted), 0
 }
 
 // Forget drops a target that no resource reads any more. Keys still covered by another
@@ -157,18 +235,11 @@ func (c *Cache) Forget(t backends.Target) {
 	}
 }
 
-func (c *Cache) setLocked(k, v string) {
-	if _, ok := c.kv[k]; !ok {
-		i, _ := slices.BinarySearch(c.sorted, k)
-		c.sorted = slices.Insert(c.sorted, i, k)
-	}
-	c.kv[k] = v
-}
-
 func (c *Cache) deleteLocked(k string) {
 	delete(c.kv, k)
-	if i, ok := slices.BinarySearch(c.sorted, k); ok {
+	if i, ok := slices.BinarySearch(c.sorted[:c.nsorted], k); ok {
 		c.sorted = slices.Delete(c.sorted, i, i+1)
+		c.nsorted--
 	}
 }
 
@@ -185,11 +256,12 @@ func (c *Cache) under(prefix string) []string {
 // span bounds the keys strictly below prefix in c.sorted: they all start with
 // prefix+"/", which sorts before prefix+"0" ('0' follows '/').
 func (c *Cache) span(prefix string) (int, int) {
+	in := c.sorted[:c.nsorted]
 	if prefix == "/" {
-		return 0, len(c.sorted)
+		return 0, len(in)
 	}
-	lo, _ := slices.BinarySearch(c.sorted, prefix+"/")
-	hi, _ := slices.BinarySearch(c.sorted, prefix+"0")
+	lo, _ := slices.BinarySearch(in, prefix+"/")
+	hi, _ := slices.BinarySearch(in, prefix+"0")
 	return lo, hi
 }
 

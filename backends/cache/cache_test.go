@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -126,5 +127,59 @@ func BenchmarkApplyOneKeyOf100k(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		c.Apply(backends.Event{Target: backends.PrefixTarget("/svc"), KVs: map[string]string{fmt.Sprintf("/svc/new/%d", i%1000): "x"}})
+	}
+}
+
+// The sorted index must always hold exactly the map's keys, in order, whatever mix of
+// bulk loads, small upserts, deletes and delete-then-put events arrives.
+func TestSortedIndexStaysExact(t *testing.T) {
+	c := New()
+	rng := rand.New(rand.NewPCG(1, 2))
+	key := func() string { return fmt.Sprintf("/p/%d/%d", rng.IntN(30), rng.IntN(30)) }
+	tg := backends.PrefixTarget("/p")
+	for round := range 3000 {
+		ev := backends.Event{Target: tg, KVs: map[string]string{}}
+		switch rng.IntN(4) {
+		case 0: // bulk Full load
+			ev.Full = true
+			for range rng.IntN(400) {
+				ev.KVs[key()] = fmt.Sprint(round)
+			}
+		case 1: // small upsert
+			for range rng.IntN(5) {
+				ev.KVs[key()] = fmt.Sprint(round)
+			}
+		case 2: // deletes, some of them put again in the same event
+			for range rng.IntN(20) {
+				k := key()
+				ev.Deleted = append(ev.Deleted, k)
+				if rng.IntN(2) == 0 {
+					ev.KVs[k] = "again"
+				}
+			}
+		case 3: // many deletes
+			for range rng.IntN(100) {
+				ev.Deleted = append(ev.Deleted, key())
+			}
+		}
+		c.Apply(ev)
+		want := make([]string, 0, len(c.kv))
+		for k := range c.kv {
+			want = append(want, k)
+		}
+		slices.Sort(want)
+		if !slices.Equal(c.sorted, want) {
+			t.Fatalf("round %d: sorted index %d keys, map %d keys", round, len(c.sorted), len(want))
+		}
+	}
+}
+
+func BenchmarkApplyFull100k(b *testing.B) {
+	kvs := make(map[string]string, 100_000)
+	for i := range 100_000 {
+		kvs[fmt.Sprintf("/svc/%05d/addr", i)] = "10.0.0.1"
+	}
+	for range b.N {
+		New().Apply(backends.Event{Target: backends.PrefixTarget("/svc"), Full: true, KVs: kvs})
 	}
 }
