@@ -15,17 +15,17 @@ import (
 // Cache is safe for concurrent use. Readers see a consistent state for as long as they
 // hold Read; Apply waits for them.
 type Cache struct {
-	mu     sync.RWMutex
-	kv     map[string]string
+	mu sync.RWMutex
+	kv map[string]string
 	// sorted lists the keys of kv; sorted[:nsorted] is in order (List is two binary
 	// searches there). Between applyLocked and reindexLocked it may also hold keys
 	// appended after nsorted and stale keys already deleted from kv.
 	sorted  []string
 	nsorted int
 	stale   int
-	svcs   map[string][]backends.Service
-	names  []backends.ServiceSummary
-	loaded map[string]uint64 // target ID -> revision it was loaded at
+	svcs    map[string][]backends.Service
+	names   []backends.ServiceSummary
+	loaded  map[string]uint64 // target ID -> revision it was loaded at
 }
 
 // New returns an empty cache.
