@@ -131,6 +131,11 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		return err
 	}
 	defer stopReload()
+	stopReg, err := startRegistrations(ctx, o, store, log)
+	if err != nil {
+		return err
+	}
+	defer stopReg()
 	log.Info("herald watching", "resources", len(rs), "backend", redactURL(o.Backend), "version", versionString())
 	return rn.Run(ctx, rs, updates)
 }

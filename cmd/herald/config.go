@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,9 +116,15 @@ type fileConfig struct {
 	Register []RegisterConfig
 }
 
-// bindOptions defines the global flags (and their confd aliases) on fs.
-func (o *Options) bindOptions(fs *flag.FlagSet) []option {
-	tbl := o.table()
+// bindOptions defines the global flags (and their confd aliases) on fs, except those
+// named in skip (a command that gives the name its own meaning), and returns them.
+func (o *Options) bindOptions(fs *flag.FlagSet, skip ...string) []option {
+	var tbl []option
+	for _, opt := range o.table() {
+		if !slices.Contains(skip, opt.name) {
+			tbl = append(tbl, opt)
+		}
+	}
 	for _, opt := range tbl {
 		opt.bind(fs, opt.name)
 		f := fs.Lookup(opt.name)
@@ -163,7 +170,8 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 	if !explicit {
 		path = "/etc/herald/herald.toml"
 	}
-	fc, err := readFileConfig(path, tbl)
+	// Every option is a valid herald.toml key, even one this command gives another meaning.
+	fc, err := readFileConfig(path, o.table())
 	if errors.Is(err, iofs.ErrNotExist) && !explicit {
 		return nil
 	}

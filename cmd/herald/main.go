@@ -27,6 +27,8 @@ Usage:
   herald check    [flags]                 validate resources and templates offline (for CI)
   herald get      [flags] PREFIX          print the keys under PREFIX as templates see them
   herald services [flags] [NAME [FILTER]] print a service's instances, or the catalog
+  herald register [flags]                 announce an instance while it is healthy (daemon)
+  herald exec     [flags] -- CMD [ARGS]   run CMD with keys as env vars; restart it on change
   herald version
 
 Every flag is also a HERALD_* variable and a herald.toml key; a flag beats the variable,
@@ -69,6 +71,10 @@ func run(ctx context.Context, e env) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return 0
+	case "register": // its own flags on top of the global ones
+		return runRegister(ctx, e, args)
+	case "exec":
+		return runExecCmd(ctx, e, args)
 	}
 	f, ok := commands[cmd]
 	if !ok {

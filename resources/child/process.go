@@ -141,7 +141,9 @@ func (p *proc) release() { _ = p.cmd.Process.Release() }
 
 // reap waits for every child of this process that has ended, without blocking, and
 // returns them. herald calls it on SIGCHLD when it runs as PID 1: orphans are re-parented
-// to PID 1, and nobody else would wait for them, leaving zombies.
+// to PID 1, and nobody else would wait for them, leaving zombies. It takes the child's
+// own status too, so in that mode nothing else may wait for a child (herald exec runs no
+// other process).
 func reap() []exit {
 	var out []exit
 	for range 1 << 16 { // bounded: there cannot be more children than PIDs

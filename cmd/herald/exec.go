@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/child"
+	"github.com/heraldhq/herald/template"
+)
+
+const execUsage = `Usage: herald exec [flags] -- CMD [ARGS...]
+
+Runs CMD with every key under each --prefix as an environment variable, restarts it (or
+sends it --reload-signal) when they change, forwards TERM, INT, HUP, QUIT, USR1 and USR2
+to it, and exits with its status. Flags are exec's own (below) and the global ones
+(--backend, --timeout, --wait, ...; herald render -h lists them), except that --prefix
+here is the repeatable list of prefixes whose keys become variables.
+
+Flags (each also HERALD_<NAME>, except --prefix and --template):
+`
+
+// execFlags are the flags of `herald exec` that the global table does not have.
+type execFlags struct {
+	prefixes     multiFlag
+	templates    multiFlag
+	upcase       bool
+	envPrefix    string
+	pristine     bool
+	killSignal   string
+	killTimeout  time.Duration
+	reloadSignal string
+	splay        time.Duration
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (f *execFlags) bind(fs *flag.FlagSet) {
+	fs.Var(&f.prefixes, "prefix", "key prefix whose keys become variables; repeat it, a later prefix wins a name collision")
+	fs.Var(&f.templates, "template", "render template IN to file OUT (IN:OUT) before the child starts and on every change; repeatable")
+	fs.BoolVar(&f.upcase, "upcase", false, "upper-case the variable names")
+	fs.StringVar(&f.envPrefix, "env-prefix", "", "put this before every variable name, e.g. APP_")
+	fs.BoolVar(&f.pristine, "pristine", false, "start the child with only the registry's variables, not herald's environment")
+	fs.StringVar(&f.killSignal, "kill-signal", "SIGTERM", "signal that stops the child for a restart")
+	fs.DurationVar(&f.killTimeout, "kill-timeout", 30*time.Second, "then SIGKILL the child (and its process group) after this")
+	fs.StringVar(&f.reloadSignal, "reload-signal", "", "on a change, send this signal instead of restarting, e.g. SIGHUP")
+	fs.DurationVar(&f.splay, "splay", 0, "wait a random time up to this before acting on a change")
+}
+
+// runExecCmd is `herald exec [flags] -- CMD [ARGS]`: the global options and exec's own
+// flags share one flag set, and exec's repeatable --prefix replaces the global one.
+// It returns herald's exit status, which is the child's.
+func runExecCmd(ctx context.Context, e env, args []string) int {
+	code, err := runExec(ctx, e, args)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "herald exec:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return code
+}
+
+func runExec(ctx context.Context, e env, args []string) (int, error) {
+	var (
+		o Options
+		f execFlags
+	)
+	fs := flag.NewFlagSet("herald exec", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	tbl := o.bindOptions(fs, "prefix")
+	f.bind(fs)
+	fs.Usage = func() { printExecUsage(e.stderr, fs) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, nil
+		}
+		return 0, usageError{errors.New("bad flags (see herald exec -h)")}
+	}
+	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+		return 0, usageError{err}
+	}
+	if err := execFlagsFromEnv(fs, tbl, e.lookup); err != nil {
+		return 0, usageError{err}
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return 0, usageError{errors.New("no command: herald exec [flags] -- CMD [ARGS...] (see herald exec -h)")}
+	}
+	cfg, err := f.config(&o)
+	if err != nil {
+		return 0, usageError{err}
+	}
+	if len(cfg.Prefixes) == 0 && len(cfg.Templates) == 0 {
+		return 0, usageError{errors.New("nothing to read: give --prefix (repeatable) or --template")}
+	}
+	wait, err := resources.ParseWait(o.Wait)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("--wait: %w", err)}
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return 0, fmt.Errorf("command %s: %w", argv[0], err)
+	}
+	// Listen before the registry is touched: a signal from now on reaches the child, or ends the
+	// start-up. TERM and INT also cancel ctx (main's NotifyContext); from here on they
+	// are forwarded instead, and herald ends when the child does.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, child.Forwarded()...)
+	defer signal.Stop(sigs)
+	if ctx.Err() != nil { // one came before we listened
+		sig := syscall.SIGTERM
+		if c := context.Cause(ctx); c != nil && strings.HasPrefix(c.Error(), syscall.SIGINT.String()) {
+			sig = syscall.SIGINT
+		}
+		return 128 + int(sig), nil
+	}
+	log, store, err := setup(ctx, e, &o)
+	if err != nil {
+		return 0, err
+	}
+	defer store.Close()
+
+	cfg.Store, cfg.Log, cfg.Wait, cfg.Timeout = store, log, wait, o.Timeout
+	cfg.BaseEnv = os.Environ()
+	cfg.Command = child.Command{Path: path, Args: argv[1:], Stdin: os.Stdin, Stdout: e.stdout, Stderr: e.stderr}
+	cfg.Reap = os.Getpid() == 1
+
+	log.Info("herald exec", "backend", redactURL(o.Backend), "prefixes", strings.Join(cfg.Prefixes, ","),
+		"templates", len(cfg.Templates), "cmd", path, "reap", cfg.Reap, "version", versionString())
+	return child.Run(context.WithoutCancel(ctx), cfg, sigs)
+}
+
+// config checks the exec flags and turns them into the supervisor's configuration.
+func (f *execFlags) config(o *Options) (child.Config, error) {
+	var cfg child.Config
+	for _, p := range f.prefixes {
+		cfg.Prefixes = append(cfg.Prefixes, backends.CleanKey(p))
+	}
+	if err := child.CheckEnvPrefix(f.envPrefix); err != nil {
+		return cfg, fmt.Errorf("--env-prefix: %w", err)
+	}
+	cfg.Naming = child.Naming{Upcase: f.upcase, EnvPrefix: f.envPrefix}
+	cfg.Pristine = f.pristine
+	for _, spec := range f.templates {
+		in, out, ok := strings.Cut(spec, ":")
+		if !ok || in == "" || out == "" {
+			return cfg, fmt.Errorf("--template %q: want IN:OUT", spec)
+		}
+		t, err := template.ParseFile(in)
+		if err != nil {
+			return cfg, fmt.Errorf("--template %s: %w", spec, err)
+		}
+		cfg.Templates = append(cfg.Templates, child.Template{Src: in, Dest: out, Tmpl: t})
+	}
+	var err error
+	if cfg.KillSignal, err = child.ParseSignal(f.killSignal); err != nil {
+		return cfg, fmt.Errorf("--kill-signal: %w", err)
+	}
+	if f.reloadSignal != "" {
+		if cfg.ReloadSignal, err = child.ParseSignal(f.reloadSignal); err != nil {
+			return cfg, fmt.Errorf("--reload-signal: %w", err)
+		}
+	}
+	if f.killTimeout <= 0 {
+		return cfg, errors.New("--kill-timeout: want a positive duration")
+	}
+	if f.splay < 0 {
+		return cfg, errors.New("--splay: want a duration >= 0")
+	}
+	cfg.KillTimeout, cfg.Splay = f.killTimeout, f.splay
+	return cfg, nil
+}
+
+// execFlagsFromEnv fills each single-valued exec flag not given on the command line from
+// its HERALD_<NAME> variable. --prefix and --template have none: HERALD_PREFIX is the
+// global prefix.
+func execFlagsFromEnv(fs *flag.FlagSet, global []option, lookup func(string) (string, bool)) error {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for _, opt := range global {
+		set[opt.name] = true // resolved already, with herald.toml
+		for _, a := range opt.aliases {
+			set[a] = true
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(fl *flag.Flag) {
+		if set[fl.Name] || fl.Name == "prefix" || fl.Name == "template" {
+			return
+		}
+		name := envName(fl.Name)
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(fl.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: invalid value %q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func printExecUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, execUsage)
+	var own execFlags
+	ownFS := flag.NewFlagSet("", flag.ContinueOnError)
+	own.bind(ownFS)
+	ownFS.VisitAll(func(fl *flag.Flag) {
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "0s" {
+			def = " (default " + fl.DefValue + ")"
+		}
+		env := ""
+		if fl.Name != "prefix" && fl.Name != "template" {
+			env = " [" + envName(fl.Name) + "]"
+		}
+		fmt.Fprintf(w, "  --%s\n      %s%s%s\n", fl.Name, fl.Usage, def, env)
+	})
+}
