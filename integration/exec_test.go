@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,31 +23,7 @@ import (
 // child: it writes its pid and environment to STATE/env.json when it starts and one line
 // per signal it receives to STATE/signals.
 
-var (
-	execChildOnce sync.Once
-	execChildPath string
-	execChildErr  error
-)
-
-func execChildBinary(t testing.TB) string {
-	t.Helper()
-	execChildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "herald-execchild-")
-		if err != nil {
-			execChildErr = err
-			return
-		}
-		execChildPath = filepath.Join(dir, "execchild")
-		out, err := exec.Command("go", "build", "-o", execChildPath, "github.com/heraldhq/herald/integration/testdata/execchild").CombinedOutput()
-		if err != nil {
-			execChildErr = fmt.Errorf("go build execchild: %v\n%s", err, out)
-		}
-	})
-	if execChildErr != nil {
-		t.Fatal(execChildErr)
-	}
-	return execChildPath
-}
+func execChildBinary(t testing.TB) string { return goBinary(t, "integration/testdata/execchild") }
 
 // execChildState is the state directory of the children of one test.
 type execChildState struct{ dir string }

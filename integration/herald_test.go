@@ -17,33 +17,48 @@ import (
 	"time"
 )
 
-// The herald binary under test, built once per test binary from this checkout.
+// Binaries built from this checkout, once per test binary, by package path.
 var (
-	heraldOnce sync.Once
-	heraldPath string
-	heraldErr  error
+	buildMu sync.Mutex
+	built   = map[string]*buildResult{}
 )
 
-// heraldBinary builds ./cmd/herald once and returns its path.
-func heraldBinary(t testing.TB) string {
+type buildResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// goBinary builds the package pkg (a path inside this module) once and returns it.
+func goBinary(t testing.TB, pkg string) string {
 	t.Helper()
-	heraldOnce.Do(func() {
+	buildMu.Lock()
+	b := built[pkg]
+	if b == nil {
+		b = &buildResult{}
+		built[pkg] = b
+	}
+	buildMu.Unlock()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "herald-bin-")
 		if err != nil {
-			heraldErr = err
+			b.err = err
 			return
 		}
-		heraldPath = filepath.Join(dir, "herald")
-		out, err := exec.Command("go", "build", "-o", heraldPath, "github.com/heraldhq/herald/cmd/herald").CombinedOutput()
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		out, err := exec.Command("go", "build", "-o", b.path, "github.com/heraldhq/herald/"+pkg).CombinedOutput()
 		if err != nil {
-			heraldErr = fmt.Errorf("go build ./cmd/herald: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build ./%s: %v\n%s", pkg, err, out)
 		}
 	})
-	if heraldErr != nil {
-		t.Fatal(heraldErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return heraldPath
+	return b.path
 }
+
+// heraldBinary is ./cmd/herald, built from this checkout.
+func heraldBinary(t testing.TB) string { return goBinary(t, "cmd/herald") }
 
 // heraldProc is a herald process started by a test.
 type heraldProc struct {

@@ -65,6 +65,12 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 		}
 		json.NewEncoder(w).Encode(h)
 	})
+	return listenHTTP(addr, mux, log, "serving /healthz and /metrics")
+}
+
+// listenHTTP serves mux on addr (for --listen) and returns a function that shuts the
+// server down, waiting at most 2 s for requests in flight.
+func listenHTTP(addr string, mux *http.ServeMux, log *slog.Logger, msg string) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
@@ -75,7 +81,7 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 			log.Error("http server stopped", "addr", addr, "err", err)
 		}
 	}()
-	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
+	log.Info(msg, "addr", ln.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
