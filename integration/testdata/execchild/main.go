@@ -44,11 +44,13 @@ func main() {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	b, _ := json.Marshal(map[string]any{"pid": os.Getpid(), "start": time.Now().UnixNano(), "env": env})
-	writeAtomic(filepath.Join(*dir, "env.json"), b)
+	// env.json tells the test this child is up, so everything else it reports at start
+	// is written first.
 	if *reloadFile != "" {
 		copyFile(*reloadFile, filepath.Join(*dir, "reloaded"))
 	}
+	b, _ := json.Marshal(map[string]any{"pid": os.Getpid(), "start": time.Now().UnixNano(), "env": env})
+	writeAtomic(filepath.Join(*dir, "env.json"), b)
 
 	var after <-chan time.Time
 	if *exitAfter > 0 {
