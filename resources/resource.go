@@ -262,6 +262,10 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		r.Dest = filepath.Clean(r.Dest)
 		if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
 			fail("dest", "dest "+r.Dest+" is a directory", nil)
+		} else if err == nil && !fi.Mode().IsRegular() {
+			// A FIFO or a device: reading it to compare would block or never end, and
+			// the rename would replace it.
+			fail("dest", "dest "+r.Dest+" is not a regular file", nil)
 		}
 	}
 	if md.IsDefined("template", "keys") {

@@ -157,7 +157,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			o, err := rn.renderAndSync(ctx, st, false)
+			o, err := rn.renderAndSync(ctx, ctx, st, false)
 			results[i] = result{o, err}
 		}()
 	}
@@ -213,7 +213,10 @@ func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration)
 
 // renderAndSync renders one resource from the cache, loading whatever the template turns
 // out to read that is not loaded yet, then syncs the result.
-func (rn *Runner) renderAndSync(ctx context.Context, st *state, watching bool) (Outcome, error) {
+// Reads from the registry use readCtx, the write and its commands ctx: in watch mode
+// SIGTERM abandons a render still waiting for an unreachable registry (dest stays as it
+// is) but lets one that is writing or checking finish.
+func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (Outcome, error) {
 	r := st.r
 	start := time.Now()
 	var (
@@ -222,20 +225,44 @@ func (rn *Runner) renderAndSync(ctx context.Context, st *state, watching bool) (
 		err   error
 	)
 	opts := template.Options{Prefix: r.Prefix, Scope: r.Scope()}
+	// checked holds the targets found loaded after the previous execution: an execution
+	// whose targets all lie in it began with its data in place.
+	var checked map[string]bool
 	for round := 0; ; round++ {
 		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
 		var missing []backends.Target
+		read := map[string]bool{}
 		if reads != nil {
 			for _, t := range reads.Targets() {
+				read[t.ID()] = true
 				if !rn.Cache.Covered(t) {
 					missing = append(missing, t)
 				}
 			}
 		}
-		if len(missing) == 0 || round == maxDiscovery {
+		if round == maxDiscovery {
 			break
 		}
-		if lerr := rn.ensure(ctx, missing, watching); lerr != nil {
+		if len(missing) == 0 {
+			// Renders run in parallel: another one may have loaded a target this
+			// execution found missing between the execution and the check above. Its
+			// error is the template's own only once an execution that began with all
+			// its targets loaded fails too.
+			settled := err == nil
+			if !settled && checked != nil {
+				settled = true
+				for id := range read {
+					settled = settled && checked[id]
+				}
+			}
+			if settled {
+				break
+			}
+			checked = read
+			continue
+		}
+		checked = nil
+		if lerr := rn.ensure(readCtx, missing, watching); lerr != nil {
 			err = loadError{lerr}
 			break
 		}

@@ -165,6 +165,11 @@ func readDest(dest string) ([]byte, fs.FileInfo, error) {
 	if fi.IsDir() {
 		return nil, nil, fmt.Errorf("%s: dest is a directory", dest)
 	}
+	if !fi.Mode().IsRegular() {
+		// A FIFO would block the read, a device never end it; the rename would
+		// replace either.
+		return nil, nil, fmt.Errorf("%s: dest is not a regular file", dest)
+	}
 	b, err := os.ReadFile(dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", dest, err)

@@ -69,7 +69,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			o, err := rn.renderAndSync(workCtx, st, true)
+			o, err := rn.renderAndSync(workCtx, ctx, st, true)
 			done <- result{st, o, err}
 		}()
 	}

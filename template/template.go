@@ -57,6 +57,11 @@ type instance struct {
 // ParseFile parses the template in file path. Like confd, the template is named after
 // the file's base name, which is what execution errors show with the line.
 func ParseFile(path string) (*Template, error) {
+	// A device would be read until memory runs out (/dev/zero), a FIFO would block the
+	// read forever: only regular files (or links to them) are templates.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		return nil, fmt.Errorf("read template %s: not a regular file", path)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read template %s: %w", path, err)
