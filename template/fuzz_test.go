@@ -73,7 +73,7 @@ func FuzzExecute(f *testing.F) {
 	res := fakeResolver{ips: map[string][]net.IP{"h": {net.ParseIP("10.0.0.1")}}}
 	f.Fuzz(func(t *testing.T, text string) {
 		if fuzzSkip(text) {
-			t.Skip()
+			return // input whose only effect is a huge loop or output, not a parser path
 		}
 		tm, err := Parse("fuzz", text)
 		if err != nil {
