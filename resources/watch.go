@@ -256,6 +256,12 @@ func (rn *Runner) touched(st *state, changes []cache.Change) string {
 	rn.mu.Lock()
 	reads, targets := st.reads, st.targets
 	rn.mu.Unlock()
+	if reads == nil {
+		// Its first render has not recorded what it reads yet (services are read
+		// even with keys declared) and may have read the cache before this change:
+		// render again to be sure.
+		return "change before the first render recorded its reads"
+	}
 	if targets == nil {
 		targets = st.r.Targets()
 	}
@@ -328,6 +334,12 @@ func (rn *Runner) pruneWatches() {
 	defer rn.mu.Unlock()
 	need := map[string]bool{}
 	for _, st := range rn.states {
+		if st.reads == nil {
+			// A first render (a new or reloaded resource) has not recorded what it
+			// reads yet, and may have read the cache already: dropping a watch now
+			// would leave it deaf. The prune after the burst will know.
+			return
+		}
 		ts := st.targets
 		if ts == nil {
 			ts = st.r.Targets()

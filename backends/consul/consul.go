@@ -53,6 +53,11 @@ type Store struct {
 	attempt  time.Duration // longest wait for one non-blocking answer before trying the next agent
 	hc       *http.Client
 	cur      atomic.Int32 // index in addrs of the agent that answered last
+	// outages counts requests that reached no agent. A watch whose last answer came
+	// before the latest one reads without an index once: the agent may be a fresh one
+	// (a restarted -dev agent starts its indexes again) on which a blocking query for
+	// an index of its previous life would wait the whole --consul-wait.
+	outages atomic.Uint64
 	closeCtx context.Context
 	closeFn  context.CancelFunc
 

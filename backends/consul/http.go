@@ -252,6 +252,7 @@ func (s *Store) do(ctx context.Context, r request, timeout time.Duration) (meta,
 		if ctx.Err() != nil {
 			return m, err
 		}
+		s.outages.Add(1)
 		errs = append(errs, err)
 		last = addr
 	}

@@ -109,6 +109,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	resync := false
 	var bo backoff
 	var started time.Time
+	outagesSeen := s.outages.Load()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -119,6 +120,11 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 			}
 		}
 		started = time.Now()
+		if index > 0 && s.outages.Load() != outagesSeen {
+			// Some request failed since our last answer: the agent may have restarted
+			// under us (see Store.outages). A plain read re-bases the index.
+			index = 0
+		}
 		ev, got, err := fetch(ctx, index)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -139,6 +145,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 			continue
 		}
 		bo.reset()
+		outagesSeen = s.outages.Load()
 		var changed bool
 		switch {
 		case resync:
