@@ -43,21 +43,21 @@ const (
 // Store is a connection to one Consul datacenter through one or more agents, tried in
 // the order given when one fails. It implements backends.Store and backends.Registrar.
 type Store struct {
-	log      *slog.Logger
-	addrs    []string // host:port, in the order given
-	scheme   string   // http or https
-	token    string   // never logged, never in an error
-	dc       string   // from ?dc=; empty: the agent's own
-	wait     time.Duration
-	minGap   time.Duration
-	attempt  time.Duration // longest wait for one non-blocking answer before trying the next agent
-	hc       *http.Client
-	cur      atomic.Int32 // index in addrs of the agent that answered last
+	log     *slog.Logger
+	addrs   []string // host:port, in the order given
+	scheme  string   // http or https
+	token   string   // never logged, never in an error
+	dc      string   // from ?dc=; empty: the agent's own
+	wait    time.Duration
+	minGap  time.Duration
+	attempt time.Duration // longest wait for one non-blocking answer before trying the next agent
+	hc      *http.Client
+	cur     atomic.Int32 // index in addrs of the agent that answered last
 	// outages counts requests that reached no agent. A watch whose last answer came
 	// before the latest one reads without an index once: the agent may be a fresh one
 	// (a restarted -dev agent starts its indexes again) on which a blocking query for
 	// an index of its previous life would wait the whole --consul-wait.
-	outages atomic.Uint64
+	outages  atomic.Uint64
 	closeCtx context.Context
 	closeFn  context.CancelFunc
 
