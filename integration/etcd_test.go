@@ -11,10 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"runtime"
 	"slices"
@@ -316,103 +314,6 @@ func etcdCheckStream(t testing.TB, events []backends.Event, h *etcdHistory, star
 		}
 	}
 	return view
-}
-
-// etcdProxy forwards a loopback port to an etcd member, and can cut every connection
-// and refuse new ones: a network outage that etcd itself does not see.
-type etcdProxy struct {
-	addr, target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func etcdStartProxy(t testing.TB, addr, target string) *etcdProxy {
-	t.Helper()
-	p := &etcdProxy{addr: addr, target: target, conns: map[net.Conn]struct{}{}}
-	p.restore(t)
-	t.Cleanup(func() {
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *etcdProxy) restore(t testing.TB) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 { // the port may linger briefly after cut
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("proxy listen %s: %v", p.addr, err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go p.serve(c)
-		}
-	}()
-}
-
-func (p *etcdProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	u, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil {
-		p.mu.Unlock()
-		c.Close()
-		u.Close()
-		return
-	}
-	p.conns[c], p.conns[u] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	go pipe(u, c)
-	go pipe(c, u)
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, u)
-	p.mu.Unlock()
-}
-
-func (p *etcdProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
 }
 
 // etcdGoroutines waits until the goroutine count falls back to at most before.
@@ -885,13 +786,13 @@ func TestEtcdWatchBehindCompactionAfterOutage(t *testing.T) {
 	c := e.Client(t)
 	etcdPut(t, c, "/out/a", "1", "/out/del", "1")
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	px := etcdStartProxy(t, addr, etcdHosts(e.Endpoints)[0])
+	px := harness.StartProxy(t, addr, etcdHosts(e.Endpoints)[0])
 	s, _ := etcdOpen(t, "etcd", []string{addr}, nil)
 	w := etcdStartWatch(t, s, backends.PrefixTarget("/out"), 0, 0)
 	view := etcdView{}
 	view.apply(w.next(t, 10*time.Second))
 
-	px.cut()
+	px.Cut()
 	for i := range 20 {
 		etcdPut(t, c, "/out/a", strconv.Itoa(i+2))
 	}
@@ -910,7 +811,7 @@ func TestEtcdWatchBehindCompactionAfterOutage(t *testing.T) {
 	if st := s.State(); st.Conn == backends.Up {
 		t.Errorf("state during the outage: %+v", st)
 	}
-	px.restore(t)
+	px.Restore(t)
 	ev := w.next(t, 20*time.Second)
 	if !ev.Full {
 		t.Fatalf("first event after the outage %+v, want Full", ev)
@@ -962,7 +863,7 @@ func TestEtcdDownAtStartThenUp(t *testing.T) {
 	e := harness.StartEtcd(t)
 	c := e.Client(t)
 	etcdPut(t, c, "/app/k", "v")
-	etcdStartProxy(t, addr, etcdHosts(e.Endpoints)[0])
+	harness.StartProxy(t, addr, etcdHosts(e.Endpoints)[0])
 	ev := w.next(t, 20*time.Second)
 	if !ev.Full || !maps.Equal(ev.KVs, map[string]string{"/app/k": "v"}) {
 		t.Fatalf("first event %+v, want Full {/app/k: v}", ev)

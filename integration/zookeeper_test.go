@@ -9,10 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"regexp"
 	"runtime"
 	"slices"
@@ -363,104 +361,6 @@ func zkIDs(ss []backends.Service) string {
 		ids = append(ids, s.ID)
 	}
 	return strings.Join(ids, ",")
-}
-
-// zkProxy forwards a loopback port to a ZooKeeper member and can cut every connection
-// and refuse new ones: a network partition that ZooKeeper itself survives, so it
-// expires the client's session while the client cannot reach it.
-type zkProxy struct {
-	addr, target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func zkStartProxy(t testing.TB, target string) *zkProxy {
-	t.Helper()
-	p := &zkProxy{addr: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)), target: target, conns: map[net.Conn]struct{}{}}
-	p.restore(t)
-	t.Cleanup(func() {
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *zkProxy) restore(t testing.TB) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 100 { // the port may linger briefly after cut
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("proxy listen %s: %v", p.addr, err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go p.serve(c)
-		}
-	}()
-}
-
-func (p *zkProxy) serve(c net.Conn) {
-	defer p.wg.Done()
-	u, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil {
-		p.mu.Unlock()
-		c.Close()
-		u.Close()
-		return
-	}
-	p.conns[c], p.conns[u] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, _ = io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	go pipe(u, c)
-	go pipe(c, u)
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, u)
-	p.mu.Unlock()
-}
-
-func (p *zkProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
 }
 
 // ---------------------------------------------------------------------------
@@ -1012,8 +912,8 @@ func TestZooKeeperSessionExpiryRecovers(t *testing.T) {
 	c := zkClient(t, z.Servers, 10*time.Second)
 	zkPut(t, c, "/exp/keep", "1")
 	zkPut(t, c, "/exp/gone", "1")
-	proxy := zkStartProxy(t, z.Servers[0])
-	s, logs := zkOpen(t, []string{proxy.addr}, "", func(cfg *backends.Config) { cfg.SessionTimeout = 2 * time.Second })
+	proxy := harness.StartProxy(t, "", z.Servers[0])
+	s, logs := zkOpen(t, []string{proxy.Addr}, "", func(cfg *backends.Config) { cfg.SessionTimeout = 2 * time.Second })
 
 	reg, err := s.Register(zkCtx(t, 10*time.Second), backends.Service{Name: "api", ID: "api-1", Address: "10.1.1.1", Port: 80}, backends.RegisterOptions{})
 	if err != nil {
@@ -1036,7 +936,7 @@ func TestZooKeeperSessionExpiryRecovers(t *testing.T) {
 	sw := zkStartWatch(t, s, backends.ServiceTarget(q), srev)
 	time.Sleep(300 * time.Millisecond)
 
-	proxy.cut()
+	proxy.Cut()
 	zkEventually(t, 10*time.Second, "registration expired on the server", func() error {
 		if ok, _, _ := c.Exists("/services/api/api-1"); ok {
 			return errors.New("still there")
@@ -1050,7 +950,7 @@ func TestZooKeeperSessionExpiryRecovers(t *testing.T) {
 	zkPut(t, c, "/exp/keep", "2")
 	zkDelete(t, c, "/exp/gone")
 	zkPut(t, c, "/exp/new", "3")
-	proxy.restore(t)
+	proxy.Restore(t)
 
 	want := zkView{"/exp/keep": "2", "/exp/new": "3"}
 	evs := zkFollow(t, w, view, want, 20*time.Second)
