@@ -181,6 +181,16 @@ func (a *Announcer) set(st State, err error) {
 	}
 }
 
+// enter moves to st; if already there, the last error stays visible (a retry in
+// progress has not cleared it).
+func (a *Announcer) enter(st State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.State != st {
+		a.st.State, a.st.Since, a.st.Error = st, time.Now(), ""
+	}
+}
+
 // verdict is the health check's judgement after Rise/Fall.
 type verdict struct {
 	healthy bool
@@ -234,7 +244,7 @@ func (a *Announcer) Run(ctx context.Context) error {
 		if retry == nil && ctx.Err() == nil {
 			switch {
 			case reg == nil && desired.healthy:
-				a.set(StateRegistering, nil)
+				a.enter(StateRegistering)
 				opts := a.o.Register
 				opts.Replace = opts.Replace || takeOver
 				r, end, err := a.register(ctx, life, opts)
