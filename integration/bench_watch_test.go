@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,11 +130,26 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	out := filepath.Join(dir, "out")
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
-	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn")
+	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+	// HERALD_BENCH_CPUPROFILE=file saves a CPU profile of herald over the first 5 s of
+	// the measured loop (pick -benchtime so that the loop lasts that long).
+	profile := os.Getenv("HERALD_BENCH_CPUPROFILE")
+	var addr string
+	if profile != "" {
+		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		args = append(args, "--listen", addr, "--pprof")
+	}
+	p := startHerald(b, nil, args...)
 	rn.wait(b, nRes, 60*time.Second)
 	rn.drain()
 	pid := p.cmd.Process.Pid
 	before := readProc(pid)
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- saveProfile("http://"+addr+"/debug/pprof/profile?seconds=5", profile) }()
+	} else {
+		profiled <- nil
+	}
 	var lat []time.Duration
 	start := time.Now()
 	b.ResetTimer()
@@ -147,12 +164,35 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	b.StopTimer()
 	elapsed := time.Since(start)
 	after := readProc(pid)
+	if err := <-profiled; err != nil {
+		b.Fatal(err)
+	}
 	p50, p99 := percentiles(lat)
 	b.ReportMetric(p50, "p50-ms")
 	b.ReportMetric(p99, "p99-ms")
 	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
 	b.ReportMetric(float64(after.hwmKB)/1024, "peak-rss-MB")
 	b.ReportMetric(100*float64(after.cpuTicks-before.cpuTicks)/100/elapsed.Seconds(), "cpu-%")
+}
+
+func saveProfile(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // One resource reading one key.
@@ -217,7 +257,16 @@ func BenchmarkWatchEtcdIdle1000Resources(b *testing.B) {
 	out := filepath.Join(dir, "out")
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
-	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn")
+	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+	// HERALD_BENCH_CPUPROFILE=file saves a CPU profile of herald over the first 5 s of
+	// the measured loop (pick -benchtime so that the loop lasts that long).
+	profile := os.Getenv("HERALD_BENCH_CPUPROFILE")
+	var addr string
+	if profile != "" {
+		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		args = append(args, "--listen", addr, "--pprof")
+	}
+	p := startHerald(b, nil, args...)
 	rn.wait(b, 1000, 60*time.Second)
 	time.Sleep(2 * time.Second)
 	pid := p.cmd.Process.Pid

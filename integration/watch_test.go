@@ -60,6 +60,10 @@ func TestWatchEtcdEndToEnd(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"state":"up"`) {
 		t.Fatalf("healthz = %d %s", code, body)
 	}
+	// Profiles are served only when asked for (--pprof).
+	if code, _ := httpGet(t, "http://"+listen+"/debug/pprof/"); code != 404 {
+		t.Fatalf("/debug/pprof/ without --pprof = %d, want 404", code)
+	}
 	renders := func(r string) float64 {
 		return metric(t, listen, `herald_renders_total{resource="`+r+`",result="changed"}`) +
 			metric(t, listen, `herald_renders_total{resource="`+r+`",result="unchanged"}`)

@@ -118,8 +118,11 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		Wait:     wait,
 		Interval: o.Interval,
 	}
+	if o.Pprof && o.Listen == "" {
+		return errors.New("--pprof needs --listen")
+	}
 	if o.Listen != "" {
-		stopServe, err := serve(o.Listen, reg, rn, store, log)
+		stopServe, err := serve(o.Listen, reg, rn, store, o.Pprof, log)
 		if err != nil {
 			return err
 		}

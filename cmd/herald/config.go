@@ -50,6 +50,7 @@ type Options struct {
 	Interval time.Duration
 	Wait     string
 	Listen   string
+	Pprof    bool
 
 	// Not options: what the file held beyond them (register tables).
 	file fileConfig
@@ -102,6 +103,7 @@ func (o *Options) table() []option {
 		{name: "interval", usage: "watch: also re-read everything this often (0: only watch)", bind: dur(&o.Interval, 0)},
 		{name: "wait", usage: "watch: default quiescence min[:max], e.g. 2s:10s", bind: str(&o.Wait, "")},
 		{name: "listen", usage: "watch: serve /healthz and /metrics on this address, e.g. 127.0.0.1:9100", bind: str(&o.Listen, "")},
+		{name: "pprof", usage: "watch: also serve Go profiles under /debug/pprof/ on --listen (for bug reports)", bind: boolean(&o.Pprof)},
 	}
 }
 

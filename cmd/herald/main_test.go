@@ -233,6 +233,9 @@ func TestUsageErrors(t *testing.T) {
 	if code, _, stderr := herald(t, nil, "render", "-h"); code != 0 || !strings.Contains(stderr, "HERALD_BACKEND") {
 		t.Errorf("help: %d %q", code, stderr)
 	}
+	if code, _, stderr := herald(t, nil, "watch", "--pprof", "--confdir", "../../examples/haproxy", "--backend", "file://../../examples/haproxy/data.yaml"); code == 0 || !strings.Contains(stderr, "--pprof needs --listen") {
+		t.Errorf("--pprof without --listen: %d %q", code, stderr)
+	}
 	if code, stdout, _ := herald(t, nil, "version"); code != 0 || !strings.HasPrefix(stdout, "herald ") {
 		t.Errorf("version: %d %q", code, stdout)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,7 @@ type backendHealth struct {
 
 // serve exposes /healthz (200 only when the backend is up and every resource rendered at
 // least once) and /metrics. It returns a function that shuts the server down.
-func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store backends.Store, log *slog.Logger) (func(), error) {
+func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store backends.Store, profiles bool, log *slog.Logger) (func(), error) {
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_backend_up", Help: "1 when the backend connection is up.",
 	}, func() float64 {
@@ -65,6 +66,11 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 		}
 		json.NewEncoder(w).Encode(h)
 	})
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return listenHTTP(addr, mux, log, "serving /healthz and /metrics")
 }
 
