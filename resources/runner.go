@@ -30,13 +30,17 @@ type Runner struct {
 	Metrics  *Metrics      // optional
 	Wait     Wait          // global quiescence, for resources without their own
 	Interval time.Duration // watch mode: also re-read everything this often (0: never)
-	Workers  int           // parallel renders; default max(4, 2*GOMAXPROCS)
+	// Workers bounds the resources in flight at once. Most of a sync is waiting on
+	// fsync, so the default is generous (64); template execution is held to
+	// GOMAXPROCS at a time and check commands to Syncer.Checks.
+	Workers int
 
 	mu       sync.Mutex
 	states   map[string]*state // by resource name
 	watching map[string]*watch // by target ID
 	events   chan backends.Event
 	wg       sync.WaitGroup // watch goroutines
+	cpu      chan struct{}  // template executions at once (GOMAXPROCS)
 }
 
 type state struct {
@@ -86,6 +90,7 @@ func (rn *Runner) init() {
 		rn.states = make(map[string]*state)
 		rn.watching = make(map[string]*watch)
 		rn.events = make(chan backends.Event, 1024)
+		rn.cpu = make(chan struct{}, runtime.GOMAXPROCS(0))
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
@@ -229,7 +234,9 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	// whose targets all lie in it began with its data in place.
 	var checked map[string]bool
 	for round := 0; ; round++ {
+		rn.cpu <- struct{}{}
 		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
+		<-rn.cpu
 		var missing []backends.Target
 		read := map[string]bool{}
 		if reads != nil {
@@ -466,5 +473,5 @@ func (rn *Runner) workers() int {
 	if rn.Workers > 0 {
 		return rn.Workers
 	}
-	return max(4, 2*runtime.GOMAXPROCS(0))
+	return 64
 }

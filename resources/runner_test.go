@@ -540,3 +540,33 @@ func TestWatchInterval(t *testing.T) {
 	m.mu.Unlock()
 	eventually(t, "interval catches it", func() bool { return read(t, filepath.Join(dir, "out/a")) == "silent" })
 }
+
+// Resources sync in parallel, but check commands (each a whole process, such as
+// haproxy -c) run at most Syncer.Checks at once.
+func TestRenderOnceBoundsConcurrentChecks(t *testing.T) {
+	m := newMem(map[string]string{"/app/a": "1"})
+	res := map[string][2]string{}
+	// mkdir is atomic: a check finding the lock taken records an overlap.
+	check := `check_cmd = "mkdir LOCK/held 2>/dev/null || echo overlap >> LOCK/overlaps; sleep 0.02; rmdir LOCK/held 2>/dev/null; true"`
+	for i := range 8 {
+		res[fmt.Sprintf("r%d", i)] = [2]string{`keys = ["/app"]` + "\n" + check + "\n", `a={{getv "/app/a"}}`}
+	}
+	dir, rs := confdir(t, res)
+	lock := filepath.Join(dir, "lock")
+	os.Mkdir(lock, 0o755)
+	for _, r := range rs {
+		r.CheckCmd = strings.ReplaceAll(r.CheckCmd, "LOCK", lock)
+	}
+	rn := &Runner{Store: m, Syncer: &Syncer{Checks: 1}}
+	if err := rn.RenderOnce(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(lock, "overlaps")); !strings.HasPrefix(got, "<") {
+		t.Fatalf("checks overlapped with Checks = 1: %q", got)
+	}
+	for i := range 8 {
+		if got := read(t, filepath.Join(dir, fmt.Sprintf("out/r%d", i))); got != "a=1" {
+			t.Fatalf("r%d = %q", i, got)
+		}
+	}
+}

@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/aymanbagabas/go-udiff"
 	"github.com/google/renameio/v2"
@@ -26,6 +29,12 @@ type Syncer struct {
 	DeferDirSync bool
 	Diff         io.Writer // where DryRun diffs go
 	Log          *slog.Logger
+	// Checks bounds the check commands running at once (default GOMAXPROCS): many
+	// resources sync in parallel, and a check such as haproxy -c is a whole process.
+	Checks int
+
+	once   sync.Once
+	checks chan struct{}
 }
 
 // Outcome says what a sync did.
@@ -37,10 +46,11 @@ type Outcome struct {
 
 // Sync makes dest hold content with the resource's mode and owner. When dest already
 // does, nothing happens. Otherwise content goes to a stage file next to dest (created
-// 0600, so nobody reads a half-written file), which is fsynced, given its mode and
-// owner, checked with check_cmd and only then renamed over dest. Any failure before the
-// rename removes the stage file and leaves dest byte-identical. The reload command is
-// returned, not run: the runner runs each distinct command once per burst.
+// 0600, so nobody reads a half-written file), which is given its mode and owner,
+// checked with check_cmd and only then fsynced (data and metadata in one call, so a
+// crash never leaves an empty dest) and renamed over dest. Any failure before the rename
+// removes the stage file and leaves dest byte-identical. The reload command is returned,
+// not run: the runner runs each distinct command once per burst.
 func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome, error) {
 	log := s.Log
 	if log == nil {
@@ -89,9 +99,6 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	if _, err := stage.Write(content); err != nil {
 		return Outcome{}, fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)
 	}
-	if err := stage.Sync(); err != nil {
-		return Outcome{}, fmt.Errorf("%s: fsync stage file %s: %w", r.Dest, stage.Name(), err)
-	}
 	if err := stage.Chmod(mode); err != nil {
 		return Outcome{}, fmt.Errorf("%s: chmod %o: %w", r.Dest, mode, err)
 	}
@@ -105,7 +112,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		if err != nil {
 			return Outcome{}, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
 		}
-		out, err := runCommand(ctx, "check_cmd", cmd, r.CheckTimeout)
+		out, err := s.check(ctx, cmd, r.CheckTimeout)
 		if err != nil {
 			keep = true
 			if s.KeepStageFile {
@@ -136,6 +143,23 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		}
 	}
 	return o, nil
+}
+
+func (s *Syncer) check(ctx context.Context, cmd string, timeout time.Duration) (string, error) {
+	s.once.Do(func() {
+		n := s.Checks
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		s.checks = make(chan struct{}, n)
+	})
+	select {
+	case s.checks <- struct{}{}:
+	case <-ctx.Done():
+		return "", fmt.Errorf("check_cmd: %w", ctx.Err())
+	}
+	defer func() { <-s.checks }()
+	return runCommand(ctx, "check_cmd", cmd, timeout)
 }
 
 func syncDir(dir string) {
