@@ -14,3 +14,11 @@ type Source interface {
 	// ServiceNames returns the catalog, sorted by name; nil when not loaded.
 	ServiceNames() []backends.ServiceSummary
 }
+
+// Memoizer is an optional extension of Source for sources shared by many renders (the
+// runner's cache): Memo returns what compute returns for key, calling compute at most
+// about once per version of the data, so 200 renders over one snapshot share the work
+// of, say, ls over 1,000 keys. The value is shared: callers must not modify it.
+type Memoizer interface {
+	Memo(key string, compute func() any) any
+}

@@ -158,26 +158,57 @@ func (s *execState) lookup(key string) (string, bool) {
 // list returns the pairs under the absolute prefix p that are in scope, sorted by key,
 // and records the regions it read.
 func (s *execState) list(p string) []backends.KVPair {
+	rs := s.regions(p)
+	s.prefixes = append(s.prefixes, rs...)
+	return s.fetch(rs)
+}
+
+// regions is what reading the absolute prefix p reads: p itself when in scope, else
+// the scoped prefixes below it.
+func (s *execState) regions(p string) []string {
 	if s.inScope(p) {
-		s.prefixes = append(s.prefixes, p)
-		return s.src.List(p)
+		return []string{p}
 	}
-	// p lies above the scope: read only the scoped prefixes below it.
-	var out []backends.KVPair
-	n := 0
+	var out []string
 	for _, sp := range s.scope {
 		if backends.UnderPrefix(sp, p) {
-			s.prefixes = append(s.prefixes, sp)
-			out = append(out, s.src.List(sp)...)
-			n++
+			out = append(out, sp)
 		}
 	}
-	if n > 1 {
+	return out
+}
+
+func (s *execState) fetch(regions []string) []backends.KVPair {
+	if len(regions) == 1 {
+		return s.src.List(regions[0])
+	}
+	var out []backends.KVPair
+	for _, r := range regions {
+		out = append(out, s.src.List(r)...)
+	}
+	if len(regions) > 1 {
 		// Disjoint prefixes in string order do not give keys in string order: "/a-b/x"
 		// sorts before "/a/x".
 		slices.SortFunc(out, func(a, b backends.KVPair) int { return strings.Compare(a.Key, b.Key) })
 	}
 	return out
+}
+
+// memoNames runs names(pairs) over what reading the absolute prefix p returns, recording
+// the read; a Source that memoizes computes it once per version of its data for every
+// render asking the same question. Each caller gets its own copy (confd's reverse
+// works in place).
+func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KVPair) []string) []string {
+	rs := s.regions(p)
+	s.prefixes = append(s.prefixes, rs...)
+	m, ok := s.src.(Memoizer)
+	if !ok {
+		return names(s.fetch(rs))
+	}
+	// The answer depends on the name as written, the prefix stripped and the regions.
+	key := kind + "\x00" + filePath + "\x00" + s.prefix + "\x00" + strings.Join(rs, "\x00")
+	v := m.Memo(key, func() any { return names(s.fetch(rs)) }).([]string)
+	return slices.Clone(v)
 }
 
 func (s *execState) get(key string) (backends.KVPair, error) {
@@ -274,23 +305,24 @@ func (s *execState) ls(filePath string) []string {
 	if !strings.HasPrefix(dir, "/") {
 		return make([]string, 0)
 	}
-	kvs := s.list(s.abs(dir))
-	out := make([]string, 0, len(kvs))
-	for _, kv := range kvs {
-		k := s.rel(kv.Key)
-		if k == filePath {
-			out = appendNew(out, path.Base(k))
-			continue
+	return s.memoNames("ls", filePath, s.abs(dir), func(kvs []backends.KVPair) []string {
+		out := make([]string, 0, len(kvs))
+		for _, kv := range kvs {
+			k := s.rel(kv.Key)
+			if k == filePath {
+				out = appendNew(out, path.Base(k))
+				continue
+			}
+			d := parent(k)
+			if dir == "/" && d != "/" || dir != "/" && !backends.UnderPrefix(d, dir) {
+				continue
+			}
+			name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(k, filePath), "/"), "/")
+			out = appendNew(out, name)
 		}
-		d := parent(k)
-		if dir == "/" && d != "/" || dir != "/" && !backends.UnderPrefix(d, dir) {
-			continue
-		}
-		name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(k, filePath), "/"), "/")
-		out = appendNew(out, name)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+		slices.Sort(out)
+		return slices.Compact(out)
+	})
 }
 
 // appendNew appends name unless it repeats the last one: keys come sorted, so the keys of
@@ -315,25 +347,27 @@ func parent(k string) string {
 // their own, sorted. The key must start with dir as written, and memkv never lists
 // anything under "/".
 func (s *execState) lsdir(filePath string) []string {
-	out := make([]string, 0)
 	dir := path.Clean(filePath)
 	if !strings.HasPrefix(dir, "/") || dir == "/" {
-		return out // the same answer whatever the data: nothing to record
+		return make([]string, 0) // the same answer whatever the data: nothing to record
 	}
-	for _, kv := range s.list(s.abs(dir)) {
-		k := s.rel(kv.Key)
-		if !strings.HasPrefix(k, filePath) {
-			continue
+	return s.memoNames("lsdir", filePath, s.abs(dir), func(kvs []backends.KVPair) []string {
+		out := make([]string, 0)
+		for _, kv := range kvs {
+			k := s.rel(kv.Key)
+			if !strings.HasPrefix(k, filePath) {
+				continue
+			}
+			d := parent(k)
+			if len(d) <= len(dir) || !strings.HasPrefix(d, dir) || d[len(dir)] != '/' {
+				continue
+			}
+			name, _, _ := strings.Cut(d[len(dir)+1:], "/")
+			out = appendNew(out, name)
 		}
-		d := parent(k)
-		if len(d) <= len(dir) || !strings.HasPrefix(d, dir) || d[len(dir)] != '/' {
-			continue
-		}
-		name, _, _ := strings.Cut(d[len(dir)+1:], "/")
-		out = appendNew(out, name)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+		slices.Sort(out)
+		return slices.Compact(out)
+	})
 }
 
 // service returns the instances of one service, passing only unless filters say

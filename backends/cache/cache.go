@@ -26,6 +26,11 @@ type Cache struct {
 	svcs    map[string][]backends.Service
 	names   []backends.ServiceSummary
 	loaded  map[string]uint64 // target ID -> revision it was loaded at
+
+	// memo holds results derived from the data (template.Memoizer), dropped by every
+	// change. Renders fill it under the read lock, hence its own mutex.
+	memoMu sync.Mutex
+	memo   map[string]any
 }
 
 // New returns an empty cache.
@@ -128,6 +133,7 @@ func (c *Cache) ApplyAll(evs []backends.Event) []Change {
 }
 
 func (c *Cache) applyLocked(ev backends.Event) Change {
+	c.memo = nil
 	ch := Change{Target: ev.Target}
 	t := ev.Target
 	switch {
@@ -220,6 +226,7 @@ func (c *Cache) reindexLocked() {
 func (c *Cache) Forget(t backends.Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.memo = nil
 	delete(c.loaded, t.ID())
 	switch {
 	case t.Service != nil:
@@ -297,6 +304,27 @@ func (v View) List(prefix string) []backends.KVPair {
 		out = append(out, backends.KVPair{Key: k, Value: v.c.kv[k]})
 	}
 	return out
+}
+
+// Memo implements template.Memoizer. Every writer holds c.mu exclusively and drops the
+// memo, so a value found here was computed from the data the caller sees.
+func (v View) Memo(key string, compute func() any) any {
+	c := v.c
+	c.memoMu.Lock()
+	val, ok := c.memo[key]
+	c.memoMu.Unlock()
+	if ok {
+		return val
+	}
+	// Computed outside the mutex: two renders may both compute it, never block each other.
+	val = compute()
+	c.memoMu.Lock()
+	if c.memo == nil {
+		c.memo = make(map[string]any)
+	}
+	c.memo[key] = val
+	c.memoMu.Unlock()
+	return val
 }
 
 func (v View) Services(q backends.ServiceQuery) []backends.Service {
