@@ -398,20 +398,6 @@ type chaosChecker struct {
 	skewed          int // mix versions whose sections never coexisted
 	maxStale        time.Duration
 	violations      []string
-	// allowTorn records "no state the registry had" in torn instead of violations:
-	// see chaosAllowTorn.
-	allowTorn bool
-	torn      []string
-}
-
-// chaosAllowTorn says whether a registry's torn intermediate states are a known
-// limitation rather than a failure. ZooKeeper (no persistent watches in the Go client)
-// re-reads each changed znode when its one-shot watch fires; under member kills a batch can
-// combine a child list read before some creations with a value read after them, healed
-// by the next notification (README, Known limitations). Every other invariant stays
-// strict; HERALD_CHAOS_STRICT=1 makes this one strict too.
-func chaosAllowTorn(registry string) bool {
-	return registry == "zookeeper" && os.Getenv("HERALD_CHAOS_STRICT") != "1"
 }
 
 // check takes the next version of the file; until is when the file moved on from it
@@ -440,11 +426,7 @@ func (c *chaosChecker) check(h *chaosHistory, content string, until time.Time) {
 		default:
 			msg := fmt.Sprintf("%s version %d: %s section is no state the registry had:\n%s\n(the last match was state %d; %s)",
 				c.kind, c.versions, what, content, *prev, h.closest(what, canon))
-			if c.allowTorn {
-				c.torn = append(c.torn, msg)
-			} else {
-				c.violations = append(c.violations, msg)
-			}
+			c.violations = append(c.violations, msg)
 		}
 		return false
 	}
@@ -1233,10 +1215,9 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 	run.hist.mu.Lock()
 	defer run.hist.mu.Unlock()
 	seen, installed, skewed := 0, 0, 0
-	var torn []string
 	var maxStale time.Duration
 	for i, k := range chaosKinds {
-		c := &chaosChecker{kind: k, allowTorn: chaosAllowTorn(reg.name())}
+		c := &chaosChecker{kind: k}
 		vs := reader.versions[i]
 		for j, v := range vs {
 			until := halted
@@ -1252,8 +1233,7 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 		seen += c.versions
 		maxStale = max(maxStale, c.maxStale)
 		violations = append(violations, c.violations...)
-		torn = append(torn, c.torn...)
-		ac := &chaosChecker{kind: k, allowTorn: chaosAllowTorn(reg.name())}
+		ac := &chaosChecker{kind: k}
 		b, err := os.ReadFile(filepath.Join(arch, k))
 		if err != nil {
 			t.Fatalf("archive of %s: %v", k, err)
@@ -1269,14 +1249,6 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 		for _, v := range ac.violations {
 			violations = append(violations, "installed "+v)
 		}
-		for _, v := range ac.torn {
-			torn = append(torn, "installed "+v)
-		}
-	}
-	if len(torn) > 0 {
-		// A known limitation (chaosAllowTorn), reported with its count and an example.
-		t.Logf("%s: %d versions were a torn mix no single registry state had (known limitation; HERALD_CHAOS_STRICT=1 fails on them); first:\n%s",
-			reg.name(), len(torn), torn[0])
 	}
 	if maxStale > chaosStaleBound {
 		violations = append(violations, fmt.Sprintf("a file lagged %v behind the registry (bound %v)", maxStale.Round(time.Millisecond), chaosStaleBound))

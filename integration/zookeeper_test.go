@@ -539,6 +539,72 @@ func TestZooKeeperGetIsOneMomentUnderWrites(t *testing.T) {
 	t.Logf("under an unthrottled storm: %d consistent reads, %d gave up", reads, failures)
 }
 
+// A watch re-reads znode by znode (one-shot watches), yet every state it publishes is
+// one the registry had: each transaction here adds a child under /inv/a and sets
+// /inv/b/n to the number of children, so a child list read before a transaction and a
+// value read after it would show the mismatch.
+func TestZooKeeperWatchPublishesOnlyWholeStates(t *testing.T) {
+	z := harness.StartZooKeeper(t)
+	c := zkClient(t, z.Servers, 10*time.Second)
+	zkPut(t, c, "/inv/a/c0000", "x")
+	zkPut(t, c, "/inv/b/n", "1")
+	s, _ := zkOpen(t, z.Servers, "", nil)
+	view, rev := zkGet(t, s, "/inv")
+	w := zkStartWatch(t, s, backends.PrefixTarget("/inv"), rev)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writes := make(chan int, 1)
+	go func() {
+		i := 1
+		defer func() { writes <- i }()
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && ctx.Err() == nil; i++ {
+			if _, err := c.Multi(
+				&zk.CreateRequest{Path: fmt.Sprintf("/inv/a/c%04d", i), Data: []byte("x"), Acl: zk.WorldACL(zk.PermAll)},
+				&zk.SetDataRequest{Path: "/inv/b/n", Data: []byte(strconv.Itoa(i + 1)), Version: -1},
+			); err != nil {
+				t.Errorf("multi %d: %v", i, err)
+				return
+			}
+			// Now and then a pause, so that quiet moments exist for the watch to publish in.
+			if i%20 == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	check := func(when string) {
+		t.Helper()
+		children := 0
+		for k := range view {
+			if strings.HasPrefix(k, "/inv/a/") {
+				children++
+			}
+		}
+		if view["/inv/b/n"] != strconv.Itoa(children) {
+			t.Fatalf("%s: published a state the registry never had: %d children under /inv/a, /inv/b/n = %s", when, children, view["/inv/b/n"])
+		}
+	}
+	published := 0
+	var total int
+	for done := false; !done; {
+		select {
+		case ev := <-w.events:
+			view.apply(ev)
+			published++
+			check(fmt.Sprintf("event %d", published))
+		case total = <-writes:
+			done = true
+		}
+	}
+	want, _ := zkGet(t, s, "/inv")
+	zkFollow(t, w, view, want, 10*time.Second)
+	check("final")
+	t.Logf("%d transactions, %d events published, each a whole state", total-1, published)
+	if total < 200 || published < 5 {
+		t.Fatalf("%d transactions, %d events: the test did not exercise a watch under writes", total-1, published)
+	}
+}
+
 // New never blocks or fails when ZooKeeper is down; the first read fails after its
 // context's deadline naming the servers and the cause, and the store connects by itself
 // once a server comes up.

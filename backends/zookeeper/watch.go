@@ -24,6 +24,11 @@ const (
 	dirtyCreated
 )
 
+// maxDefer bounds how long a tree holds back reads while new notifications keep
+// arriving (see run): under a write storm with no quiet moment, what was read is
+// published after this long rather than never.
+const maxDefer = 2 * time.Second
+
 // maxRootRace bounds how often a load retries when the watched root appears or vanishes
 // while it is being read.
 const maxRootRace = 8
@@ -45,6 +50,12 @@ type tree struct {
 	kick  chan struct{}
 
 	nodes map[string]*znode // owned by run
+
+	// Read but not yet published, owned by run: a full state after a resync, or the
+	// znodes an apply touched, held back while notifications keep arriving.
+	pendingFull bool
+	pending     map[string]struct{}
+	pendingRev  uint64
 
 	mu     sync.Mutex
 	kv     map[string]string // the keys as last published
@@ -124,6 +135,13 @@ func (t *tree) enqueue(ev zk.Event) {
 	}
 }
 
+// queued reports whether notifications arrived that run has not taken yet.
+func (t *tree) queued() bool {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	return len(t.queue) > 0
+}
+
 func (t *tree) takeQueue() []zk.Event {
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
@@ -157,6 +175,15 @@ func (t *tree) run() {
 			return true
 		}
 	}
+	// One-shot watches mean the mirror is read znode by znode, not at one revision. It is
+	// published only when a round of reads ends with no notification pending: every
+	// znode in it has a watch armed since it was read, and the server sends a watch's
+	// notification before the reply to any later read, so no znode changed between its
+	// read and the last one, and the mirror is the state the registry had then.
+	// Otherwise a batch that read a child list before some creations and a value after
+	// them would render a mix the registry never held; the notifications pending are
+	// read first.
+	var deferSince time.Time
 	for {
 		if resync {
 			err := t.resync()
@@ -170,46 +197,72 @@ func (t *tree) run() {
 				continue
 			}
 			resync, backoff = false, 0
-		}
-		select {
-		case <-t.ctx.Done():
-			return
-		case <-t.kick:
-		}
-		dirty := make(map[string]uint8)
-		for _, ev := range t.takeQueue() {
-			switch ev.Type {
-			case zk.EventSession:
-				// A reconnect (the library re-registered the watches) or a new session
-				// (every watch is gone): read everything again either way.
-				if ev.State == zk.StateHasSession {
+		} else {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-t.kick:
+			}
+			dirty := make(map[string]uint8)
+			for _, ev := range t.takeQueue() {
+				switch ev.Type {
+				case zk.EventSession:
+					// A reconnect (the library re-registered the watches) or a new session
+					// (every watch is gone): read everything again either way.
+					if ev.State == zk.StateHasSession {
+						resync = true
+					}
+				case zk.EventNotWatching:
 					resync = true
+				case zk.EventNodeCreated:
+					dirty[ev.Path] |= dirtyCreated
+				case zk.EventNodeDataChanged:
+					dirty[ev.Path] |= dirtyData
+				case zk.EventNodeChildrenChanged:
+					dirty[ev.Path] |= dirtyChildren
+				case zk.EventNodeDeleted:
+					dirty[ev.Path] |= dirtyGone
 				}
-			case zk.EventNotWatching:
-				resync = true
-			case zk.EventNodeCreated:
-				dirty[ev.Path] |= dirtyCreated
-			case zk.EventNodeDataChanged:
-				dirty[ev.Path] |= dirtyData
-			case zk.EventNodeChildrenChanged:
-				dirty[ev.Path] |= dirtyChildren
-			case zk.EventNodeDeleted:
-				dirty[ev.Path] |= dirtyGone
+			}
+			if resync {
+				continue
+			}
+			if len(dirty) > 0 {
+				if err := t.apply(dirty); err != nil {
+					if t.ctx.Err() != nil {
+						return
+					}
+					resync = true
+					if !wait(err) {
+						return
+					}
+					continue
+				}
 			}
 		}
-		if resync || len(dirty) == 0 {
-			continue
-		}
-		if err := t.apply(dirty); err != nil {
-			if t.ctx.Err() != nil {
-				return
+		if t.queued() {
+			if deferSince.IsZero() {
+				deferSince = time.Now()
 			}
-			resync = true
-			if !wait(err) {
-				return
+			if time.Since(deferSince) < maxDefer {
+				continue // the kick is waiting: read what changed first
 			}
+			log.Debug("zookeeper watch: changes keep arriving; publishing what was read", "held", time.Since(deferSince).Round(time.Millisecond))
 		}
+		deferSince = time.Time{}
+		t.flush()
 	}
+}
+
+// flush publishes what was read since the last publish.
+func (t *tree) flush() {
+	switch {
+	case t.pendingFull:
+		t.publishFull(t.pendingRev)
+	case len(t.pending) > 0 || t.pendingRev > 0:
+		t.publish(t.pending, t.pendingRev)
+	}
+	t.pendingFull, t.pending, t.pendingRev = false, nil, 0
 }
 
 // resync reads the whole prefix again, arming every watch that is not armed, and
@@ -250,6 +303,15 @@ func (t *tree) resync() error {
 		rev = max(rev, maxZxid(st))
 		break
 	}
+	// The mirror is whole again: it is published in full (flush), superseding any
+	// change held back.
+	t.pendingFull, t.pending, t.pendingRev = true, nil, rev
+	return nil
+}
+
+// publishFull hands the whole mirror to subscribers.
+func (t *tree) publishFull(rev uint64) {
+	s := t.s
 	kv := make(map[string]string, len(t.nodes))
 	for p, n := range t.nodes {
 		if s.isKey(n.val, len(n.children) > 0) {
@@ -266,7 +328,6 @@ func (t *tree) resync() error {
 	for sb := range t.subs {
 		sb.offerFull(t)
 	}
-	return nil
 }
 
 // load reads the znodes at paths and everything below them into the mirror, arming
@@ -352,7 +413,8 @@ func (t *tree) remove(p string, touched map[string]struct{}) {
 	}
 }
 
-// apply re-reads what a batch of watch events announced and publishes the difference.
+// apply re-reads what a batch of watch events announced into the mirror and adds what it
+// touched to what flush will publish.
 func (t *tree) apply(dirty map[string]uint8) error {
 	s := t.s
 	touched := make(map[string]struct{})
@@ -442,7 +504,14 @@ func (t *tree) apply(dirty map[string]uint8) error {
 		}
 		rev = max(rev, r)
 	}
-	t.publish(touched, rev)
+	if !t.pendingFull {
+		if t.pending == nil {
+			t.pending = touched
+		} else {
+			maps.Copy(t.pending, touched)
+		}
+	}
+	t.pendingRev = max(t.pendingRev, rev)
 	return nil
 }
 
@@ -517,7 +586,7 @@ func (t *tree) indexLocked(k, v string) {
 	case errors.Is(err, backends.ErrNotAlive):
 		t.s.log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
 	case err != nil:
-		t.s.log.Warn("skipping malformed service instance", "key", k, "err", err)
+		t.s.cfg.Malformed(t.s.log, k, err)
 	default:
 		sv.Backend = "zookeeper"
 		in.svc, in.ok = sv, true
