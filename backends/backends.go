@@ -174,7 +174,19 @@ type Config struct {
 	// os.Environ(). Nothing below cmd/ reads the process environment itself.
 	Environ []string
 
+	// OnMalformed, when set, is told of every service instance skipped as malformed
+	// (besides the warning naming its key): `herald render` exits non-zero on them.
+	OnMalformed func(key string, err error)
+
 	Logger *slog.Logger
+}
+
+// Malformed logs a skipped service instance and reports it to OnMalformed.
+func (c Config) Malformed(log *slog.Logger, key string, err error) {
+	log.Warn("skipping malformed service instance", "key", key, "err", err)
+	if c.OnMalformed != nil {
+		c.OnMalformed(key, err)
+	}
 }
 
 // Log returns the configured logger or a discarding one.

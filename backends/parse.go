@@ -82,7 +82,7 @@ func ParseInstance(root, key string, value []byte) (Service, error) {
 // than <root>/<name>/<id> are ignored. A malformed instance is skipped with a warning
 // naming its key; a ServerSet member that is not ALIVE is skipped at debug level. Backend
 // is left empty for the caller to set.
-func ServicesUnder(root string, kvs map[string]string, log *slog.Logger) map[string][]Service {
+func ServicesUnder(root string, kvs map[string]string, log *slog.Logger, malformed func(key string, err error)) map[string][]Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -103,6 +103,9 @@ func ServicesUnder(root string, kvs map[string]string, log *slog.Logger) map[str
 			log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
 		case err != nil:
 			log.Warn("skipping malformed service instance", "key", k, "err", err)
+			if malformed != nil {
+				malformed(k, err)
+			}
 		default:
 			out[s.Name] = append(out[s.Name], s)
 		}

@@ -11,9 +11,9 @@ package integration
 // Two groups differ, as herald's design says they must:
 //
 //   - malformed service instances are skipped with a warning naming their key; the list
-//     renders without them, so dest stays byte-identical and `render` exits 0 (DESIGN.md:
-//     "A malformed instance is skipped and logged with its key; it never empties or fails
-//     the whole list");
+//     renders without them, so dest stays byte-identical (DESIGN.md: "A malformed instance
+//     is skipped and logged with its key; it never empties or fails the whole list"), and
+//     `render` then exits 1 naming the keys it skipped;
 //   - a failing reload_cmd runs after the rename (the file passed its check), so dest
 //     holds the new, checked content; herald reports the failure, `render` exits 1 and
 //     `watch` goes on.
@@ -621,7 +621,7 @@ func runBadData(t *testing.T, e *harness.Etcd, cli *clientv3.Client, tc badDataC
 
 // ---------------------------------------------------------------------------
 // malformed service instances: skipped with a warning naming the key; the list renders
-// without them (so dest is byte-identical), and render succeeds.
+// without them (so dest is byte-identical), and render exits 1 naming the keys.
 
 func TestBadInputRegistryValues(t *testing.T) {
 	t.Parallel()
@@ -651,8 +651,12 @@ func TestBadInputRegistryValues(t *testing.T) {
 				before := snapshot(t, b.dest)
 				b.putRaw("/services/"+b.svc+"/bad", tc.value)
 				code, out := b.render()
-				if code != 0 || !regexp.MustCompile(warning(b)).MatchString(out) {
-					t.Errorf("render with a malformed instance: exit %d, output:\n%s\nwant exit 0 and a warning matching %s", code, out, warning(b))
+				if code != 1 || !regexp.MustCompile(warning(b)).MatchString(out) {
+					t.Errorf("render with a malformed instance: exit %d, output:\n%s\nwant exit 1 and a warning matching %s", code, out, warning(b))
+				}
+				final := "herald render: skipped 1 malformed service instance(s), rendered without them: /services/" + b.svc + "/bad\n"
+				if !strings.HasSuffix(out, final) {
+					t.Errorf("render output ends:\n%s\nwant it to end with\n%s", tail(out, 3), final)
 				}
 				b.same(before)
 			})

@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -33,8 +35,8 @@ func (o *Options) loadOptions() resources.LoadOptions {
 	}
 }
 
-// setup builds the logger and opens the backend.
-func setup(ctx context.Context, e env, o *Options) (*slog.Logger, backends.Store, error) {
+// setup builds the logger and opens the backend; tweaks adjust its configuration.
+func setup(ctx context.Context, e env, o *Options, tweaks ...func(*backends.Config)) (*slog.Logger, backends.Store, error) {
 	log, err := o.logger(e.stderr)
 	if err != nil {
 		return nil, nil, usageError{err}
@@ -42,6 +44,9 @@ func setup(ctx context.Context, e env, o *Options) (*slog.Logger, backends.Store
 	cfg, err := o.backendConfig(log)
 	if err != nil {
 		return nil, nil, usageError{err}
+	}
+	for _, tweak := range tweaks {
+		tweak(&cfg)
 	}
 	store, err := open.Open(ctx, cfg)
 	if err != nil {
@@ -73,7 +78,22 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	if loadErr != nil && len(rs) == 0 {
 		return loadErr
 	}
-	log, store, err := setup(ctx, e, o)
+	// A malformed service instance is skipped (the list renders without it, never
+	// emptied by one bad registration), and render then exits non-zero so that a
+	// bootstrap or CI run notices the bad data.
+	var (
+		mu        sync.Mutex
+		malformed []string
+	)
+	log, store, err := setup(ctx, e, o, func(c *backends.Config) {
+		c.OnMalformed = func(key string, _ error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Contains(malformed, key) {
+				malformed = append(malformed, key)
+			}
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -86,7 +106,14 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 		Log:    log,
 	}
 	// Valid resources render even when another file is broken; the exit status says so.
-	return errors.Join(loadErr, rn.RenderOnce(ctx, rs))
+	err = errors.Join(loadErr, rn.RenderOnce(ctx, rs))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(malformed) > 0 {
+		slices.Sort(malformed)
+		err = errors.Join(err, fmt.Errorf("skipped %d malformed service instance(s), rendered without them: %s", len(malformed), strings.Join(malformed, ", ")))
+	}
+	return err
 }
 
 func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
