@@ -40,7 +40,7 @@ type Runner struct {
 	watching map[string]*watch // by target ID
 	events   chan backends.Event
 	wg       sync.WaitGroup // watch goroutines
-	cpu      chan struct{}  // template executions at once (GOMAXPROCS)
+	exec     *executor      // template executions, GOMAXPROCS at once
 }
 
 type state struct {
@@ -90,7 +90,7 @@ func (rn *Runner) init() {
 		rn.states = make(map[string]*state)
 		rn.watching = make(map[string]*watch)
 		rn.events = make(chan backends.Event, 1024)
-		rn.cpu = make(chan struct{}, runtime.GOMAXPROCS(0))
+		rn.exec = newExecutor(runtime.GOMAXPROCS(0))
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
@@ -234,9 +234,9 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	// whose targets all lie in it began with its data in place.
 	var checked map[string]bool
 	for round := 0; ; round++ {
-		rn.cpu <- struct{}{}
-		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
-		<-rn.cpu
+		rn.exec.run(func() {
+			rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
+		})
 		var missing []backends.Target
 		read := map[string]bool{}
 		if reads != nil {

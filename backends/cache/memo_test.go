@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/heraldhq/herald/backends"
@@ -54,5 +55,29 @@ func TestMemoizedListingsFollowChangesAndAreNotShared(t *testing.T) {
 	c.Forget(p)
 	if got, want := render(t, c, ls), "|"; got != want {
 		t.Fatalf("after Forget %q, want %q", got, want)
+	}
+}
+
+// BenchmarkExecuteSmallOverSharedPrefix is one of the 200 small renders a change to a
+// 1,000-key prefix triggers (BenchmarkChangeTo200SmallFiles in resources/): two getv
+// and an ls whose result the memo shares between renders.
+func BenchmarkExecuteSmallOverSharedPrefix(b *testing.B) {
+	c := cache.New()
+	kvs := map[string]string{}
+	for i := range 1000 {
+		kvs[fmt.Sprintf("/bench/k%04d", i)] = fmt.Sprintf("10.0.%d.%d:80", i/256, i%256)
+	}
+	c.Apply(backends.Event{Target: backends.PrefixTarget("/bench"), Revision: 1, Full: true, KVs: kvs})
+	tm, err := template.Parse("small", "# 7\nbackend {{getv \"/bench/k0500\"}}\nself {{getv \"/bench/k0007\"}}\ncount {{len (ls \"/bench\")}}\n")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Read(func(v cache.View) {
+			if _, _, err := tm.Execute(v, template.Options{}); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }
