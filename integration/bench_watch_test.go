@@ -119,7 +119,7 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 			b.Fatal(err)
 		}
 	}
-	dir := b.TempDir()
+	dir := benchDir(b)
 	files := map[string]string{}
 	for i := range nRes {
 		name := fmt.Sprintf("r%04d", i)
@@ -173,6 +173,22 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
 	b.ReportMetric(float64(after.hwmKB)/1024, "peak-rss-MB")
 	b.ReportMetric(100*float64(after.cpuTicks-before.cpuTicks)/100/elapsed.Seconds(), "cpu-%")
+}
+
+// benchDir is where the resources and their files go: a fresh temporary directory,
+// under HERALD_BENCH_DIR when set (to measure another file system than the one etcd
+// keeps its data on, e.g. tmpfs or a journaled ext4).
+func benchDir(b *testing.B) string {
+	parent := os.Getenv("HERALD_BENCH_DIR")
+	if parent == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "herald-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func saveProfile(url, file string) error {
@@ -257,16 +273,7 @@ func BenchmarkWatchEtcdIdle1000Resources(b *testing.B) {
 	out := filepath.Join(dir, "out")
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
-	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
-	// HERALD_BENCH_CPUPROFILE=file saves a CPU profile of herald over the first 5 s of
-	// the measured loop (pick -benchtime so that the loop lasts that long).
-	profile := os.Getenv("HERALD_BENCH_CPUPROFILE")
-	var addr string
-	if profile != "" {
-		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
-		args = append(args, "--listen", addr, "--pprof")
-	}
-	p := startHerald(b, nil, args...)
+	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn")
 	rn.wait(b, 1000, 60*time.Second)
 	time.Sleep(2 * time.Second)
 	pid := p.cmd.Process.Pid
