@@ -35,6 +35,8 @@ func ParseURL(raw string) (Endpoint, error) {
 		e.Scheme, e.TLS = "etcd", true
 	case "zookeeper", "zk":
 		e.Scheme = "zookeeper"
+	case "zookeepers":
+		e.Scheme, e.TLS = "zookeeper", true
 	case "consul":
 		e.Scheme = "consul"
 	case "consuls":
@@ -49,7 +51,7 @@ func ParseURL(raw string) (Endpoint, error) {
 		e.Scheme = "env"
 		return e, nil
 	default:
-		return e, fmt.Errorf("backend %q: unknown scheme %q (want etcd, etcds, zookeeper, consul, consuls, file or env)", redactRaw(raw), scheme)
+		return e, fmt.Errorf("backend %q: unknown scheme %q (want etcd, etcds, zookeeper, zookeepers, consul, consuls, file or env)", redactRaw(raw), scheme)
 	}
 	if i := strings.IndexByte(rest, '?'); i >= 0 {
 		q, err := url.ParseQuery(rest[i+1:])

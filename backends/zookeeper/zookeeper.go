@@ -45,6 +45,7 @@ package zookeeper
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +98,7 @@ type Store struct {
 	kick       chan struct{} // wakes the session loop
 	closeOnce  sync.Once
 	hsDeadline time.Duration
+	tls        *tls.Config // nil: plain TCP
 
 	mu         sync.Mutex
 	state      backends.State
@@ -133,9 +135,6 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	}
 	if len(ep.Hosts) == 0 {
 		return nil, fmt.Errorf("zookeeper: backend %s: no servers", ep)
-	}
-	if ep.TLS || cfg.TLS != nil {
-		return nil, fmt.Errorf("zookeeper %s: TLS is not supported by herald's ZooKeeper client", strings.Join(ep.Hosts, ","))
 	}
 	s := &Store{
 		cfg:     cfg,
@@ -178,6 +177,17 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		s.cfg.SessionTimeout = defaultSessionTimeout
 	}
 	s.hsDeadline = s.cfg.DialTimeout
+	// TLS (ZooKeeper 3.5+'s secureClientPort): zookeepers:// with the system roots, or
+	// the TLS options (CA, client certificate for ssl.clientAuth=need).
+	switch {
+	case cfg.TLS != nil:
+		s.tls = cfg.TLS.Clone()
+	case ep.TLS:
+		s.tls = &tls.Config{}
+	}
+	if s.tls != nil && s.tls.MinVersion == 0 {
+		s.tls.MinVersion = tls.VersionTLS12
+	}
 	s.state = backends.State{Conn: backends.Connecting, Endpoint: ep.Hosts[0], Since: time.Now()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -280,7 +290,38 @@ func (s *Store) dial(network, addr string, _ time.Duration) (net.Conn, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
+	if s.tls != nil {
+		if c, err = s.tlsHandshake(c, addr); err != nil {
+			s.mu.Lock()
+			s.setDownLocked(addr, fmt.Errorf("TLS with %s: %w", addr, err))
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
 	return &handshakeConn{Conn: c, limit: s.hsDeadline}, nil
+}
+
+// tlsHandshake runs the TLS handshake on c now, bounded by the dial timeout, so that a
+// certificate problem is reported as such rather than as a failed session.
+func (s *Store) tlsHandshake(c net.Conn, addr string) (net.Conn, error) {
+	cfg := s.tls
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(c, cfg)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // handshakeConn bounds the session handshake. The library allows it ten times the

@@ -99,8 +99,10 @@ func TestNewRefusesBadSettingsWithoutEchoingThePassword(t *testing.T) {
 	}
 	ep, _ := backends.ParseURL("zk://127.0.0.1:1")
 	ep.TLS = true
-	if _, err := New(backends.Config{}, ep); err == nil || !strings.Contains(err.Error(), "TLS") {
-		t.Errorf("New with TLS = %v, want a clear refusal", err)
+	if s, err := New(backends.Config{}, ep); err != nil {
+		t.Errorf("New with TLS = %v; it connects in the background and must not fail", err)
+	} else {
+		s.Close()
 	}
 	ep.TLS = false
 	ep.Scheme = "etcd"

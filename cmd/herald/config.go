@@ -80,7 +80,7 @@ func (o *Options) table() []option {
 	return []option{
 		{name: "config", usage: "herald.toml to read (default /etc/herald/herald.toml when it exists)", bind: str(&o.Config, "")},
 		{name: "confdir", usage: "directory holding conf.d/ and templates/", bind: str(&o.ConfDir, "/etc/herald")},
-		{name: "backend", usage: "registry URL: etcd://h:2379,h2:2379, etcds://, zookeeper://h:2181/chroot, consul://h:8500?dc=x, consuls://, file://data.yaml, env://", bind: str(&o.Backend, "")},
+		{name: "backend", usage: "registry URL: etcd://h:2379,h2:2379, etcds://, zookeeper://h:2181/chroot, zookeepers://, consul://h:8500?dc=x, consuls://, file://data.yaml, env://", bind: str(&o.Backend, "")},
 		{name: "prefix", usage: "global key prefix, joined before each resource's own prefix", bind: str(&o.Prefix, "")},
 		{name: "log-level", aliases: []string{"log_level"}, usage: "debug, info, warn or error", bind: str(&o.LogLevel, "info")},
 		{name: "log-format", usage: "text or json", bind: str(&o.LogFormat, "text")},

@@ -119,6 +119,15 @@ func zooKeeperClasspath(t testing.TB) string {
 		{"/usr/share/java/zookeeper-jute.jar", "zookeeper (libzookeeper-java)"},
 		{"/usr/share/java/slf4j-api.jar", "libslf4j-java"},
 		{"/usr/share/java/slf4j-simple.jar", "libslf4j-java"},
+		// Netty serves the TLS port (secureClientPort); a dependency of zookeeper.
+		{"/usr/share/java/netty-buffer.jar", "libnetty-java"},
+		{"/usr/share/java/netty-codec.jar", "libnetty-java"},
+		{"/usr/share/java/netty-common.jar", "libnetty-java"},
+		{"/usr/share/java/netty-handler.jar", "libnetty-java"},
+		{"/usr/share/java/netty-resolver.jar", "libnetty-java"},
+		{"/usr/share/java/netty-transport.jar", "libnetty-java"},
+		{"/usr/share/java/netty-transport-native-unix-common.jar", "libnetty-java"},
+		{"/usr/share/java/netty-transport-native-epoll.jar", "libnetty-java"},
 	}
 	var cp, missing []string
 	for _, j := range jars {

@@ -3,6 +3,8 @@ package harness
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +20,10 @@ import (
 // Servers[i] is the client address of Members[i].
 type ZooKeeper struct {
 	Servers []string // "127.0.0.1:PORT"
-	Members []*Proc
+	// SecureServers[i] is Members[i]'s TLS port (StartZooKeeperTLS; clients must present
+	// a certificate signed by the test CA), nil otherwise.
+	SecureServers []string
+	Members       []*Proc
 }
 
 // zkTickMS is ZooKeeper's tick: sessions may be 2–20 ticks by default; we allow up to
@@ -28,7 +33,15 @@ const zkTickMS = 500
 // StartZooKeeper starts a standalone server and waits until `srvr` reports a Mode.
 func StartZooKeeper(t testing.TB) *ZooKeeper {
 	t.Helper()
-	return startZooKeeper(t, 1)
+	return startZooKeeper(t, 1, nil)
+}
+
+// StartZooKeeperTLS starts a standalone server that also serves TLS on a
+// secureClientPort (Netty), with the certificates of GenCerts and client certificates
+// required (ssl.clientAuth=need). Readiness still uses the plain port's `srvr`.
+func StartZooKeeperTLS(t testing.TB, certs *Certs) *ZooKeeper {
+	t.Helper()
+	return startZooKeeper(t, 1, certs)
 }
 
 // StartZooKeeperEnsemble starts an n-member quorum ensemble and waits until every member
@@ -38,13 +51,20 @@ func StartZooKeeperEnsemble(t testing.TB, n int) *ZooKeeper {
 	if n < 1 {
 		t.Fatalf("harness: StartZooKeeperEnsemble: n = %d", n)
 	}
-	return startZooKeeper(t, n)
+	return startZooKeeper(t, n, nil)
 }
 
-func startZooKeeper(t testing.TB, n int) *ZooKeeper {
+func startZooKeeper(t testing.TB, n int, certs *Certs) *ZooKeeper {
 	t.Helper()
 	java := Binary(t, "java")
 	cp := zooKeeperClasspath(t)
+	var keyStore string
+	if certs != nil {
+		var err error
+		if keyStore, err = zooKeeperKeyStore(certs); err != nil {
+			t.Fatalf("harness: zookeeper TLS: %v", err)
+		}
+	}
 	begin := time.Now()
 	z := &ZooKeeper{}
 	clientPorts := make([]int, n)
@@ -79,6 +99,20 @@ func startZooKeeper(t testing.TB, n int) *ZooKeeper {
 			// Test data need not survive a power cut; a killed JVM loses nothing.
 			"forceSync=no",
 			"maxClientCnxns=0",
+		}
+		if certs != nil {
+			port := FreePort(t)
+			z.SecureServers = append(z.SecureServers, "127.0.0.1:"+strconv.Itoa(port))
+			cfg = append(cfg,
+				"secureClientPort="+strconv.Itoa(port),
+				"secureClientPortAddress=127.0.0.1",
+				"serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+				"ssl.keyStore.location="+keyStore,
+				"ssl.keyStore.type=PEM",
+				"ssl.trustStore.location="+certs.CAFile,
+				"ssl.trustStore.type=PEM",
+				"ssl.clientAuth=need",
+			)
 		}
 		if n > 1 {
 			cfg = append(cfg, "standaloneEnabled=false", "reconfigEnabled=false")
@@ -191,4 +225,32 @@ func (z *ZooKeeper) Leader(t testing.TB) int {
 	}
 	t.Fatalf("harness: zookeeper: no leader within 30s: %v", last)
 	return -1
+}
+
+// zooKeeperKeyStore writes the server's key (PKCS#8, the form ZooKeeper's PEM loader
+// reads) and certificate into one file, as ssl.keyStore.type=PEM wants them.
+func zooKeeperKeyStore(c *Certs) (string, error) {
+	keyPEM, err := os.ReadFile(c.ServerKey)
+	if err != nil {
+		return "", err
+	}
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return "", fmt.Errorf("%s: no PEM block", c.ServerKey)
+	}
+	key, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return "", err
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", err
+	}
+	cert, err := os.ReadFile(c.ServerCert)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(c.Dir, "zookeeper-keystore.pem")
+	out := append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), cert...)
+	return path, os.WriteFile(path, out, 0o600)
 }
