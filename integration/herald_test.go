@@ -46,7 +46,11 @@ func goBinary(t testing.TB, pkg string) string {
 			return
 		}
 		b.path = filepath.Join(dir, filepath.Base(pkg))
-		out, err := exec.Command("go", "build", "-o", b.path, "github.com/heraldhq/herald/"+pkg).CombinedOutput()
+		args := []string{"build", "-o", b.path}
+		if raceBinaries {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "github.com/heraldhq/herald/"+pkg)...).CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build ./%s: %v\n%s", pkg, err, out)
 		}
@@ -58,6 +62,10 @@ func goBinary(t testing.TB, pkg string) string {
 }
 
 // heraldBinary is ./cmd/herald, built from this checkout.
+// raceBinaries builds herald (and the other binaries the tests run) with the race
+// detector: HERALD_TEST_RACE=1, as `make integration-race` does.
+var raceBinaries = os.Getenv("HERALD_TEST_RACE") == "1"
+
 func heraldBinary(t testing.TB) string { return goBinary(t, "cmd/herald") }
 
 // heraldProc is a herald process started by a test.
@@ -98,6 +106,9 @@ func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
 		default:
 			p.cmd.Process.Kill()
 			<-p.done
+		}
+		if raceBinaries && strings.Contains(p.Output(), "WARNING: DATA RACE") {
+			t.Errorf("herald %v: the race detector reported a data race", args)
 		}
 		if t.Failed() {
 			t.Logf("herald %v output:\n%s", args, tail(p.Output(), 60))

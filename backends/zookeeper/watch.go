@@ -159,7 +159,10 @@ func (t *tree) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var deferSince time.Time // when the first publish was held back, zero when none is
 	wait := func(err error) bool {
+		// A failed read restarts the deferral: the reads after it start a fresh round.
+		deferSince = time.Time{}
 		backoff = nextBackoff(backoff)
 		level := slog.LevelWarn
 		if transient(err) {
@@ -183,7 +186,6 @@ func (t *tree) run() {
 	// Otherwise a batch that read a child list before some creations and a value after
 	// them would render a mix the registry never held; the notifications pending are
 	// read first.
-	var deferSince time.Time
 	for {
 		if resync {
 			err := t.resync()
