@@ -20,6 +20,7 @@ import (
 func TestFreePort(t *testing.T) {
 	t.Parallel()
 	seen := map[int]bool{}
+	unbindable := 0
 	for range 50 {
 		p := FreePort(t)
 		if p < portMin || p > portMax {
@@ -34,9 +35,17 @@ func TestFreePort(t *testing.T) {
 		seen[p] = true
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			t.Fatalf("port %d not bindable: %v", p, err)
+			// FreePort checked the bind a moment ago; a process that binds ports without
+			// FreePort (a server another test started) can take one in between, rarely.
+			// A broken check would fail most of them.
+			t.Logf("port %d not bindable right after FreePort: %v", p, err)
+			unbindable++
+			continue
 		}
 		l.Close()
+	}
+	if unbindable > 2 {
+		t.Fatalf("%d of 50 ports from FreePort were not bindable right away", unbindable)
 	}
 	// Another process cannot take a port this one holds.
 	for p := range seen {
