@@ -29,6 +29,19 @@ type buildResult struct {
 	err  error
 }
 
+// TestMain removes the binaries the tests built (one temporary directory each).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	buildMu.Lock()
+	for _, b := range built {
+		if b.path != "" {
+			os.RemoveAll(filepath.Dir(b.path))
+		}
+	}
+	buildMu.Unlock()
+	os.Exit(code)
+}
+
 // goBinary builds the package pkg (a path inside this module) once and returns it.
 func goBinary(t testing.TB, pkg string) string {
 	t.Helper()
