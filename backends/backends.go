@@ -189,6 +189,25 @@ func (c Config) Malformed(log *slog.Logger, key string, err error) {
 	}
 }
 
+// TLSFor returns the TLS configuration for ep: a copy of TLS when set, the system roots
+// when only the scheme asks for TLS (etcds://, zookeepers://, consuls://), nil for plain
+// TCP; never below TLS 1.2.
+func (c Config) TLSFor(ep Endpoint) *tls.Config {
+	var t *tls.Config
+	switch {
+	case c.TLS != nil:
+		t = c.TLS.Clone()
+	case ep.TLS:
+		t = &tls.Config{}
+	default:
+		return nil
+	}
+	if t.MinVersion == 0 {
+		t.MinVersion = tls.VersionTLS12
+	}
+	return t
+}
+
 // Log returns the configured logger or a discarding one.
 func (c Config) Log() *slog.Logger {
 	if c.Logger != nil {

@@ -77,16 +77,16 @@ func ParseInstance(root, key string, value []byte) (Service, error) {
 	return s, nil
 }
 
-// ServicesUnder groups the instances found in kvs under root/<name>/<id> by name, each
-// list sorted with SortServices. Keys elsewhere, <root>/<name> itself and keys deeper
-// than <root>/<name>/<id> are ignored. A malformed instance is skipped with a warning
-// naming its key; a ServerSet member that is not ALIVE is skipped at debug level. Backend
+// ServicesUnder groups the instances found in kvs under cfg.Root()/<name>/<id> by name,
+// each list sorted with SortServices. Keys elsewhere, <root>/<name> itself and keys
+// deeper than <root>/<name>/<id> are ignored. A malformed instance is skipped with a
+// warning naming its key and reported to cfg.OnMalformed; a ServerSet member that is not ALIVE is skipped at debug level. Backend
 // is left empty for the caller to set.
-func ServicesUnder(root string, kvs map[string]string, log *slog.Logger, malformed func(key string, err error)) map[string][]Service {
+func ServicesUnder(cfg Config, kvs map[string]string, log *slog.Logger) map[string][]Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	root = CleanKey(root)
+	root := cfg.Root()
 	keys := make([]string, 0, len(kvs))
 	for k := range kvs {
 		if _, _, err := splitInstanceKey(root, k); err == nil {
@@ -102,10 +102,7 @@ func ServicesUnder(root string, kvs map[string]string, log *slog.Logger, malform
 		case errors.Is(err, ErrNotAlive):
 			log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
 		case err != nil:
-			log.Warn("skipping malformed service instance", "key", k, "err", err)
-			if malformed != nil {
-				malformed(k, err)
-			}
+			cfg.Malformed(log, k, err)
 		default:
 			out[s.Name] = append(out[s.Name], s)
 		}

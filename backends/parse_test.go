@@ -455,7 +455,8 @@ func TestServicesUnder(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var reported []string
-	got := ServicesUnder("/services", kvs, log, func(key string, err error) { reported = append(reported, key) })
+	cfg := Config{ServicesRoot: "/services", OnMalformed: func(key string, err error) { reported = append(reported, key) }}
+	got := ServicesUnder(cfg, kvs, log)
 	// The DEAD ServerSet member is not malformed: only the two bad values are reported.
 	if want := []string{"/services/empty/x", "/services/web/broken"}; !reflect.DeepEqual(reported, want) {
 		t.Errorf("reported malformed %q, want %q", reported, want)
@@ -502,10 +503,10 @@ func TestServicesUnder(t *testing.T) {
 }
 
 func TestServicesUnderNilLoggerAndEmpty(t *testing.T) {
-	if got := ServicesUnder("/services", nil, nil, nil); len(got) != 0 {
+	if got := ServicesUnder(Config{}, nil, nil); len(got) != 0 {
 		t.Errorf("got %v for no keys", got)
 	}
-	got := ServicesUnder("/", map[string]string{"/web/1": "h:1", "/web/2": "bad"}, nil, nil)
+	got := ServicesUnder(Config{ServicesRoot: "/"}, map[string]string{"/web/1": "h:1", "/web/2": "bad"}, nil)
 	if len(got["web"]) != 1 || got["web"][0].Address != "h" {
 		t.Errorf("got %+v", got)
 	}

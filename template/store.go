@@ -158,14 +158,18 @@ func (s *execState) lookup(key string) (string, bool) {
 // list returns the pairs under the absolute prefix p that are in scope, sorted by key,
 // and records the regions it read.
 func (s *execState) list(p string) []backends.KVPair {
-	rs := s.regions(p)
-	s.prefixes = append(s.prefixes, rs...)
-	return s.fetch(rs)
+	return s.fetch(s.regions(p))
 }
 
-// regions is what reading the absolute prefix p reads: p itself when in scope, else
-// the scoped prefixes below it.
+// regions is what reading the absolute prefix p reads, recorded: p itself when in
+// scope, else the scoped prefixes below it.
 func (s *execState) regions(p string) []string {
+	rs := s.scoped(p)
+	s.prefixes = append(s.prefixes, rs...)
+	return rs
+}
+
+func (s *execState) scoped(p string) []string {
 	if s.inScope(p) {
 		return []string{p}
 	}
@@ -186,11 +190,9 @@ func (s *execState) fetch(regions []string) []backends.KVPair {
 	for _, r := range regions {
 		out = append(out, s.src.List(r)...)
 	}
-	if len(regions) > 1 {
-		// Disjoint prefixes in string order do not give keys in string order: "/a-b/x"
-		// sorts before "/a/x".
-		slices.SortFunc(out, func(a, b backends.KVPair) int { return strings.Compare(a.Key, b.Key) })
-	}
+	// Disjoint prefixes in string order do not give keys in string order: "/a-b/x"
+	// sorts before "/a/x".
+	slices.SortFunc(out, func(a, b backends.KVPair) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
@@ -200,7 +202,6 @@ func (s *execState) fetch(regions []string) []backends.KVPair {
 // works in place).
 func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KVPair) []string) []string {
 	rs := s.regions(p)
-	s.prefixes = append(s.prefixes, rs...)
 	m, ok := s.src.(Memoizer)
 	if !ok {
 		return names(s.fetch(rs))

@@ -17,7 +17,6 @@ package consul
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,14 +112,9 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	case s.minGap < 0:
 		s.minGap = 0
 	}
-	var tlsCfg *tls.Config
-	if ep.TLS || cfg.TLS != nil {
+	tlsCfg := cfg.TLSFor(ep)
+	if tlsCfg != nil {
 		s.scheme = "https"
-		if cfg.TLS != nil {
-			tlsCfg = cfg.TLS.Clone()
-		} else {
-			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
 	}
 	s.hc = &http.Client{Transport: &http.Transport{
 		// No proxy: ProxyFromEnvironment would read HTTP_PROXY here, below cmd/.

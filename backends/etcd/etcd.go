@@ -99,15 +99,7 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		name:        "etcd " + strings.Join(ep.Hosts, ","),
 		subtreeOnly: make(map[string]bool),
 	}
-	switch {
-	case cfg.TLS != nil:
-		s.tls = cfg.TLS.Clone()
-	case ep.TLS:
-		s.tls = &tls.Config{} // system roots
-	}
-	if s.tls != nil && s.tls.MinVersion == 0 {
-		s.tls.MinVersion = tls.VersionTLS12
-	}
+	s.tls = cfg.TLSFor(ep)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.regCtx, s.regCancel = context.WithCancel(context.Background())
 	s.track = newTracker(s.hosts, s.tls == nil, s.log, s.refreshState)

@@ -240,7 +240,7 @@ func (s *Store) serviceSpan(name string) (span, error) {
 }
 
 func (s *Store) filterServices(q backends.ServiceQuery, kvs map[string]string, log *slog.Logger) []backends.Service {
-	all := backends.ServicesUnder(s.cfg.Root(), kvs, log, s.cfg.OnMalformed)[q.Name]
+	all := backends.ServicesUnder(s.cfg, kvs, log)[q.Name]
 	out := make([]backends.Service, 0, len(all))
 	for _, svc := range all {
 		if !q.Accepts(svc) {
@@ -254,7 +254,7 @@ func (s *Store) filterServices(q backends.ServiceQuery, kvs map[string]string, l
 }
 
 func (s *Store) summaries(kvs map[string]string, log *slog.Logger) []backends.ServiceSummary {
-	names := backends.ServiceSummaries(backends.ServicesUnder(s.cfg.Root(), kvs, log, s.cfg.OnMalformed))
+	names := backends.ServiceSummaries(backends.ServicesUnder(s.cfg, kvs, log))
 	if names == nil {
 		names = []backends.ServiceSummary{}
 	}

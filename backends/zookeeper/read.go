@@ -698,7 +698,7 @@ func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backen
 	if err != nil {
 		return nil, 0, err
 	}
-	return filterServices(backends.ServicesUnder(s.cfg.Root(), kvs, s.log, s.cfg.OnMalformed)[q.Name], q), rev, nil
+	return filterServices(backends.ServicesUnder(s.cfg, kvs, s.log)[q.Name], q), rev, nil
 }
 
 func filterServices(all []backends.Service, q backends.ServiceQuery) []backends.Service {
@@ -720,5 +720,5 @@ func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, ui
 	if err != nil {
 		return nil, 0, err
 	}
-	return backends.ServiceSummaries(backends.ServicesUnder(s.cfg.Root(), kvs, s.log, s.cfg.OnMalformed)), rev, nil
+	return backends.ServiceSummaries(backends.ServicesUnder(s.cfg, kvs, s.log)), rev, nil
 }

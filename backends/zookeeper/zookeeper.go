@@ -179,15 +179,7 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	s.hsDeadline = s.cfg.DialTimeout
 	// TLS (ZooKeeper 3.5+'s secureClientPort): zookeepers:// with the system roots, or
 	// the TLS options (CA, client certificate for ssl.clientAuth=need).
-	switch {
-	case cfg.TLS != nil:
-		s.tls = cfg.TLS.Clone()
-	case ep.TLS:
-		s.tls = &tls.Config{}
-	}
-	if s.tls != nil && s.tls.MinVersion == 0 {
-		s.tls.MinVersion = tls.VersionTLS12
-	}
+	s.tls = cfg.TLSFor(ep)
 	s.state = backends.State{Conn: backends.Connecting, Endpoint: ep.Hosts[0], Since: time.Now()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 

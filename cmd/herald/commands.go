@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,15 +84,13 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	// bootstrap or CI run notices the bad data.
 	var (
 		mu        sync.Mutex
-		malformed []string
+		malformed = map[string]bool{}
 	)
 	log, store, err := setup(ctx, e, o, func(c *backends.Config) {
 		c.OnMalformed = func(key string, _ error) {
 			mu.Lock()
 			defer mu.Unlock()
-			if !slices.Contains(malformed, key) {
-				malformed = append(malformed, key)
-			}
+			malformed[key] = true
 		}
 	})
 	if err != nil {
@@ -110,8 +109,8 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(malformed) > 0 {
-		slices.Sort(malformed)
-		err = errors.Join(err, fmt.Errorf("skipped %d malformed service instance(s), rendered without them: %s", len(malformed), strings.Join(malformed, ", ")))
+		keys := slices.Sorted(maps.Keys(malformed))
+		err = errors.Join(err, fmt.Errorf("skipped %d malformed service instance(s), rendered without them: %s", len(keys), strings.Join(keys, ", ")))
 	}
 	return err
 }
