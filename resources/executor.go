@@ -2,9 +2,10 @@ package resources
 
 import "time"
 
-// executor runs template executions on at most n goroutines that outlive a render.
-// text/template recurses deeply: a fresh goroutine per render grows its stack from a
-// few KB on every render, a warm worker once. Workers idle for a second exit, so an
+// executor runs jobs (template executions; renders with their syncs) on at most n
+// goroutines that outlive a job. text/template recurses deeply and a sync goes deep
+// into the os package: a fresh goroutine per job grows its stack from a few KB every
+// time, a warm worker once. Workers idle for a second exit, so an
 // idle daemon keeps none.
 type executor struct {
 	jobs  chan func()

@@ -41,6 +41,7 @@ type Runner struct {
 	events   chan backends.Event
 	wg       sync.WaitGroup // watch goroutines
 	exec     *executor      // template executions, GOMAXPROCS at once
+	syncs    *executor      // renders with their syncs, workers() at once
 }
 
 type state struct {
@@ -91,6 +92,7 @@ func (rn *Runner) init() {
 		rn.watching = make(map[string]*watch)
 		rn.events = make(chan backends.Event, 1024)
 		rn.exec = newExecutor(runtime.GOMAXPROCS(0))
+		rn.syncs = newExecutor(rn.workers())
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
@@ -154,17 +156,19 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	if rn.Syncer.DryRun {
 		workers = 1
 	}
-	sem := make(chan struct{}, workers)
+	pool := rn.syncs
+	if workers != rn.workers() {
+		pool = newExecutor(workers)
+	}
 	var wg sync.WaitGroup
 	for i, r := range rs {
 		st := rn.states[r.Name]
 		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		go pool.run(func() {
+			defer wg.Done()
 			o, err := rn.renderAndSync(ctx, ctx, st, false)
 			results[i] = result{o, err}
-		}()
+		})
 	}
 	wg.Wait()
 	var (

@@ -35,6 +35,7 @@ type Syncer struct {
 
 	once   sync.Once
 	checks chan struct{}
+	group  commitGroup
 }
 
 // Outcome says what a sync did.
@@ -48,7 +49,8 @@ type Outcome struct {
 // does, nothing happens. Otherwise content goes to a stage file next to dest (created
 // 0600, so nobody reads a half-written file), which is given its mode and owner,
 // checked with check_cmd and only then fsynced (data and metadata in one call, so a
-// crash never leaves an empty dest) and renamed over dest. Any failure before the rename
+// crash never leaves an empty dest; together with the other syncs in flight, see
+// commitGroup) and renamed over dest. Any failure before the rename
 // removes the stage file and leaves dest byte-identical. The reload command is returned,
 // not run: the runner runs each distinct command once per burst.
 func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome, error) {
@@ -57,7 +59,9 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		log = slog.New(slog.DiscardHandler)
 	}
 	mode, uid, gid := r.Mode, r.UID, r.GID
-	old, oldInfo, err := readDest(r.Dest)
+	// Without a diff to show or a backup to write, a dest whose size differs from
+	// content's need not be read.
+	old, oldInfo, err := readDest(r.Dest, len(content), s.DryRun || r.Backup)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -68,7 +72,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 			mode = oldInfo.Mode().Perm()
 		}
 	}
-	if oldInfo != nil && bytes.Equal(old, content) && oldInfo.Mode().Perm() == mode && ownerMatches(oldInfo, uid, gid) {
+	if oldInfo != nil && oldInfo.Size() == int64(len(content)) && bytes.Equal(old, content) && oldInfo.Mode().Perm() == mode && ownerMatches(oldInfo, uid, gid) {
 		return Outcome{}, nil
 	}
 	if s.DryRun {
@@ -78,13 +82,17 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		return Outcome{Changed: true}, nil
 	}
 
+	m := s.group.join()
+	defer m.leave()
 	dir := filepath.Dir(r.Dest)
 	if r.MakeDirs {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return Outcome{}, fmt.Errorf("%s: make dirs: %w", r.Dest, err)
 		}
 	}
-	stage, err := renameio.NewPendingFile(r.Dest, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(dir))
+	// Created 0600 (less if the umask says so) and given its mode below, after the
+	// content: nobody can read a half-written file.
+	stage, err := renameio.NewPendingFile(r.Dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
 	if err != nil {
 		return Outcome{}, fmt.Errorf("%s: create stage file: %w", r.Dest, err)
 	}
@@ -107,12 +115,15 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 			return Outcome{}, fmt.Errorf("%s: chown %d:%d: %w", r.Dest, uid, gid, err)
 		}
 	}
+	startWriteback(stage.File)
 	if r.CheckCmd != "" && !s.SyncOnly {
 		cmd, err := expandCmd(r.CheckCmd, stage.Name(), r.Dest)
 		if err != nil {
 			return Outcome{}, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
 		}
+		m.leave()
 		out, err := s.check(ctx, cmd, r.CheckTimeout)
+		m.rejoin()
 		if err != nil {
 			keep = true
 			if s.KeepStageFile {
@@ -127,6 +138,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 			return Outcome{}, fmt.Errorf("%s: backup: %w", r.Dest, err)
 		}
 	}
+	m.arrive()
 	if err := stage.CloseAtomicallyReplace(); err != nil {
 		return Outcome{}, fmt.Errorf("%s: replace: %w", r.Dest, err)
 	}
@@ -177,8 +189,9 @@ func SyncDirs(dirs []string) {
 	}
 }
 
-// readDest returns dest's content and info, or nils when it does not exist yet.
-func readDest(dest string) ([]byte, fs.FileInfo, error) {
+// readDest returns dest's content and info, or nils when it does not exist yet. Unless
+// all is set, the content is read only when dest has size bytes (else it differs).
+func readDest(dest string, size int, all bool) ([]byte, fs.FileInfo, error) {
 	fi, err := os.Stat(dest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
@@ -194,11 +207,30 @@ func readDest(dest string) ([]byte, fs.FileInfo, error) {
 		// replace either.
 		return nil, nil, fmt.Errorf("%s: dest is not a regular file", dest)
 	}
-	b, err := os.ReadFile(dest)
+	if !all && fi.Size() != int64(size) {
+		return nil, fi, nil
+	}
+	f, err := os.Open(dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", dest, err)
 	}
-	return b, fi, nil
+	defer f.Close()
+	// One read asking one byte more than stat's size: a regular file returns all it
+	// has, so fewer bytes mean its end (a short read anyway would only make herald
+	// rewrite an unchanged file). A file that grew since the stat is read to its end.
+	b := make([]byte, fi.Size()+1)
+	n, err := f.Read(b)
+	if err != nil && err != io.EOF {
+		return nil, nil, fmt.Errorf("%s: %w", dest, err)
+	}
+	if n == len(b) {
+		rest, err := io.ReadAll(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", dest, err)
+		}
+		return append(b, rest...), fi, nil
+	}
+	return b[:n], fi, nil
 }
 
 func ownerMatches(fi fs.FileInfo, uid, gid int) bool {

@@ -98,6 +98,35 @@ func TestSyncUnchangedDoesNothing(t *testing.T) {
 	}
 }
 
+// Sync reads dest only when its size matches the new content's: these are the cases
+// that comparison must still get right.
+func TestSyncComparesSizeThenContent(t *testing.T) {
+	for _, c := range []struct {
+		name, old, new string
+		changed        bool
+	}{
+		{"same", "abc\n", "abc\n", false},
+		{"same size, other bytes", "abc\n", "abd\n", true},
+		{"empty over content", "abc\n", "", true},
+		{"content over empty", "", "abc\n", true},
+		{"empty over empty", "", "", false},
+		{"longer", "abc\n", "abcd\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRes(t)
+			writeDest(t, r, c.old, 0o644)
+			o, err := (&Syncer{}).Sync(context.Background(), r, []byte(c.new))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Changed != c.changed {
+				t.Fatalf("Changed = %v, want %v", o.Changed, c.changed)
+			}
+			assertDest(t, r, c.new)
+		})
+	}
+}
+
 func TestSyncModeChangeAlone(t *testing.T) {
 	r := newRes(t)
 	writeDest(t, r, "x", 0o644)

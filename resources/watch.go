@@ -41,7 +41,6 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 	var (
 		due      = make(chan *state, 64)
 		done     = make(chan result, 64)
-		sem      = make(chan struct{}, rn.workers())
 		inflight int
 		pending  []string // reload commands of the current burst, in order
 		dirs     []string // directories whose fsync the burst still owes
@@ -66,12 +65,11 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		}
 		st.rendering = true
 		inflight++
-		go func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		// On a pool worker: its stack has grown to what a render and a sync need.
+		go rn.syncs.run(func() {
 			o, err := rn.renderAndSync(workCtx, ctx, st, true)
 			done <- result{st, o, err}
-		}()
+		})
 	}
 	schedule := func(st *state, delay time.Duration) {
 		if delay <= 0 {

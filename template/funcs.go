@@ -200,6 +200,12 @@ func base64Decode(s string) (string, error) {
 	return string(b), nil
 }
 
+// inPlaceFuncs are the functions that change the list they are given (confd's reverse,
+// sortByLength and sortKVByLength; sprig's sortAlpha on a []string). Renders share the
+// lists ls and lsdir return unless their template calls one of these; a test calls
+// every function with a list to keep this complete.
+var inPlaceFuncs = []string{"reverse", "sortByLength", "sortKVByLength", "sortAlpha"}
+
 // reverse reverses in place, as confd does, and only the two types confd's handles:
 // anything else (including gets' KVPairs) comes back unchanged.
 func reverse(values any) any {

@@ -28,6 +28,9 @@ type execState struct {
 	src    Source
 	prefix string   // clean, "" for none
 	scope  []string // minimal clean prefixes; nil for unrestricted
+	// copyLists: the template calls a function that changes a list in place
+	// (inPlaceFuncs), so it gets its own copy of every shared listing.
+	copyLists bool
 
 	keys     []string
 	prefixes []string
@@ -198,8 +201,8 @@ func (s *execState) fetch(regions []string) []backends.KVPair {
 
 // memoNames runs names(pairs) over what reading the absolute prefix p returns, recording
 // the read; a Source that memoizes computes it once per version of its data for every
-// render asking the same question. Each caller gets its own copy (confd's reverse
-// works in place).
+// render asking the same question. A template that may change the list in place
+// (confd's reverse does) gets its own copy; the others share it.
 func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KVPair) []string) []string {
 	rs := s.regions(p)
 	m, ok := s.src.(Memoizer)
@@ -209,7 +212,10 @@ func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KV
 	// The answer depends on the name as written, the prefix stripped and the regions.
 	key := kind + "\x00" + filePath + "\x00" + s.prefix + "\x00" + strings.Join(rs, "\x00")
 	v := m.Memo(key, func() any { return names(s.fetch(rs)) }).([]string)
-	return slices.Clone(v)
+	if s.copyLists {
+		return slices.Clone(v)
+	}
+	return v
 }
 
 func (s *execState) get(key string) (backends.KVPair, error) {

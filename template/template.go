@@ -93,8 +93,12 @@ func parse(name, text string) (*Template, error) {
 	}
 	// Parse again with only the functions the text calls: the same template, without
 	// a private copy of sprig's whole map (see usedFuncs).
-	if tm, err = template.New(name).Funcs(trimFuncs(full, usedFuncs(tm))).Parse(text); err != nil {
+	used := usedFuncs(tm)
+	if tm, err = template.New(name).Funcs(trimFuncs(full, used)).Parse(text); err != nil {
 		return nil, err
+	}
+	for _, f := range inPlaceFuncs {
+		st.copyLists = st.copyLists || used[f]
 	}
 	t.main = &instance{tmpl: tm, st: st}
 	return t, nil
@@ -145,7 +149,7 @@ func (t *Template) clone() (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &execState{}
+	st := &execState{copyLists: t.main.st.copyLists}
 	tm.Funcs(st.funcs())
 	return &instance{tmpl: tm, st: st}, nil
 }

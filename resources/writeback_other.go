@@ -1,0 +1,7 @@
+//go:build !linux
+
+package resources
+
+import "os"
+
+func startWriteback(*os.File) {}
