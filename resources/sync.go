@@ -210,27 +210,11 @@ func readDest(dest string, size int, all bool) ([]byte, fs.FileInfo, error) {
 	if !all && fi.Size() != int64(size) {
 		return nil, fi, nil
 	}
-	f, err := os.Open(dest)
+	b, err := readFile(dest, fi.Size())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", dest, err)
 	}
-	defer f.Close()
-	// One read asking one byte more than stat's size: a regular file returns all it
-	// has, so fewer bytes mean its end (a short read anyway would only make herald
-	// rewrite an unchanged file). A file that grew since the stat is read to its end.
-	b := make([]byte, fi.Size()+1)
-	n, err := f.Read(b)
-	if err != nil && err != io.EOF {
-		return nil, nil, fmt.Errorf("%s: %w", dest, err)
-	}
-	if n == len(b) {
-		rest, err := io.ReadAll(f)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", dest, err)
-		}
-		return append(b, rest...), fi, nil
-	}
-	return b[:n], fi, nil
+	return b, fi, nil
 }
 
 func ownerMatches(fi fs.FileInfo, uid, gid int) bool {

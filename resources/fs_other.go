@@ -5,3 +5,5 @@ package resources
 import "os"
 
 func startWriteback(*os.File) {}
+
+func readFile(path string, _ int64) ([]byte, error) { return os.ReadFile(path) }
