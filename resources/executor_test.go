@@ -15,17 +15,15 @@ func TestExecutorBoundsAndIdles(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
-		go func() {
+		e.submit(func() {
 			defer wg.Done()
-			e.run(func() {
-				n := running.Add(1)
-				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-				}
-				time.Sleep(2 * time.Millisecond)
-				running.Add(-1)
-				ran.Add(1)
-			})
-		}()
+			n := running.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			time.Sleep(2 * time.Millisecond)
+			running.Add(-1)
+			ran.Add(1)
+		})
 	}
 	wg.Wait()
 	if ran.Load() != 20 || peak.Load() > 2 {

@@ -40,8 +40,8 @@ type Runner struct {
 	watching map[string]*watch // by target ID
 	events   chan backends.Event
 	wg       sync.WaitGroup // watch goroutines
-	exec     *executor      // template executions, GOMAXPROCS at once
 	syncs    *executor      // renders with their syncs, workers() at once
+	renders  chan struct{}  // template executions, GOMAXPROCS at once
 }
 
 type state struct {
@@ -91,7 +91,7 @@ func (rn *Runner) init() {
 		rn.states = make(map[string]*state)
 		rn.watching = make(map[string]*watch)
 		rn.events = make(chan backends.Event, 1024)
-		rn.exec = newExecutor(runtime.GOMAXPROCS(0))
+		rn.renders = make(chan struct{}, runtime.GOMAXPROCS(0))
 		rn.syncs = newExecutor(rn.workers())
 	}
 	if rn.Cache == nil {
@@ -164,7 +164,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	for i, r := range rs {
 		st := rn.states[r.Name]
 		wg.Add(1)
-		go pool.run(func() {
+		pool.submit(func() {
 			defer wg.Done()
 			o, err := rn.renderAndSync(ctx, ctx, st, false)
 			results[i] = result{o, err}
@@ -238,9 +238,9 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	// whose targets all lie in it began with its data in place.
 	var checked map[string]bool
 	for round := 0; ; round++ {
-		rn.exec.run(func() {
-			rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
-		})
+		rn.renders <- struct{}{}
+		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
+		<-rn.renders
 		var missing []backends.Target
 		read := map[string]bool{}
 		if reads != nil {

@@ -66,7 +66,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		st.rendering = true
 		inflight++
 		// On a pool worker: its stack has grown to what a render and a sync need.
-		go rn.syncs.run(func() {
+		rn.syncs.submit(func() {
 			o, err := rn.renderAndSync(workCtx, ctx, st, true)
 			done <- result{st, o, err}
 		})
