@@ -15,7 +15,7 @@ INTEGRATION_FLAGS ?= -count=1
 # Packages whose tests need no servers: everything outside ./integration/...
 UNIT_PKGS = $(GO) list ./... | grep -v -E '/integration(/|$$)'
 
-.PHONY: test test-deps build demo unit integration integration-race fuzz clean
+.PHONY: test test-deps build demo unit integration integration-race fuzz bench clean
 
 test:
 	@$(MAKE) --no-print-directory test-deps
@@ -52,6 +52,10 @@ integration:
 # of `make test`): a data race in the daemon under real servers fails the test that saw it.
 integration-race:
 	HERALD_TEST_RACE=1 $(GO) test -p 2 -timeout 60m $(INTEGRATION_FLAGS) ./integration/...
+
+# The watch benchmarks (figures in the README) on the disk, tmpfs and a journaled ext4.
+bench:
+	GO=$(GO) integration/scripts/bench.sh
 
 # Runs every fuzz target of every (non-integration) package for FUZZTIME (inputs or time) each. Targets
 # are discovered with `go test -list`, so new ones are picked up without editing this.
