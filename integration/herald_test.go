@@ -108,6 +108,11 @@ func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
 	t.Helper()
 	p := &heraldProc{cmd: exec.Command(heraldBinary(t), args...), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
+	if raceBinaries {
+		// The harness judges the reports (see raceReports); a race-built herald's
+		// exit status stays its own.
+		p.cmd.Env = append(p.cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" exitcode=0"))
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,8 +125,15 @@ func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
 			p.cmd.Process.Kill()
 			<-p.done
 		}
-		if raceBinaries && strings.Contains(p.Output(), "WARNING: DATA RACE") {
-			t.Errorf("herald %v: the race detector reported a data race", args)
+		if raceBinaries {
+			ours, known := raceReports(p.Output())
+			if known != "" {
+				t.Logf("herald %v: race inside go-zookeeper/zk itself, reported upstream and not herald's (go-zookeeper/zk#35):\n%s", args, known)
+			}
+			if ours != "" {
+				// The reports themselves, not just the output's tail they may be far from.
+				t.Errorf("herald %v: the race detector reported a data race:\n%s", args, ours)
+			}
 		}
 		if t.Failed() {
 			t.Logf("herald %v output:\n%s", args, tail(p.Output(), 60))
@@ -140,6 +152,30 @@ func (p *heraldProc) stop(t testing.TB, sig syscall.Signal, within time.Duration
 		t.Fatalf("herald did not exit within %v of %v", within, sig)
 	}
 	return p.cmd.ProcessState.ExitCode()
+}
+
+// raceReports cuts the race detector's reports out of a process's output: known holds
+// those of the one race found in a dependency rather than in herald — go-zookeeper/zk
+// v1.0.4 reads Conn.lastZxid in sendSetWatches while its receive loop writes it, after a
+// reconnect (go-zookeeper/zk#35, samuel/go-zookeeper#260; an int64 read at worst stale)
+// — and ours everything else.
+func raceReports(out string) (ours, known string) {
+	for _, part := range strings.Split(out, "==================\n")[1:] {
+		if !strings.HasPrefix(part, "WARNING: DATA RACE") {
+			continue
+		}
+		// The two accesses' stacks; the goroutines' creation stacks below them may
+		// well pass through herald, which dialed.
+		access, _, _ := strings.Cut(part, "\nGoroutine ")
+		if strings.Contains(access, "go-zookeeper/zk.(*Conn).recvLoop") &&
+			strings.Contains(access, "go-zookeeper/zk.(*Conn).sendSetWatches") &&
+			!strings.Contains(access, "heraldhq/herald") {
+			known += part
+		} else {
+			ours += part
+		}
+	}
+	return ours, known
 }
 
 func tail(s string, n int) string {
