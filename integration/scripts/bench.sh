@@ -31,6 +31,7 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
 	truncate -s 2G "$bin/ext4.img"
 	# Inode tables and journal initialized now, not by a kernel thread during the run.
 	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$bin/ext4.img"
+	sync "$bin/ext4.img" # not flushed to the disk under the benchmark
 	mnt="$bin/ext4"
 	mkdir "$mnt"
 	mount -o loop "$bin/ext4.img" "$mnt"
