@@ -425,6 +425,7 @@ func (rn *Runner) startWatch(t backends.Target, from uint64) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rn.watching[t.ID()] = &watch{target: t, cancel: cancel}
+	rn.log().Debug("watching", "target", t.ID(), "from", from) // before the goroutine may change from
 	rn.wg.Add(1)
 	go func() {
 		defer rn.wg.Done()
@@ -448,7 +449,6 @@ func (rn *Runner) startWatch(t backends.Target, from uint64) {
 			}
 		}
 	}()
-	rn.log().Debug("watching", "target", t.ID(), "from", from)
 }
 
 func jitter(d time.Duration) time.Duration {
