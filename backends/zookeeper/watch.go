@@ -267,8 +267,8 @@ func (t *tree) flush() {
 	t.pendingFull, t.pending, t.pendingRev = false, nil, 0
 }
 
-// resync reads the whole prefix again, arming every watch that is not armed, and
-// publishes it as a Full event.
+// resync reads the whole prefix again, arming every watch that is not armed, and leaves
+// it for flush to publish as a Full event.
 func (t *tree) resync() error {
 	s := t.s
 	if err := s.waitReady(t.ctx); err != nil {
