@@ -809,8 +809,9 @@ func TestConsulRegisterTTL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if chk, ok := checks["service:api-1"]; !ok || chk.Type != "ttl" || chk.ServiceID != "api-1" {
-		t.Errorf("check = %+v, want a TTL check on api-1", chk)
+	chk := consulServiceCheck(t, checks, "api-1")
+	if chk.Type != "ttl" || !strings.HasPrefix(chk.CheckID, "service:api-1:herald-") {
+		t.Errorf("check = %+v, want herald's TTL check on api-1", chk)
 	}
 
 	// Three TTLs later it is still passing: herald keeps the check alive.
@@ -826,7 +827,7 @@ func TestConsulRegisterTTL(t *testing.T) {
 		t.Errorf("after SetHealthy(false): %s", got)
 	}
 	checks, _ = admin.Agent().Checks()
-	if out := checks["service:api-1"].Output; out != "database unreachable" {
+	if out := consulServiceCheck(t, checks, "api-1").Output; out != "database unreachable" {
 		t.Errorf("check output = %q, want the note", out)
 	}
 	time.Sleep(1200 * time.Millisecond) // the keepalive must keep it critical, not revive it
@@ -897,6 +898,137 @@ func TestConsulRegisterTTL(t *testing.T) {
 	}
 }
 
+// consulHealthEndpoint serves an HTTP health endpoint on 127.0.0.1 for Consul to check:
+// 200 while healthy holds true (as it does at first), 503 otherwise.
+func consulHealthEndpoint(t testing.TB) (net.Listener, *atomic.Bool) {
+	t.Helper()
+	healthy := new(atomic.Bool)
+	healthy.Store(true)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l, healthy
+}
+
+// consulServiceCheck is the one check on service id among the agent's checks.
+func consulServiceCheck(t testing.TB, checks map[string]*api.AgentCheck, id string) *api.AgentCheck {
+	t.Helper()
+	var found []*api.AgentCheck
+	for _, c := range checks {
+		if c.ServiceID == id {
+			found = append(found, c)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("checks on %s: %d (%v), want 1", id, len(found), checks)
+	}
+	return found[0]
+}
+
+// A registration replaced by another process (Replace) stands down: it stops keeping the
+// new holder's entry alive, and its Deregister leaves that entry in place. Checked with
+// herald's TTL check (also under an ACL token that may only write the service) and with
+// an HTTP check run by Consul.
+func TestConsulRegisterReplacedHolderStandsDown(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"ttl", "ttl with a service-only ACL token", "http"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var c *harness.Consul
+			var s *consul.Store
+			if strings.Contains(mode, "ACL") {
+				c = harness.StartConsul(t, harness.ConsulACL())
+				admin := c.Client(t)
+				pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-only", Rules: `service "web" { policy = "write" }`}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s = consulStoreURL(t, "consul://"+c.Addr+"?dc="+c.Datacenter, tok.SecretID)
+			} else {
+				c = harness.StartConsul(t)
+				s = consulStore(t, c)
+			}
+			admin := consulStore(t, c) // reads with the management token
+			ctx := consulCtx(t, 60*time.Second)
+			opts := backends.RegisterOptions{TTL: time.Second, DeregisterAfter: time.Hour}
+			var healthy *atomic.Bool
+			if mode == "http" {
+				var l net.Listener
+				l, healthy = consulHealthEndpoint(t)
+				opts.CheckHTTP, opts.CheckInterval, opts.CheckTimeout = "http://"+l.Addr().String()+"/", 500*time.Millisecond, time.Second
+			}
+			q := consulQuery(t, "web", "any")
+			want := func(what, ids string, port int) {
+				t.Helper()
+				consulEventually(t, 10*time.Second, what, func() error {
+					svcs, _, err := admin.Services(ctx, q)
+					if err == nil && (consulIDs(svcs) != ids || port > 0 && svcs[0].Port != port) {
+						err = fmt.Errorf("%s %+v", consulIDs(svcs), svcs)
+					}
+					return err
+				})
+			}
+			old, err := s.Register(ctx, backends.Service{Name: "web", ID: "web-1", Address: "127.0.0.1", Port: 1001}, opts)
+			if err != nil {
+				t.Fatalf("Register: %v", err)
+			}
+			want("first holder passing", "web-1:passing", 1001)
+			newCtx, stopNew := context.WithCancel(ctx)
+			opts.Replace = true
+			cur, err := s.Register(newCtx, backends.Service{Name: "web", ID: "web-1", Address: "127.0.0.1", Port: 1002}, opts)
+			if err != nil {
+				t.Fatalf("Register with Replace: %v", err)
+			}
+			want("replaced", "web-1:passing", 1002)
+			// Three periods of the old holder's loop: it must neither take the ID back
+			// nor leave a second check on it.
+			time.Sleep(1500 * time.Millisecond)
+			want("still the new holder's", "web-1:passing", 1002)
+
+			if mode == "http" {
+				// The old holder cannot put the new one in maintenance either.
+				if err := old.SetHealthy(ctx, false, "old"); err == nil || !strings.Contains(err.Error(), "another process") {
+					t.Errorf("SetHealthy on the replaced registration: %v, want an error saying it was replaced", err)
+				}
+				want("not in maintenance", "web-1:passing", 1002)
+				healthy.Store(false)
+				want("Consul's own check still runs", "web-1:critical", 1002)
+			} else {
+				// The new holder stops (its keepalive ends without deregistering, as when
+				// it is killed): nobody keeps the check passing any more.
+				stopNew()
+				want("critical once nobody keeps it alive", "web-1:critical", 1002)
+				if err := old.SetHealthy(ctx, true, ""); err == nil || !strings.Contains(err.Error(), "another process") {
+					t.Errorf("SetHealthy on the replaced registration: %v, want an error saying it was replaced", err)
+				}
+				time.Sleep(1500 * time.Millisecond)
+				want("the old holder did not revive it", "web-1:critical", 1002)
+			}
+			if err := old.Deregister(ctx); err != nil {
+				t.Fatalf("Deregister of the replaced registration: %v", err)
+			}
+			want("left in place by the old holder's Deregister", "web-1:critical", 1002)
+			if err := cur.Deregister(ctx); err != nil {
+				t.Fatalf("Deregister of the holder: %v", err)
+			}
+			want("gone", "", 0)
+			stopNew()
+		})
+	}
+}
+
 // When the context given to Register ends, herald stops passing the TTL check and the
 // instance turns critical: a dead herald does not leave a healthy-looking instance.
 func TestConsulRegisterStopsWithItsContext(t *testing.T) {
@@ -931,20 +1063,7 @@ func TestConsulRegisterStopsWithItsContext(t *testing.T) {
 func TestConsulRegisterHTTPCheck(t *testing.T) {
 	t.Parallel()
 	c := harness.StartConsul(t)
-	var healthy atomic.Bool
-	healthy.Store(true)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !healthy.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-		}
-	})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-
+	l, healthy := consulHealthEndpoint(t)
 	s := consulStore(t, c)
 	ctx := consulCtx(t, 40*time.Second)
 	port := l.Addr().(*net.TCPAddr).Port

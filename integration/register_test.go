@@ -415,19 +415,17 @@ func TestRegisterDuplicateID(t *testing.T) {
 
 			c := reg("10.0.0.3", "--replace")
 			holds("10.0.0.3")
-			if kind == "consul" {
-				// Known limitation of the Consul backend: the agent does not record who
-				// registered a service, so the replaced herald keeps the shared TTL check
-				// passing and its deregistration would remove the new holder's entry.
-				a.cmd.Process.Signal(syscall.SIGKILL)
-				<-a.done
-			} else {
-				// The replaced process leaving does not remove the new holder's entry.
-				if code := a.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-					t.Fatalf("replaced process exit %d", code)
-				}
-				time.Sleep(time.Second)
-				holds("10.0.0.3")
+			// The replaced process stands down: it stops keeping the entry alive, and
+			// leaving does not remove the new holder's entry.
+			time.Sleep(3 * time.Second) // a TTL and more of the replaced process's keepalive
+			holds("10.0.0.3")
+			if code := a.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+				t.Fatalf("replaced process exit %d", code)
+			}
+			time.Sleep(time.Second)
+			holds("10.0.0.3")
+			if kind == "consul" && !strings.Contains(a.Output(), "registered again by another process") {
+				t.Fatalf("the replaced process did not say it stands down:\n%s", a.Output())
 			}
 
 			c.cmd.Process.Signal(syscall.SIGKILL)

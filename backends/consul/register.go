@@ -2,6 +2,8 @@ package consul
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +44,18 @@ type registration struct {
 	healthy bool
 	note    string
 	gone    bool // deregistered
+	lost    bool // another process registered the ID since: not ours to keep or remove
+}
+
+// newCheckID names this registration's check. The agent does not record who registered
+// a service, so the check ID carries a token of this registration: a process whose
+// check is no longer on the service has been replaced (the new holder registers with
+// replace-existing-checks, which drops it), and stands down instead of keeping the new
+// holder's entry alive or deregistering it.
+func newCheckID(id string) string {
+	var b [6]byte
+	crand.Read(b[:]) // never fails (crypto/rand panics rather)
+	return "service:" + id + ":herald-" + hex.EncodeToString(b[:])
 }
 
 // Register announces svc on an agent (the first of the configured ones that answers) with
@@ -61,7 +75,8 @@ type registration struct {
 // everything). The loop stops at Deregister, when ctx ends, or when the Store is closed.
 //
 // A service with the same ID already on the agent is an error wrapping ErrRegistered
-// unless opts.Replace.
+// unless opts.Replace. A registration replaced that way by another process stands down
+// (see newCheckID): its loop stops, SetHealthy fails, Deregister leaves the entry.
 func (s *Store) Register(ctx context.Context, svc backends.Service, opts backends.RegisterOptions) (backends.Registration, error) {
 	if svc.Name == "" {
 		return nil, errors.New("consul: register: the service has no name")
@@ -82,7 +97,7 @@ func (s *Store) Register(ctx context.Context, svc backends.Service, opts backend
 		s:       s,
 		log:     s.log.With("service", svc.Name, "id", id),
 		id:      id,
-		checkID: "service:" + id,
+		checkID: newCheckID(id),
 		ttl:     opts.CheckHTTP == "" && opts.CheckTCP == "",
 		healthy: true,
 		done:    make(chan struct{}),
@@ -224,17 +239,28 @@ func (r *registration) report(ctx context.Context) error {
 	return nil
 }
 
-// known reports whether the agent still holds the service.
-func (r *registration) known(ctx context.Context) (bool, error) {
+// holder reports whether the agent knows the service, and whether this registration's
+// check is still on it (false: another process registered the ID since).
+func (r *registration) holder(ctx context.Context) (known, ours bool, err error) {
 	m, err := r.at(ctx, request{method: http.MethodGet, path: "/v1/agent/service/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
-	if err != nil {
-		return false, err
+	if err != nil || m.status != http.StatusOK {
+		return false, false, err
 	}
-	return m.status == http.StatusOK, nil
+	var checks map[string]api.AgentCheck
+	q := url.Values{"filter": {"ServiceID == " + strconv.Quote(r.id)}}
+	if _, err := r.at(ctx, request{method: http.MethodGet, path: "/v1/agent/checks", query: q, out: &checks}); err != nil {
+		return true, false, err
+	}
+	_, ours = checks[r.checkID]
+	return true, ours, nil
 }
 
+// errReplaced: the service ID was registered again by another process.
+var errReplaced = errors.New("registered again by another process (replace); standing down")
+
 // refresh keeps the TTL check passing (or critical, as last set) and registers the
-// service again when the agent forgot it. It reports whether the agent could be reached.
+// service again when the agent forgot it. It reports whether the agent could be reached,
+// or errReplaced when another process now holds the ID.
 func (r *registration) refresh(ctx context.Context) error {
 	if r.ttl {
 		err := r.report(ctx)
@@ -242,11 +268,19 @@ func (r *registration) refresh(ctx context.Context) error {
 		if err == nil || !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
 			return err
 		}
-	} else {
-		ok, err := r.known(ctx)
-		if err != nil || ok {
-			return err
-		}
+	}
+	// A TTL check the agent does not know, or (HTTP/TCP) every period: is it still ours?
+	known, ours, err := r.holder(ctx)
+	switch {
+	case err != nil:
+		return err
+	case known && ours:
+		return nil
+	case known:
+		r.mu.Lock()
+		r.lost = true
+		r.mu.Unlock()
+		return errReplaced
 	}
 	if err := r.register(ctx); err != nil {
 		return fmt.Errorf("the agent forgot the service and registering it again failed: %w", err)
@@ -280,6 +314,9 @@ func (r *registration) keepAlive(ctx context.Context, period time.Duration) {
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, errReplaced):
+			r.log.Warn("consul: service ID registered again by another process; no longer keeping it alive nor removing it", "addr", r.addr)
+			return
 		case err != nil && !failing:
 			r.log.Warn("consul: cannot keep the registration alive; retrying", "addr", r.addr, "err", err)
 		case err != nil:
@@ -300,9 +337,36 @@ func (r *registration) SetHealthy(ctx context.Context, healthy bool, note string
 		r.mu.Unlock()
 		return fmt.Errorf("consul: service %s is deregistered", r.id)
 	}
+	if r.lost {
+		r.mu.Unlock()
+		return fmt.Errorf("consul: service %s: %w", r.id, errReplaced)
+	}
 	r.healthy, r.note = healthy, note
 	r.mu.Unlock()
-	return r.report(ctx)
+	if !r.ttl {
+		// Maintenance mode is set on the service, whoever holds it now.
+		known, ours, err := r.holder(ctx)
+		if err != nil {
+			return err
+		}
+		if known && !ours {
+			r.mu.Lock()
+			r.lost = true
+			r.mu.Unlock()
+			return fmt.Errorf("consul: service %s: %w", r.id, errReplaced)
+		}
+	}
+	err := r.report(ctx)
+	var ce *Error
+	if r.ttl && errors.As(err, &ce) && ce.Status == http.StatusNotFound {
+		// The check is gone: the agent forgot the service (register it again), or
+		// another process registered the ID since.
+		if err := r.refresh(ctx); err != nil {
+			return fmt.Errorf("consul: service %s: %w", r.id, err)
+		}
+		return nil
+	}
+	return err
 }
 
 // Deregister stops the background loop and removes the service from its agent. A second
@@ -311,12 +375,25 @@ func (r *registration) Deregister(ctx context.Context) error {
 	r.cancel()
 	<-r.done
 	r.mu.Lock()
-	gone := r.gone
+	gone, lost := r.gone, r.lost
 	r.mu.Unlock()
-	if gone {
+	if gone || lost {
 		return nil
 	}
-	_, err := r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/service/deregister/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
+	// Another process may have taken the ID over: its entry is not ours to remove. (It
+	// could still do so between this look and the deregistration below.)
+	known, ours, err := r.holder(ctx)
+	if err != nil {
+		return fmt.Errorf("deregister %s: %w", r.id, err)
+	}
+	if known && !ours {
+		r.mu.Lock()
+		r.lost = true
+		r.mu.Unlock()
+		r.log.Info("consul: service ID held by another process now; left in place", "addr", r.addr)
+		return nil
+	}
+	_, err = r.at(ctx, request{method: http.MethodPut, path: "/v1/agent/service/deregister/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
 	if err != nil {
 		return fmt.Errorf("deregister %s: %w", r.id, err)
 	}
