@@ -245,6 +245,11 @@ func UnderPrefix(key, prefix string) bool {
 // MinimalPrefixes drops every prefix covered by another one and returns the rest
 // sorted, so that one watch serves each region of the key space.
 func MinimalPrefixes(prefixes []string) []string {
+	if len(prefixes) == 1 {
+		// The common case (a resource's one keys entry; a template's one read): nothing
+		// to cover, and this runs on every render.
+		return []string{CleanKey(prefixes[0])}
+	}
 	clean := make([]string, 0, len(prefixes))
 	for _, p := range prefixes {
 		clean = append(clean, CleanKey(p))

@@ -237,14 +237,17 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	// checked holds the targets found loaded after the previous execution: an execution
 	// whose targets all lie in it began with its data in place.
 	var checked map[string]bool
+	var readTargets []backends.Target
 	for round := 0; ; round++ {
 		rn.renders <- struct{}{}
 		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
 		<-rn.renders
 		var missing []backends.Target
 		read := map[string]bool{}
+		readTargets = nil
 		if reads != nil {
-			for _, t := range reads.Targets() {
+			readTargets = reads.Targets()
+			for _, t := range readTargets {
 				read[t.ID()] = true
 				if !rn.Cache.Covered(t) {
 					missing = append(missing, t)
@@ -280,7 +283,7 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	}
 	targets := r.Targets()
 	if reads != nil {
-		targets = mergeTargets(targets, reads.Targets())
+		targets = mergeTargets(targets, readTargets)
 	}
 	rn.mu.Lock()
 	if reads != nil {
