@@ -1096,7 +1096,7 @@ func TestBadInputRegistry(t *testing.T) {
 			t.Parallel()
 			c := harness.StartConsul(t, harness.ConsulACL())
 			msg := func(b *badEnv) string {
-				return "read " + b.prefix + "/app/name: consul " + c.Addr + ": PUT /v1/txn: permission denied by Consul ACL " +
+				return "get " + b.prefix + "/app/name: consul " + c.Addr + ": PUT /v1/txn: permission denied by Consul ACL " +
 					"(check --consul-token, HERALD_CONSUL_TOKEN or CONSUL_HTTP_TOKEN): HTTP 403: ACL not found"
 			}
 			runBadRegistry(t, func(b *badEnv) {
@@ -1181,7 +1181,7 @@ func TestBadInputRegistry(t *testing.T) {
 			runBadRegistry(t, func(b *badEnv) {
 				b.args = []string{"--backend", "consuls://" + c.Addr, "--tls-ca", certs.CAFile}
 			}, func(b *badEnv) string {
-				return regexp.QuoteMeta("a.toml: read ["+b.prefix+"/app/name]: read "+b.prefix+"/app/name: consul "+c.Addr+": PUT /v1/txn: ") +
+				return regexp.QuoteMeta("a.toml: read ["+b.prefix+"/app/name]: get "+b.prefix+"/app/name: consul "+c.Addr+": PUT /v1/txn: ") +
 					cause + regexp.QuoteMeta("; gave up: context deadline exceeded")
 			}, func(b *badEnv) string {
 				return regexp.QuoteMeta(`"state":"down","endpoint":"`+c.Addr+`","error":"consul `+c.Addr+`: PUT /v1/txn: `) + cause

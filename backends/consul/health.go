@@ -119,7 +119,7 @@ func (s *Store) fetchService(ctx context.Context, q backends.ServiceQuery, index
 	r := request{method: http.MethodGet, path: "/v1/health/service/" + url.PathEscape(q.Name), query: query, out: &entries}
 	m, err := s.do(ctx, r, s.blockTimeout(index))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read service %s: %w", q, err)
+		return nil, 0, fmt.Errorf("get service %s: %w", q, err)
 	}
 	if m.filtered {
 		return nil, 0, hidden(m, r, fmt.Sprintf("the token may not read some instances of service %s (service:read and node:read are needed) and Consul left them out", q))
@@ -159,7 +159,7 @@ func (s *Store) fetchNames(ctx context.Context, index uint64) ([]backends.Servic
 	r := request{method: http.MethodGet, path: "/v1/catalog/services", query: s.blocking(nil, index), out: &m}
 	meta, err := s.do(ctx, r, s.blockTimeout(index))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read service catalog: %w", err)
+		return nil, 0, fmt.Errorf("get service catalog: %w", err)
 	}
 	if meta.filtered {
 		s.log.Debug("consul: the token may not see every service; listing those it may")

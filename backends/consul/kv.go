@@ -157,11 +157,11 @@ func (s *Store) readBatch(ctx context.Context, batch []string, kvs map[string]st
 	r := request{method: http.MethodPut, path: "/v1/txn", body: ops, out: &ans}
 	m, err := s.do(ctx, r, s.attempt)
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", strings.Join(batch, ", "), err)
+		return 0, fmt.Errorf("get %s: %w", strings.Join(batch, ", "), err)
 	}
 	if len(ans.Errors) > 0 {
 		e := ans.Errors[0]
-		return 0, fmt.Errorf("consul: read %s: transaction failed at %s: %s", strings.Join(batch, ", "), batch[min(e.OpIndex, len(batch)-1)], e.What)
+		return 0, fmt.Errorf("consul: get %s: transaction failed at %s: %s", strings.Join(batch, ", "), batch[min(e.OpIndex, len(batch)-1)], e.What)
 	}
 	if ans.ResultsFilteredByACLs {
 		if err := s.checkHidden(ctx, batch); err != nil {
@@ -190,7 +190,7 @@ func (s *Store) checkHidden(ctx context.Context, batch []string) error {
 	r := request{method: http.MethodPut, path: "/v1/txn", body: ops, out: &ans}
 	m, err := s.do(ctx, r, s.attempt)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", strings.Join(batch, ", "), err)
+		return fmt.Errorf("get %s: %w", strings.Join(batch, ", "), err)
 	}
 	if ans.ResultsFilteredByACLs {
 		return hidden(m, r, "the token may not read some keys under "+strings.Join(batch, ", ")+" and Consul left them out")
@@ -207,7 +207,7 @@ func (s *Store) listTree(ctx context.Context, p string, index uint64, kvs map[st
 	r := request{method: http.MethodGet, path: "/v1/kv/" + escapeKey(consulKey(p)), query: q, out: &pairs, ok: []int{http.StatusNotFound}}
 	m, err := s.do(ctx, r, s.blockTimeout(index))
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", p, err)
+		return 0, fmt.Errorf("get %s: %w", p, err)
 	}
 	if m.filtered {
 		if p == "/" {
