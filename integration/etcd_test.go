@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -316,24 +315,6 @@ func etcdCheckStream(t testing.TB, events []backends.Event, h *etcdHistory, star
 	return view
 }
 
-// etcdGoroutines waits until the goroutine count falls back to at most before.
-func etcdGoroutines(t testing.TB, before int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // ---------------------------------------------------------------------------
 // reads
 
@@ -468,7 +449,7 @@ func TestEtcdWatchPrefix(t *testing.T) {
 	c := e.Client(t)
 	etcdPut(t, c, "/app/a", "1", "/apple", "no")
 
-	before := runtime.NumGoroutine()
+	owned := goroutineScope(t)
 	s, err := etcd.New(backends.Config{}, backends.Endpoint{Scheme: "etcd", Hosts: etcdHosts(e.Endpoints)})
 	if err != nil {
 		t.Fatal(err)
@@ -525,7 +506,7 @@ func TestEtcdWatchPrefix(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	etcdGoroutines(t, before)
+	waitGoroutines(t, owned, 1, "after Close")
 }
 
 // etcdChurn writes n transactions to keys under prefix, each setting /a and /b to i and
@@ -1352,7 +1333,7 @@ func TestEtcdRegisterEndsWithContext(t *testing.T) {
 	t.Parallel()
 	e := harness.StartEtcd(t)
 	c := e.Client(t)
-	before := runtime.NumGoroutine()
+	owned := goroutineScope(t)
 	s, err := etcd.New(backends.Config{}, backends.Endpoint{Scheme: "etcd", Hosts: etcdHosts(e.Endpoints)})
 	if err != nil {
 		t.Fatal(err)
@@ -1373,7 +1354,7 @@ func TestEtcdRegisterEndsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	etcdWaitKey(t, c, "/services/job/j2", false, time.Second)
-	etcdGoroutines(t, before)
+	waitGoroutines(t, owned, 1, "after Close")
 }
 
 // etcd down for longer than the TTL: when it is back, the instance is announced again.

@@ -294,24 +294,6 @@ func zkGet(t testing.TB, s *zookeeper.Store, prefixes ...string) (zkView, uint64
 	return kvs, rev
 }
 
-// zkGoroutines waits until the goroutine count falls back to at most want.
-func zkGoroutines(t testing.TB, want int, what string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%s: %d goroutines, want at most %d:\n%s", what, n, want, buf)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // zkServerWatches is the number of watches the server holds (mntr's zk_watch_count):
 // one per znode and kind per connection, however often a client asked for it.
 func zkServerWatches(t testing.TB, addr string) int {
@@ -737,12 +719,11 @@ func TestZooKeeperWatchSharedPerPrefixAndNoLeak(t *testing.T) {
 	for i := range 200 {
 		zkPut(t, c, fmt.Sprintf("/shared/%03d", i), "0")
 	}
-	time.Sleep(200 * time.Millisecond)
-	baseline := runtime.NumGoroutine()
+	owned := goroutineScope(t)
 	s, _ := zkOpen(t, z.Servers, "", nil)
 	zkGet(t, s, "/shared")
 	time.Sleep(200 * time.Millisecond)
-	before := runtime.NumGoroutine()
+	before := owned()
 
 	const n = 40
 	ws := make([]*zkWatch, n)
@@ -755,7 +736,7 @@ func TestZooKeeperWatchSharedPerPrefixAndNoLeak(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	during := runtime.NumGoroutine()
+	during := owned()
 	// n Watch goroutines of the test, plus one for the prefix.
 	if extra := during - before - n; extra > 3 {
 		t.Errorf("%d goroutines for %d watches on one prefix: %d more than one per Watch call", during-before, n, extra)
@@ -774,9 +755,9 @@ func TestZooKeeperWatchSharedPerPrefixAndNoLeak(t *testing.T) {
 	for _, w := range ws {
 		w.stop(t)
 	}
-	zkGoroutines(t, before, "after every watch stopped")
+	waitGoroutines(t, owned, before, "after every watch stopped")
 	s.Close()
-	zkGoroutines(t, baseline, "after the store closed")
+	waitGoroutines(t, owned, 1, "after the store closed")
 }
 
 // 10,000 changes through one watch: every final value arrives, and neither the
