@@ -240,7 +240,8 @@ func (r *registration) report(ctx context.Context) error {
 }
 
 // holder reports whether the agent knows the service, and whether this registration's
-// check is still on it (false: another process registered the ID since).
+// check is still on it. A known service without it was registered again by another
+// process: the registration is marked lost, for good.
 func (r *registration) holder(ctx context.Context) (known, ours bool, err error) {
 	m, err := r.at(ctx, request{method: http.MethodGet, path: "/v1/agent/service/" + url.PathEscape(r.id), ok: []int{http.StatusNotFound}})
 	if err != nil || m.status != http.StatusOK {
@@ -251,7 +252,11 @@ func (r *registration) holder(ctx context.Context) (known, ours bool, err error)
 	if _, err := r.at(ctx, request{method: http.MethodGet, path: "/v1/agent/checks", query: q, out: &checks}); err != nil {
 		return true, false, err
 	}
-	_, ours = checks[r.checkID]
+	if _, ours = checks[r.checkID]; !ours {
+		r.mu.Lock()
+		r.lost = true
+		r.mu.Unlock()
+	}
 	return true, ours, nil
 }
 
@@ -274,12 +279,9 @@ func (r *registration) refresh(ctx context.Context) error {
 	switch {
 	case err != nil:
 		return err
-	case known && ours:
+	case ours:
 		return nil
 	case known:
-		r.mu.Lock()
-		r.lost = true
-		r.mu.Unlock()
 		return errReplaced
 	}
 	if err := r.register(ctx); err != nil {
@@ -350,9 +352,6 @@ func (r *registration) SetHealthy(ctx context.Context, healthy bool, note string
 			return err
 		}
 		if known && !ours {
-			r.mu.Lock()
-			r.lost = true
-			r.mu.Unlock()
 			return fmt.Errorf("consul: service %s: %w", r.id, errReplaced)
 		}
 	}
@@ -387,9 +386,6 @@ func (r *registration) Deregister(ctx context.Context) error {
 		return fmt.Errorf("deregister %s: %w", r.id, err)
 	}
 	if known && !ours {
-		r.mu.Lock()
-		r.lost = true
-		r.mu.Unlock()
 		r.log.Info("consul: service ID held by another process now; left in place", "addr", r.addr)
 		return nil
 	}
