@@ -11,8 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"text/template"
@@ -34,6 +33,8 @@ type Options struct {
 type Template struct {
 	name string // confd names a template after its file's base name
 	path string // the file it came from, for errors; "" when parsed from text
+	// files are the template's own file and the partial files it calls (Files).
+	files []string
 
 	// resolver serves lookupIP and lookupSRV; tests swap it for a fake.
 	resolver resolver
@@ -56,34 +57,12 @@ type instance struct {
 
 // ParseFile parses the template in file path. Like confd, the template is named after
 // the file's base name, which is what execution errors show with the line.
-func ParseFile(path string) (*Template, error) {
-	// A device would be read until memory runs out (/dev/zero), a FIFO would block the
-	// read forever: only regular files (or links to them) are templates.
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
-		return nil, fmt.Errorf("read template %s: not a regular file", path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read template %s: %w", path, err)
-	}
-	t, err := parse(filepath.Base(path), string(b))
-	if err != nil {
-		return nil, fmt.Errorf("parse template %s: %w", path, err)
-	}
-	t.path = path
-	return t, nil
-}
+func ParseFile(path string) (*Template, error) { return (*Partials)(nil).ParseFile(path) }
 
 // Parse parses text as a template called name.
-func Parse(name, text string) (*Template, error) {
-	t, err := parse(name, text)
-	if err != nil {
-		return nil, fmt.Errorf("parse template %s: %w", name, err)
-	}
-	return t, nil
-}
+func Parse(name, text string) (*Template, error) { return (*Partials)(nil).Parse(name, text) }
 
-func parse(name, text string) (*Template, error) {
+func (p *Partials) parse(name, text string) (*Template, error) {
 	t := &Template{name: name, resolver: net.DefaultResolver}
 	st := &execState{}
 	full := t.funcMap(st)
@@ -91,18 +70,33 @@ func parse(name, text string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Parse again with only the functions the text calls: the same template, without
-	// a private copy of sprig's whole map (see usedFuncs).
+	added, files, err := p.resolve(tm)
+	if err != nil {
+		return nil, err
+	}
+	// Parse again with only the functions the text and its partials call: the same
+	// template, without a private copy of sprig's whole map (see usedFuncs).
 	used := usedFuncs(tm)
 	if tm, err = template.New(name).Funcs(trimFuncs(full, used)).Parse(text); err != nil {
 		return nil, err
+	}
+	for n, tree := range added {
+		if _, err := tm.AddParseTree(n, tree); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range inPlaceFuncs {
 		st.copyLists = st.copyLists || used[f]
 	}
 	t.main = &instance{tmpl: tm, st: st}
+	t.files = files
 	return t, nil
 }
+
+// Files lists the files the template came from: its own (when parsed from one), then
+// the partial files it calls, directly or through another partial. A change to any of
+// them changes the template.
+func (t *Template) Files() []string { return slices.Clone(t.files) }
 
 // Name is the template's name: the base name of its file for ParseFile.
 func (t *Template) Name() string { return t.name }
