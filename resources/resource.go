@@ -99,6 +99,15 @@ type LoadOptions struct {
 	Prefix        string // global prefix, joined before each resource's own prefix
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
+	// Partials are the definitions every template may call; Load reads them from
+	// <ConfDir>/templates/partials once for all resources (LoadFile, when nil, too).
+	Partials *template.Partials
+}
+
+// PartialsDir is where a confdir keeps the files whose definitions every template can
+// call.
+func PartialsDir(confDir string) string {
+	return filepath.Join(confDir, "templates", template.PartialsDir)
 }
 
 // fileResource is the TOML shape: confd's fields plus herald's extensions.
@@ -173,6 +182,14 @@ func Load(opts LoadOptions) ([]*Resource, error) {
 		errs []error
 		dest = map[string]string{}
 	)
+	if opts.Partials == nil {
+		opts.Partials = template.LoadPartials(PartialsDir(opts.ConfDir))
+	}
+	// Reported once here; a resource that calls a partial fails too (it may need the
+	// broken file), one that calls none renders.
+	if err := opts.Partials.Err(); err != nil {
+		errs = append(errs, &Error{File: opts.Partials.Dir(), Msg: "bad partials", Err: err})
+	}
 	for _, f := range files {
 		r, err := LoadFile(f, opts)
 		if err != nil {
@@ -240,7 +257,11 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		if filepath.IsAbs(t.Src) {
 			r.Src = t.Src
 		}
-		tmpl, err := template.ParseFile(r.Src)
+		partials := opts.Partials
+		if partials == nil {
+			partials = template.LoadPartials(PartialsDir(opts.ConfDir))
+		}
+		tmpl, err := partials.ParseFile(r.Src)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			fail("src", "template "+r.Src+" does not exist", nil)
@@ -336,8 +357,13 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 	h.Write(raw)
 	h.Write([]byte{0})
 	h.Write([]byte(opts.Prefix))
-	if src, err := os.ReadFile(r.Src); err == nil {
-		h.Write(src)
+	// The template's file and the partials it calls: editing a partial re-renders
+	// exactly the resources that use it.
+	for _, f := range r.Template.Files() {
+		if src, err := os.ReadFile(f); err == nil {
+			h.Write([]byte(f))
+			h.Write(src)
+		}
 	}
 	r.Fingerprint = hex.EncodeToString(h.Sum(nil))
 	return r, nil

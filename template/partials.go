@@ -151,7 +151,8 @@ func (p *Partials) Parse(name, text string) (*Template, error) {
 // define itself, and returns their trees by name and the files they came from. A name
 // found nowhere is left to fail at execution, as text/template does (and confd did):
 // a branch never taken may call it. If the partials did not load, a template that calls
-// a name it does not define fails instead, since the broken file may be the one.
+// a name it does not define fails instead, since the broken file may be the one; the
+// caller reports Err.
 func (p *Partials) resolve(tm *template.Template) (map[string]*tparse.Tree, []string, error) {
 	var queue []string
 	for _, t := range tm.Templates() {
@@ -169,7 +170,8 @@ func (p *Partials) resolve(tm *template.Template) (map[string]*tparse.Tree, []st
 			continue
 		}
 		if p.err != nil {
-			return nil, nil, fmt.Errorf("calls template %q, but partials in %s did not load: %w", name, p.dir, p.err)
+			// Not p.err itself: the caller reports it once, not once per template.
+			return nil, nil, fmt.Errorf("calls template %q, but the partials in %s have errors", name, p.dir)
 		}
 		def, ok := p.defs[name]
 		if !ok {
