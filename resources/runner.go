@@ -34,6 +34,9 @@ type Runner struct {
 	// fsync, so the default is generous (64); template execution is held to
 	// GOMAXPROCS at a time and check commands to Syncer.Checks.
 	Workers int
+	// Emit, when set, receives each successful render instead of Syncer (herald template
+	// prints to stdout) and reports whether the output changed.
+	Emit func(r *Resource, content []byte) (changed bool, err error)
 
 	mu       sync.Mutex
 	states   map[string]*state // by resource name
@@ -295,7 +298,12 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		rn.fail(st, err)
 		return Outcome{}, err
 	}
-	o, err := rn.Syncer.Sync(ctx, r, out)
+	var o Outcome
+	if rn.Emit != nil {
+		o.Changed, err = rn.Emit(r, out)
+	} else {
+		o, err = rn.Syncer.Sync(ctx, r, out)
+	}
 	if err != nil {
 		var ce *CommandError
 		if errors.As(err, &ce) {

@@ -29,6 +29,7 @@ Usage:
   herald services [flags] [NAME [FILTER]] print a service's instances, or the catalog
   herald register [flags]                 announce an instance while it is healthy (daemon)
   herald exec     [flags] -- CMD [ARGS]   run CMD with keys as env vars; restart it on change
+  herald template [flags] FILE|-          render one template to stdout (or --out), once or --watch
   herald version
 
 Every flag is also a HERALD_* variable and a herald.toml key; a flag beats the variable,
@@ -38,6 +39,7 @@ which beats the file, which beats the default. "herald CMD -h" lists the flags.
 // env abstracts the process environment so tests can run main in-process.
 type env struct {
 	args   []string
+	stdin  io.Reader // nil: os.Stdin
 	stdout io.Writer
 	stderr *os.File
 	lookup func(string) (string, bool)
@@ -75,6 +77,8 @@ func run(ctx context.Context, e env) int {
 		return runRegister(ctx, e, args)
 	case "exec":
 		return runExecCmd(ctx, e, args)
+	case "template": // its own flags and a template argument
+		return runTemplateCmd(ctx, e, args)
 	}
 	f, ok := commands[cmd]
 	if !ok {

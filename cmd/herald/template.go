@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/template"
+)
+
+const templateUsage = `Usage: herald template [flags] FILE|-
+
+Renders one template (a file, or - for stdin) against the backend and prints it to stdout,
+once; with --watch, again on every change of what it reads. No resource file is needed:
+the template has the whole function catalogue, keys are inferred from what it reads, and
+it can call the partials in <confdir>/templates/partials. A missing key or any other
+error exits 1. Flags are template's own (below) and the global ones (--backend,
+--prefix, --confdir, --timeout, --wait, ...; herald render -h lists them).
+
+Flags (flags only, no HERALD_ variable):
+`
+
+// templateFlags are the flags of `herald template` that the global table does not have.
+type templateFlags struct {
+	watch bool
+	out   string
+}
+
+func (f *templateFlags) bind(fs *flag.FlagSet) {
+	fs.BoolVar(&f.watch, "watch", false, "keep running: render again whenever what the template reads changes")
+	fs.StringVar(&f.out, "out", "", "write to this file (atomically, like a resource's dest) instead of stdout")
+}
+
+// runTemplateCmd is `herald template [flags] FILE|-`. It returns herald's exit status.
+func runTemplateCmd(ctx context.Context, e env, args []string) int {
+	if err := runTemplate(ctx, e, args); err != nil {
+		fmt.Fprintln(e.stderr, "herald template:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func runTemplate(ctx context.Context, e env, args []string) error {
+	var (
+		o Options
+		f templateFlags
+	)
+	fs := flag.NewFlagSet("herald template", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	tbl := o.bindOptions(fs)
+	f.bind(fs)
+	fs.Usage = func() { printTemplateUsage(e.stderr) }
+	// Flags may also follow the template: herald template app.tmpl --watch.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return usageError{errors.New("bad flags (see herald template -h)")}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return usageError{errors.New("want exactly one template: a FILE, or - for stdin")}
+	}
+	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+		return usageError{err}
+	}
+	r, err := templateResource(e, &o, f, pos[0])
+	if err != nil {
+		return err
+	}
+	log, store, err := setup(ctx, e, &o)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rn := &resources.Runner{
+		Store:  store,
+		Syncer: &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:    log,
+	}
+	if f.out == "" {
+		rn.Emit = (&stdoutEmitter{w: e.stdout}).emit
+	}
+	if !f.watch {
+		// The returned error says everything; the runner's log lines would repeat it
+		// around the output of a script's command substitution.
+		rn.Log = nil
+		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		return rn.RenderOnce(ctx, []*resources.Resource{r})
+	}
+	if rn.Wait, err = resources.ParseWait(o.Wait); err != nil {
+		return usageError{fmt.Errorf("--wait: %w", err)}
+	}
+	rn.Interval = o.Interval
+	log.Info("herald template watching", "template", r.Name, "dest", r.Dest, "backend", redactURL(o.Backend), "version", versionString())
+	return rn.Run(ctx, []*resources.Resource{r}, nil)
+}
+
+// templateResource parses the template (with the confdir's partials) into a resource
+// whose dest is --out, or "-" for stdout.
+func templateResource(e env, o *Options, f templateFlags, src string) (*resources.Resource, error) {
+	partials := template.LoadPartials(resources.PartialsDir(o.ConfDir))
+	var (
+		t   *template.Template
+		err error
+	)
+	name := src
+	if src == "-" {
+		name = "<stdin>"
+		stdin := e.stdin
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		text, rerr := io.ReadAll(stdin)
+		if rerr != nil {
+			return nil, fmt.Errorf("read template from stdin: %w", rerr)
+		}
+		t, err = partials.Parse(name, string(text))
+	} else {
+		t, err = partials.ParseFile(src)
+	}
+	if err != nil {
+		// A template that calls a partial fails when the partials have errors: say which.
+		return nil, errors.Join(err, partials.Err())
+	}
+	r := &resources.Resource{
+		Name:          name,
+		File:          src,
+		Src:           src,
+		Dest:          "-",
+		Prefix:        path.Join("/", o.Prefix),
+		UID:           -1,
+		GID:           -1,
+		CheckTimeout:  o.CheckTimeout,
+		ReloadTimeout: o.ReloadTimeout,
+		Template:      t,
+	}
+	if f.out != "" {
+		if r.Dest, err = filepath.Abs(f.out); err != nil {
+			return nil, fmt.Errorf("--out %s: %w", f.out, err)
+		}
+		if fi, err := os.Stat(r.Dest); err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("--out %s: not a regular file", r.Dest)
+		}
+	}
+	return r, nil
+}
+
+// stdoutEmitter prints each render that differs from the one printed before it, so
+// --watch prints once per real change, not once per touched key.
+type stdoutEmitter struct {
+	w    io.Writer
+	mu   sync.Mutex
+	last []byte
+	any  bool
+}
+
+func (s *stdoutEmitter) emit(_ *resources.Resource, content []byte) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.any && bytes.Equal(s.last, content) {
+		return false, nil
+	}
+	if _, err := s.w.Write(content); err != nil {
+		return false, fmt.Errorf("write to stdout: %w", err)
+	}
+	s.last, s.any = content, true
+	return true, nil
+}
+
+func printTemplateUsage(w io.Writer) {
+	fmt.Fprint(w, templateUsage)
+	var own templateFlags
+	ownFS := flag.NewFlagSet("", flag.ContinueOnError)
+	own.bind(ownFS)
+	ownFS.VisitAll(func(fl *flag.Flag) {
+		fmt.Fprintf(w, "  --%s\n      %s\n", fl.Name, fl.Usage)
+	})
+}
