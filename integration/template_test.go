@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,24 +16,6 @@ import (
 
 	"github.com/heraldhq/herald/integration/harness"
 )
-
-// syncBuffer collects a process's stdout or stderr while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // templateRun runs `herald template ARGS` to its end with stdin and returns its exit
 // code, stdout and stderr apart: stdout is the rendered template only.
@@ -50,58 +31,6 @@ func templateRun(t *testing.T, stdin string, args ...string) (int, string, strin
 		t.Fatal(err)
 	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
-}
-
-// templateProc is a running `herald template --watch`.
-type templateProc struct {
-	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
-	done           chan struct{}
-}
-
-func startTemplate(t *testing.T, stdin string, args ...string) *templateProc {
-	t.Helper()
-	p := &templateProc{cmd: exec.Command(heraldBinary(t), append([]string{"template"}, args...)...), done: make(chan struct{})}
-	p.cmd.Stdin = strings.NewReader(stdin)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("herald template stderr:\n%s", tail(p.stderr.String(), 40))
-		}
-	})
-	return p
-}
-
-func (p *templateProc) waitStdout(t *testing.T, want string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for p.stdout.String() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("stdout = %q after %v, want %q", p.stdout.String(), within, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (p *templateProc) stop(t *testing.T) int {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("herald template did not exit within 10s of SIGTERM")
-	}
-	return p.cmd.ProcessState.ExitCode()
 }
 
 func etcdBackend(e *harness.Etcd) string {
@@ -173,48 +102,62 @@ func TestTemplateEtcdOnce(t *testing.T) {
 	}
 }
 
-// herald template --watch: a put changes stdout (stdin template), or the --out file
-// (file template), written atomically like a resource's dest.
+// herald template --watch: a put changes stdout, or the --out file, written atomically
+// like a resource's dest.
 func TestTemplateEtcdWatch(t *testing.T) {
 	e := harness.StartEtcd(t)
 	cli := e.Client(t)
 	put(t, cli, "/app/color", "red")
 	backend := etcdBackend(e)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"color.tmpl": "color={{getv \"/app/color\"}} size={{getv \"/app/size\" \"none\"}}\n",
+		"all.tmpl":   `{{range gets "/app/*"}}{{base .Key}}={{.Value}} {{end}}`,
+	})
 
 	t.Run("stdout", func(t *testing.T) {
-		p := startTemplate(t, "color={{getv \"/app/color\"}} size={{getv \"/app/size\" \"none\"}}\n", "--watch", "--backend", backend, "-")
-		p.waitStdout(t, "color=red size=none\n", 10*time.Second)
+		// Logs only on error: the process's output is its stdout.
+		p := startHerald(t, nil, "template", filepath.Join(dir, "color.tmpl"), "--watch", "--backend", backend, "--log-level", "error")
+		want := "color=red size=none\n"
+		waitOutput(t, p, want)
 		put(t, cli, "/app/size", "L") // a key missing at the first render is watched too
-		p.waitStdout(t, "color=red size=none\ncolor=red size=L\n", 10*time.Second)
+		want += "color=red size=L\n"
+		waitOutput(t, p, want)
 		put(t, cli, "/app/color", "blue")
-		p.waitStdout(t, "color=red size=none\ncolor=red size=L\ncolor=blue size=L\n", 10*time.Second)
-		if code := p.stop(t); code != 0 {
+		want += "color=blue size=L\n"
+		waitOutput(t, p, want)
+		if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 			t.Errorf("exit %d after SIGTERM", code)
 		}
 	})
 
 	t.Run("out", func(t *testing.T) {
-		dir := t.TempDir()
-		writeTree(t, dir, map[string]string{"app.tmpl": `{{range gets "/app/*"}}{{base .Key}}={{.Value}} {{end}}`})
-		dest := filepath.Join(dir, "out", "app.conf")
-		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		p := startTemplate(t, "", filepath.Join(dir, "app.tmpl"), "--watch", "--out", dest, "--backend", backend)
+		dest := filepath.Join(t.TempDir(), "app.conf")
+		p := startHerald(t, nil, "template", filepath.Join(dir, "all.tmpl"), "--watch", "--out", dest, "--backend", backend, "--log-level", "error")
 		waitFile(t, dest, "color=blue size=L ", 10*time.Second)
 		put(t, cli, "/app/weight", "3")
 		waitFile(t, dest, "color=blue size=L weight=3 ", 10*time.Second)
-		if out := p.stdout.String(); out != "" {
-			t.Errorf("stdout %q with --out, want nothing", out)
+		if out := p.Output(); out != "" {
+			t.Errorf("output %q with --out, want nothing", out)
 		}
-		entries, _ := os.ReadDir(filepath.Dir(dest))
-		if len(entries) != 1 {
-			t.Errorf("out dir holds %d entries, want only the dest (no stage files left)", len(entries))
+		if entries, _ := os.ReadDir(filepath.Dir(dest)); len(entries) != 1 {
+			t.Errorf("dest dir holds %d entries, want only the dest (no stage file left)", len(entries))
 		}
-		if code := p.stop(t); code != 0 {
+		if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 			t.Errorf("exit %d after SIGTERM", code)
 		}
 	})
+}
+
+func waitOutput(t *testing.T, p *heraldProc, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Output() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("output = %q, want %q", p.Output(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // herald watch: a key read only inside a partial is inferred and watched (its put

@@ -69,12 +69,10 @@ func TestLoadBadPartial(t *testing.T) {
 		t.Fatalf("error %v does not name %s:3 exactly once", err, bad)
 	}
 	failed := map[string]bool{}
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		for _, e := range flattenErr(e) {
-			var re *Error
-			if errors.As(e, &re) {
-				failed[filepath.Base(re.File)] = true
-			}
+	for _, e := range unjoin(err) {
+		var re *Error
+		if errors.As(e, &re) {
+			failed[filepath.Base(re.File)] = true
 		}
 	}
 	for _, f := range []string{"a.toml", "b.toml", "partials"} {
@@ -82,15 +80,4 @@ func TestLoadBadPartial(t *testing.T) {
 			t.Errorf("no error for %s: %v", f, failed)
 		}
 	}
-}
-
-func flattenErr(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flattenErr(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
