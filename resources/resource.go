@@ -353,20 +353,24 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	h := sha256.New()
-	h.Write(raw)
-	h.Write([]byte{0})
-	h.Write([]byte(opts.Prefix))
-	// The template's file and the partials it calls: editing a partial re-renders
-	// exactly the resources that use it.
-	for _, f := range r.Template.Files() {
-		if src, err := os.ReadFile(f); err == nil {
-			h.Write([]byte(f))
-			h.Write(src)
-		}
-	}
-	r.Fingerprint = hex.EncodeToString(h.Sum(nil))
+	r.Fingerprint = Fingerprint(r.Template, string(raw), opts.Prefix)
 	return r, nil
+}
+
+// Fingerprint hashes what a resource is built from: extra (its resource file and
+// settings) and every file its template came from, partials included (Template.Files),
+// so that a hot reload re-renders exactly the resources an edit touched.
+func Fingerprint(t *template.Template, extra ...string) string {
+	h := sha256.New()
+	for _, e := range extra {
+		fmt.Fprintf(h, "%d\x00%s", len(e), e)
+	}
+	for _, f := range t.Files() {
+		b, _ := os.ReadFile(f)
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func lookupUser(name string) (int, error) {

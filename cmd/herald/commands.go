@@ -7,19 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/backends"
@@ -170,82 +165,27 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 }
 
 // watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
-// templates/ changes (debounced, so an editor's write-rename-chmod is one reload).
+// templates/ changes.
 func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, updates chan<- resources.ResourceSet) (func(), error) {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", o.ConfDir, err)
-	}
-	addTree := func(root string) {
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				if err := w.Add(p); err != nil {
-					log.Warn("cannot watch directory; edits there need SIGHUP", "dir", p, "err", err)
+	trees := []string{filepath.Join(o.ConfDir, "conf.d"), filepath.Join(o.ConfDir, "templates")}
+	return watchFiles(ctx, trees, nil, log, func(ctx context.Context, why string) {
+		rs, err := resources.Load(o.loadOptions())
+		set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
+		if err != nil {
+			var re *resources.Error
+			for _, e := range flatten(err) {
+				if errors.As(e, &re) {
+					set.Failed[re.File] = true
 				}
 			}
-			return nil
-		})
-	}
-	addTree(filepath.Join(o.ConfDir, "conf.d"))
-	addTree(filepath.Join(o.ConfDir, "templates"))
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var debounce <-chan time.Time
-		reload := func(why string) {
-			rs, err := resources.Load(o.loadOptions())
-			set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
-			if err != nil {
-				var re *resources.Error
-				for _, e := range flatten(err) {
-					if errors.As(e, &re) {
-						set.Failed[re.File] = true
-					}
-				}
-				log.Error("resource reload found errors; the previous version of those resources keeps running", "err", err)
-			}
-			log.Info("resources reloaded", "why", why, "resources", len(rs))
-			select {
-			case updates <- set:
-			case <-ctx.Done():
-			}
+			log.Error("resource reload found errors; the previous version of those resources keeps running", "err", err)
 		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				reload("SIGHUP")
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if ev.Has(fsnotify.Create) {
-					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-						addTree(ev.Name)
-					}
-				}
-				debounce = time.After(200 * time.Millisecond)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("confdir watch error", "err", err)
-			case <-debounce:
-				debounce = nil
-				reload("file change")
-			}
+		log.Info("resources reloaded", "why", why, "resources", len(rs))
+		select {
+		case updates <- set:
+		case <-ctx.Done():
 		}
-	}()
-	return func() {
-		cancel()
-		signal.Stop(hup)
-		w.Close()
-		<-done
-	}, nil
+	})
 }
 
 // flatten unpacks errors.Join trees.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -82,7 +83,19 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 	if err := o.resolve(fs, tbl, e.lookup); err != nil {
 		return usageError{err}
 	}
-	r, err := templateResource(e, &o, f, pos[0])
+	src, text := pos[0], ""
+	if src == "-" {
+		stdin := e.stdin
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return fmt.Errorf("read template from stdin: %w", err)
+		}
+		text = string(b)
+	}
+	r, err := templateResource(&o, f, src, text)
 	if err != nil {
 		return err
 	}
@@ -111,13 +124,48 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		return usageError{fmt.Errorf("--wait: %w", err)}
 	}
 	rn.Interval = o.Interval
+	updates := make(chan resources.ResourceSet, 1)
+	stop, err := followTemplate(ctx, &o, f, src, text, log, updates)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	log.Info("herald template watching", "template", r.Name, "dest", r.Dest, "backend", redactURL(o.Backend), "version", versionString())
-	return rn.Run(ctx, []*resources.Resource{r}, nil)
+	return rn.Run(ctx, []*resources.Resource{r}, updates)
 }
 
-// templateResource parses the template (with the confdir's partials) into a resource
-// whose dest is --out, or "-" for stdout.
-func templateResource(e env, o *Options, f templateFlags, src string) (*resources.Resource, error) {
+// followTemplate re-parses the template when its file or a partial changes (or on
+// SIGHUP) and sends the new version; a broken edit is logged and the previous version
+// keeps running.
+func followTemplate(ctx context.Context, o *Options, f templateFlags, src, text string, log *slog.Logger, updates chan<- resources.ResourceSet) (func(), error) {
+	partials, err := filepath.Abs(resources.PartialsDir(o.ConfDir))
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	if src != "-" {
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, abs)
+	}
+	return watchFiles(ctx, []string{partials}, files, log, func(ctx context.Context, why string) {
+		r, err := templateResource(o, f, src, text)
+		if err != nil {
+			log.Error("template reload failed; the previous version keeps running", "why", why, "err", err)
+			return
+		}
+		select {
+		case updates <- resources.ResourceSet{Resources: []*resources.Resource{r}}:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// templateResource parses the template (the file src, or text for "-") with the
+// confdir's partials into a resource whose dest is --out, or "-" for stdout.
+func templateResource(o *Options, f templateFlags, src, text string) (*resources.Resource, error) {
 	partials := template.LoadPartials(resources.PartialsDir(o.ConfDir))
 	var (
 		t   *template.Template
@@ -126,15 +174,7 @@ func templateResource(e env, o *Options, f templateFlags, src string) (*resource
 	name := src
 	if src == "-" {
 		name = "<stdin>"
-		stdin := e.stdin
-		if stdin == nil {
-			stdin = os.Stdin
-		}
-		text, rerr := io.ReadAll(stdin)
-		if rerr != nil {
-			return nil, fmt.Errorf("read template from stdin: %w", rerr)
-		}
-		t, err = partials.Parse(name, string(text))
+		t, err = partials.Parse(name, text)
 	} else {
 		t, err = partials.ParseFile(src)
 	}
@@ -153,6 +193,7 @@ func templateResource(e env, o *Options, f templateFlags, src string) (*resource
 		CheckTimeout:  o.CheckTimeout,
 		ReloadTimeout: o.ReloadTimeout,
 		Template:      t,
+		Fingerprint:   resources.Fingerprint(t, text),
 	}
 	if f.out != "" {
 		if r.Dest, err = filepath.Abs(f.out); err != nil {

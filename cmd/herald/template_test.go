@@ -183,3 +183,62 @@ func waitFor(t *testing.T, out *lockedBuffer, want string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// --watch follows edits of the template file and of the partials it calls; a broken
+// edit keeps the previous version running.
+func TestTemplateWatchFollowsEdits(t *testing.T) {
+	dir := templateTree(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out lockedBuffer
+	done := make(chan int, 1)
+	app := filepath.Join(dir, "app.tmpl")
+	errf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	go func() {
+		done <- run(ctx, env{
+			args:   []string{"template", app, "--watch", "--backend", "file://" + filepath.Join(dir, "data.yaml"), "--confdir", filepath.Join(dir, "confdir")},
+			stdout: &out,
+			stderr: errf,
+			lookup: func(string) (string, bool) { return "", false },
+		})
+	}()
+	want := "db=h1:5432\n"
+	waitFor(t, &out, want)
+	// Written by rename, as editors do.
+	edit := func(p, s string) {
+		t.Helper()
+		if err := os.WriteFile(p+".new", []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p+".new", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(app, "DB={{template \"db\" .}}\n")
+	want += "DB=h1:5432\n"
+	waitFor(t, &out, want)
+	edit(filepath.Join(dir, "confdir/templates/partials/db.tmpl"), "{{define \"db\"}}{{getv \"/db/host\"}}{{end}}")
+	want += "DB=h1\n"
+	waitFor(t, &out, want)
+	edit(app, "{{broken\n")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(errf.Name())
+		if strings.Contains(string(b), "template reload failed") && strings.Contains(string(b), "app.tmpl:1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broken edit was not reported:\n%s", b)
+		}
+	}
+	edit(app, "fixed {{template \"db\" .}}\n")
+	want += "fixed h1\n"
+	waitFor(t, &out, want)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d after cancel, want 0", code)
+	}
+}
