@@ -74,6 +74,15 @@ func TestTemplateEtcdOnce(t *testing.T) {
 		t.Errorf("file with partial: exit %d, stdout %q, stderr %s", code, out, stderr)
 	}
 
+	// A malformed service instance: the list renders without it, and the exit status
+	// (1) and stderr name it, as with render.
+	put(t, cli, "/services/web/a", "10.0.0.1:80")
+	put(t, cli, "/services/web/bad", "10.0.0.9:http")
+	code, out, stderr = templateRun(t, `{{range service "web"}}{{.HostPort}} {{end}}`, "--backend", backend, "-")
+	if code != 1 || out != "10.0.0.1:80 " || !strings.Contains(stderr, "skipped 1 malformed service instance(s), rendered without them: /services/web/bad") {
+		t.Errorf("malformed instance: exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
+
 	for _, tc := range []struct {
 		name  string
 		stdin string

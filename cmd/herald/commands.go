@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,20 +71,8 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	if loadErr != nil && len(rs) == 0 {
 		return loadErr
 	}
-	// A malformed service instance is skipped (the list renders without it, never
-	// emptied by one bad registration), and render then exits non-zero so that a
-	// bootstrap or CI run notices the bad data.
-	var (
-		mu        sync.Mutex
-		malformed = map[string]bool{}
-	)
-	log, store, err := setup(ctx, e, o, func(c *backends.Config) {
-		c.OnMalformed = func(key string, _ error) {
-			mu.Lock()
-			defer mu.Unlock()
-			malformed[key] = true
-		}
-	})
+	var malformed skipped
+	log, store, err := setup(ctx, e, o, malformed.tweak)
 	if err != nil {
 		return err
 	}
@@ -100,14 +85,7 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 		Log:    log,
 	}
 	// Valid resources render even when another file is broken; the exit status says so.
-	err = errors.Join(loadErr, rn.RenderOnce(ctx, rs))
-	mu.Lock()
-	defer mu.Unlock()
-	if len(malformed) > 0 {
-		keys := slices.Sorted(maps.Keys(malformed))
-		err = errors.Join(err, fmt.Errorf("skipped %d malformed service instance(s), rendered without them: %s", len(keys), strings.Join(keys, ", ")))
-	}
-	return err
+	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err())
 }
 
 func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {

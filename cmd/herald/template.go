@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/template"
 )
@@ -99,7 +100,12 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, store, err := setup(ctx, e, &o)
+	var malformed skipped // once: exit 1 naming them, as render does
+	tweaks := []func(*backends.Config){malformed.tweak}
+	if f.watch {
+		tweaks = nil // logged as warnings, like herald watch
+	}
+	log, store, err := setup(ctx, e, &o, tweaks...)
 	if err != nil {
 		return err
 	}
@@ -118,7 +124,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		rn.Log = nil
 		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		return rn.RenderOnce(ctx, []*resources.Resource{r})
+		return errors.Join(rn.RenderOnce(ctx, []*resources.Resource{r}), malformed.err())
 	}
 	if rn.Wait, err = resources.ParseWait(o.Wait); err != nil {
 		return usageError{fmt.Errorf("--wait: %w", err)}
