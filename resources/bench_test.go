@@ -132,3 +132,42 @@ func BenchmarkRenderOnce1000Over100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLoad1000 loads 1,000 resources (what a hot reload does on every edit): plain
+// templates, and templates that each call a partial (one of 20 files, which call a
+// shared one in turn), to show what partials add.
+func BenchmarkLoad1000(b *testing.B) {
+	for _, withPartials := range []bool{false, true} {
+		name := "plain"
+		if withPartials {
+			name = "partials"
+		}
+		b.Run(name, func(b *testing.B) {
+			res := map[string][2]string{}
+			for i := range 1000 {
+				body := fmt.Sprintf("{{range gets \"/big/r%04d/*\"}}server {{base .Key}} {{.Value}}\n{{end}}", i)
+				if withPartials {
+					body = fmt.Sprintf("{{template \"p%02d\" \"/big/r%04d/*\"}}", i%20, i)
+				}
+				res[fmt.Sprintf("r%04d", i)] = [2]string{"", body}
+			}
+			dir, _ := confdirB(b, res)
+			if withPartials {
+				pd := PartialsDir(dir)
+				os.MkdirAll(pd, 0o755)
+				os.WriteFile(filepath.Join(pd, "common.tmpl"), []byte(`{{define "server"}}server {{base .Key}} {{.Value}}{{end}}`), 0o644)
+				for p := range 20 {
+					os.WriteFile(filepath.Join(pd, fmt.Sprintf("p%02d.tmpl", p)), []byte(fmt.Sprintf("{{define \"p%02d\"}}{{range gets .}}{{template \"server\" .}}\n{{end}}{{end}}", p)), 0o644)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				rs, err := Load(LoadOptions{ConfDir: dir})
+				if err != nil || len(rs) != 1000 {
+					b.Fatal(len(rs), err)
+				}
+			}
+		})
+	}
+}
