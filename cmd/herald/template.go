@@ -55,36 +55,15 @@ func runTemplateCmd(ctx context.Context, e env, args []string) int {
 }
 
 func runTemplate(ctx context.Context, e env, args []string) error {
-	var (
-		o Options
-		f templateFlags
-	)
-	fs := flag.NewFlagSet("herald template", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	tbl := o.bindOptions(fs)
-	f.bind(fs)
-	fs.Usage = func() { printTemplateUsage(e.stderr) }
-	// Flags may also follow the template: herald template app.tmpl --watch.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return usageError{errors.New("bad flags (see herald template -h)")}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	o, f, src, err := templateArgs(e, args)
+	if err != nil || src == "" { // "" after -h
+		return err
 	}
-	if len(pos) != 1 {
-		return usageError{errors.New("want exactly one template: a FILE, or - for stdin")}
+	wait, err := resources.ParseWait(o.Wait)
+	if err != nil {
+		return usageError{fmt.Errorf("--wait: %w", err)}
 	}
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
-		return usageError{err}
-	}
-	src, text := pos[0], ""
+	text := ""
 	if src == "-" {
 		stdin := e.stdin
 		if stdin == nil {
@@ -96,7 +75,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		}
 		text = string(b)
 	}
-	r, err := templateResource(&o, f, src, text)
+	r, err := templateResource(o, f, src, text)
 	if err != nil {
 		return err
 	}
@@ -105,7 +84,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 	if f.watch {
 		tweaks = nil // logged as warnings, like herald watch
 	}
-	log, store, err := setup(ctx, e, &o, tweaks...)
+	log, store, err := setup(ctx, e, o, tweaks...)
 	if err != nil {
 		return err
 	}
@@ -126,18 +105,50 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		defer cancel()
 		return errors.Join(rn.RenderOnce(ctx, []*resources.Resource{r}), malformed.err())
 	}
-	if rn.Wait, err = resources.ParseWait(o.Wait); err != nil {
-		return usageError{fmt.Errorf("--wait: %w", err)}
-	}
-	rn.Interval = o.Interval
+	rn.Wait, rn.Interval = wait, o.Interval
 	updates := make(chan resources.ResourceSet, 1)
-	stop, err := followTemplate(ctx, &o, f, src, text, log, updates)
+	stop, err := followTemplate(ctx, o, f, src, text, log, updates)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	log.Info("herald template watching", "template", r.Name, "dest", r.Dest, "backend", redactURL(o.Backend), "version", versionString())
 	return rn.Run(ctx, []*resources.Resource{r}, updates)
+}
+
+// templateArgs parses the command line: the global options, template's own flags, and
+// the one template (src "" when -h was asked for).
+func templateArgs(e env, args []string) (*Options, templateFlags, string, error) {
+	var (
+		o Options
+		f templateFlags
+	)
+	fs := flag.NewFlagSet("herald template", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	tbl := o.bindOptions(fs)
+	f.bind(fs)
+	fs.Usage = func() { printTemplateUsage(e.stderr) }
+	// Flags may also follow the template: herald template app.tmpl --watch.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return &o, f, "", nil
+			}
+			return nil, f, "", usageError{errors.New("bad flags (see herald template -h)")}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 || pos[0] == "" {
+		return nil, f, "", usageError{errors.New("want exactly one template: a FILE, or - for stdin")}
+	}
+	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+		return nil, f, "", usageError{err}
+	}
+	return &o, f, pos[0], nil
 }
 
 // followTemplate re-parses the template when its file or a partial changes (or on
