@@ -106,7 +106,14 @@ func (p *heraldProc) Output() string {
 // startHerald runs the herald binary with args; cleanup kills it if still running.
 func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
 	t.Helper()
+	return startHeraldIn(t, nil, env, args...)
+}
+
+// startHeraldIn is startHerald with stdin (nil: /dev/null).
+func startHeraldIn(t testing.TB, stdin io.Reader, env []string, args ...string) *heraldProc {
+	t.Helper()
 	p := &heraldProc{cmd: exec.Command(heraldBinary(t), args...), done: make(chan struct{})}
+	p.cmd.Stdin = stdin
 	p.cmd.Env = append(os.Environ(), env...)
 	if raceBinaries {
 		// The harness judges the reports (see raceReports); a race-built herald's

@@ -140,12 +140,25 @@ func TestTemplateEtcdWatch(t *testing.T) {
 		}
 	})
 
+	t.Run("stdin", func(t *testing.T) {
+		p := startHeraldIn(t, strings.NewReader(`{{range gets "/app/*"}}{{base .Key}}={{.Value}};{{end}}`), nil,
+			"template", "--watch", "--backend", backend, "--log-level", "error", "-")
+		want := "color=blue;size=L;"
+		waitOutput(t, p, want)
+		put(t, cli, "/app/shape", "round")
+		want += "color=blue;shape=round;size=L;"
+		waitOutput(t, p, want)
+		if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+			t.Errorf("exit %d after SIGTERM", code)
+		}
+	})
+
 	t.Run("out", func(t *testing.T) {
 		dest := filepath.Join(t.TempDir(), "app.conf")
 		p := startHerald(t, nil, "template", filepath.Join(dir, "all.tmpl"), "--watch", "--out", dest, "--backend", backend, "--log-level", "error")
-		waitFile(t, dest, "color=blue size=L ", 10*time.Second)
+		waitFile(t, dest, "color=blue shape=round size=L ", 10*time.Second)
 		put(t, cli, "/app/weight", "3")
-		waitFile(t, dest, "color=blue size=L weight=3 ", 10*time.Second)
+		waitFile(t, dest, "color=blue shape=round size=L weight=3 ", 10*time.Second)
 		if out := p.Output(); out != "" {
 			t.Errorf("output %q with --out, want nothing", out)
 		}
