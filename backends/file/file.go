@@ -15,9 +15,11 @@
 //
 // Scalars become the strings a template author expects: integers in decimal, floats in
 // their shortest form without exponent (1.50 is "1.5", 80.0 is "80"), booleans "true" or
-// "false", null "". Like confd (which used yaml.v2), the unquoted YAML 1.1 words yes/no,
-// on/off, y/n read as "true"/"false"; quote them to keep the word. Anchors, aliases and
-// merge keys (<<: *base) work. A file holding several YAML documents counts as one.
+// "false". null, ~ and an empty value are absent (no key), as in confd, so that a
+// template's getv KEY DEFAULT gives the default and exists is false; "" stays an empty
+// string. Like confd (which used yaml.v2), the unquoted YAML 1.1 words yes/no, on/off,
+// y/n read as "true"/"false"; quote them to keep the word. Anchors, aliases and merge
+// keys (<<: *base) work. A file holding several YAML documents counts as one.
 //
 // A directory contributes its *.yaml, *.yml and *.json files, in lexical order, not
 // recursively; hidden files (editor locks and swap files) are skipped. All files share

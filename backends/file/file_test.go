@@ -91,6 +91,7 @@ yes_word: yes
 on_word: on
 off_word: OFF
 quoted_yes: "yes"
+quoted_empty: ""
 null_value: null
 tilde: ~
 empty:
@@ -104,7 +105,7 @@ multi: |
 				"/int": "42", "/negative": "-7", "/hex": "31", "/big": "18446744073709551615",
 				"/float": "1.5", "/whole_float": "80", "/exp": "1000", "/small": "0.000001", "/neg_zero": "0",
 				"/bool": "true", "/bool_caps": "false", "/yes_word": "true", "/on_word": "true", "/off_word": "false",
-				"/quoted_yes": "yes", "/null_value": "", "/tilde": "", "/empty": "",
+				"/quoted_yes": "yes", "/quoted_empty": "",
 				"/date": "2001-12-14", "/string_num": "0042", "/multi": "line1\nline2\n",
 			},
 		},
@@ -166,7 +167,7 @@ alias: *base
 			want: map[string]string{
 				"/database/host": "db.local", "/database/port": "5432", "/database/ratio": "1.5",
 				"/database/whole": "80", "/database/exp": "1000",
-				"/list/0": "1", "/list/1": "two", "/list/2": "true", "/list/3": "", "/list/4/k": "v",
+				"/list/0": "1", "/list/1": "two", "/list/2": "true", "/list/4/k": "v",
 				"/big": "18446744073709551615", "/flag": "false", "/yes": "yes",
 			},
 		},

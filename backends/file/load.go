@@ -263,6 +263,11 @@ func (b *builder) flatten(n *node, key, file string) error {
 			}
 		}
 	default:
+		// null, ~ and an empty value are absent, as in confd (its YAML decoder gives nil,
+		// which it skips): exists is false and getv KEY DEFAULT gives the default.
+		if isNull(n) {
+			return nil
+		}
 		if prev, ok := b.kv[key]; ok {
 			if prev.file == file {
 				return errAt(n.line, "key %s is already defined at line %d", key, prev.line)
