@@ -458,13 +458,6 @@ func TestBadInputResourceFile(t *testing.T) {
 			want: func(b *badEnv) string { return b.toml + `:4: mode "0999" is not an octal file mode like "0644"` },
 		},
 		{
-			name: "unknown owner",
-			bad:  func(b *badEnv) { b.writeTOML("owner = \"no-such-user-herald\"\n") },
-			want: func(b *badEnv) string {
-				return b.toml + `:5: unknown owner "no-such-user-herald": user: unknown user no-such-user-herald`
-			},
-		},
-		{
 			// A FIFO (or a device such as /dev/zero) would be read forever.
 			name: "template is a FIFO",
 			bad: func(b *badEnv) {

@@ -47,6 +47,10 @@ type Resource struct {
 
 	Template *template.Template
 
+	// Warnings are problems confd ignores and so herald does too, e.g. an owner name
+	// this system does not know (each an *Error naming the file and line).
+	Warnings []error
+
 	// Fingerprint changes when the resource file or its template changes, so a hot
 	// reload re-renders only what was edited.
 	Fingerprint string
@@ -313,7 +317,8 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		if t.UID != nil {
 			fail("owner", "owner and uid both given", nil)
 		} else if u, err := lookupUser(t.Owner); err != nil {
-			fail("owner", fmt.Sprintf("unknown owner %q", t.Owner), err)
+			r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "owner"),
+				Msg: fmt.Sprintf("unknown owner %q ignored, the file keeps the default owner (as in confd)", t.Owner), Err: err})
 		} else {
 			r.UID = u
 		}
@@ -322,7 +327,8 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		if t.GID != nil {
 			fail("group", "group and gid both given", nil)
 		} else if g, err := lookupGroup(t.Group); err != nil {
-			fail("group", fmt.Sprintf("unknown group %q", t.Group), err)
+			r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "group"),
+				Msg: fmt.Sprintf("unknown group %q ignored, the file keeps the default group (as in confd)", t.Group), Err: err})
 		} else {
 			r.GID = g
 		}

@@ -116,8 +116,6 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 			[]string{"bad.toml:4:", `mode "0999" is not an octal file mode`}},
 		{"missing template", "[template]\nsrc = \"nope.tmpl\"\ndest = \"/tmp/x\"\n",
 			[]string{"bad.toml:2:", "nope.tmpl does not exist"}},
-		{"unknown owner", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\nowner = \"no-such-user-herald\"\n",
-			[]string{"bad.toml:4:", `unknown owner "no-such-user-herald"`}},
 		{"malformed TOML", "[template]\nsrc = \"t.tmpl\"\ndest = /tmp/x\n",
 			[]string{"bad.toml:3:", "bad TOML"}},
 		{"wrong type", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\nuid = \"root\"\n",
@@ -155,6 +153,38 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 				t.Fatalf("valid resources = %v", rs)
 			}
 		})
+	}
+}
+
+// confd has no owner field and ignores the key; herald applies a name it knows and, like
+// confd, renders with the default owner when it does not know it, with a warning.
+func TestLoadUnknownOwnerOrGroupIsAWarning(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/a\"\nowner = \"no-such-user-herald\"\ngroup = \"no-such-group-herald\"\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/b\"\n\nowner = \"root\"\ngroup = \"root\"\n",
+		"templates/t.tmpl": "ok",
+	})
+	rs, err := Load(LoadOptions{ConfDir: dir})
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("Load = %v, %v; want both resources and no error", rs, err)
+	}
+	a, b := rs[0], rs[1]
+	if a.UID != -1 || a.GID != -1 {
+		t.Errorf("unknown names: uid %d gid %d, want -1 -1 (default owner)", a.UID, a.GID)
+	}
+	if len(a.Warnings) != 2 {
+		t.Fatalf("warnings = %v, want 2", a.Warnings)
+	}
+	for i, want := range []string{
+		filepath.Join(dir, "conf.d", "a.toml") + `:4: unknown owner "no-such-user-herald" ignored, the file keeps the default owner (as in confd)`,
+		filepath.Join(dir, "conf.d", "a.toml") + `:5: unknown group "no-such-group-herald" ignored, the file keeps the default group (as in confd)`,
+	} {
+		if got := a.Warnings[i].Error(); !strings.HasPrefix(got, want) {
+			t.Errorf("warning %d = %q, want prefix %q", i, got, want)
+		}
+	}
+	if b.UID != 0 || b.GID != 0 || len(b.Warnings) != 0 {
+		t.Errorf("known names: uid %d gid %d warnings %v, want 0 0 none", b.UID, b.GID, b.Warnings)
 	}
 }
 
