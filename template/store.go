@@ -31,6 +31,8 @@ type execState struct {
 	// copyLists: the template calls a function that changes a list in place
 	// (inPlaceFuncs), so it gets its own copy of every shared listing.
 	copyLists bool
+	// missingIsEmpty: see Options.
+	missingIsEmpty bool
 
 	keys     []string
 	prefixes []string
@@ -57,6 +59,7 @@ func (s *execState) funcs() template.FuncMap {
 
 func (s *execState) begin(src Source, opts Options) {
 	s.src = src
+	s.missingIsEmpty = opts.missingIsEmpty
 	s.prefix = backends.CleanKey(opts.Prefix)
 	if s.prefix == "/" {
 		s.prefix = ""
@@ -220,7 +223,7 @@ func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KV
 
 func (s *execState) get(key string) (backends.KVPair, error) {
 	v, ok := s.lookup(key)
-	if !ok {
+	if !ok && !s.missingIsEmpty {
 		return backends.KVPair{}, &KeyError{Key: key}
 	}
 	return backends.KVPair{Key: key, Value: v}, nil
@@ -232,6 +235,9 @@ func (s *execState) getv(key string, def ...string) (string, error) {
 	if !ok {
 		if len(def) > 0 {
 			return def[0], nil
+		}
+		if s.missingIsEmpty {
+			return "", nil
 		}
 		return "", &KeyError{Key: key}
 	}

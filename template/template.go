@@ -27,6 +27,10 @@ type Options struct {
 	// key and is not recorded. nil or empty means unrestricted: keys are inferred from
 	// what the template reads.
 	Scope []string
+
+	// missingIsEmpty makes a missing key read as "" (or getv's default) instead of an
+	// error, so that Check runs past it.
+	missingIsEmpty bool
 }
 
 // Template is a parsed template, ready to render. It is safe for concurrent use.

@@ -59,8 +59,32 @@ func cmdCheck(_ context.Context, e env, o *Options, args []string) error {
 	if len(rs) == 0 {
 		return fmt.Errorf("no resources in %s", filepath.Join(o.ConfDir, "conf.d"))
 	}
+	for _, r := range rs {
+		for _, w := range r.Warnings {
+			fmt.Fprintln(e.stderr, "herald check: warning:", w)
+		}
+	}
+	// Run every template once against an empty store: what fails there fails on every
+	// run (an undefined {{template}}, a wrong argument count or type), whatever the data.
+	var errs []error
+	for _, r := range rs {
+		if err := r.Template.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.File, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	fmt.Fprintf(e.stdout, "%d resources OK\n", len(rs))
 	return nil
+}
+
+// warnNoResources says so when conf.d holds no resource: confd renders nothing without
+// a word, and a mistyped --confdir would go unnoticed.
+func warnNoResources(log *slog.Logger, o *Options, rs []*resources.Resource) {
+	if len(rs) == 0 {
+		log.Warn("no resources: nothing to render", "dir", filepath.Join(o.ConfDir, "conf.d"))
+	}
 }
 
 func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
@@ -77,6 +101,8 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 		return err
 	}
 	defer store.Close()
+	warnResources(log, rs)
+	warnNoResources(log, o, rs)
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	rn := &resources.Runner{
@@ -105,6 +131,8 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		return err
 	}
 	defer store.Close()
+	warnResources(log, rs)
+	warnNoResources(log, o, rs)
 	if loadErr != nil {
 		log.Error("some resources are invalid; the others run", "err", loadErr)
 	}
@@ -148,6 +176,7 @@ func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, updates cha
 	trees := []string{filepath.Join(o.ConfDir, "conf.d"), filepath.Join(o.ConfDir, "templates")}
 	return watchFiles(ctx, trees, nil, log, func(ctx context.Context, why string) {
 		rs, err := resources.Load(o.loadOptions())
+		warnResources(log, rs)
 		set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
 		if err != nil {
 			var re *resources.Error
@@ -164,6 +193,16 @@ func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, updates cha
 		case <-ctx.Done():
 		}
 	})
+}
+
+// warnResources logs what resource files hold that herald ignores as confd does (an
+// unknown owner name), each naming the file and line.
+func warnResources(log *slog.Logger, rs []*resources.Resource) {
+	for _, r := range rs {
+		for _, w := range r.Warnings {
+			log.Warn(w.Error())
+		}
+	}
 }
 
 // flatten unpacks errors.Join trees.

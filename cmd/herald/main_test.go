@@ -240,3 +240,66 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("version: %d %q", code, stdout)
 	}
 }
+
+// check runs each template against an empty store: what fails there fails on every
+// render, so CI catches it; what depends on the data (a missing key) does not fail.
+func TestCheckReportsEveryRunTemplateErrorsWithFileAndLine(t *testing.T) {
+	for _, c := range []struct{ name, tmpl, want string }{
+		{"unknown function", "{{getv \"/k\"}}\n{{ frobnicate }}", `a.tmpl:2: function "frobnicate" not defined`},
+		{"undefined template", "{{getv \"/k\"}}\n{{template \"x\"}}", `a.tmpl:2:11: executing "a.tmpl" at <{{template "x"}}>: template "x" not defined`},
+		{"wrong argument count", "{{getv \"/k\"}}\n\n{{getv}}", `a.tmpl:3:2: executing "a.tmpl" at <getv>: wrong number of args for getv: want at least 1 got 0`},
+		{"wrong argument type", "{{ add \"one\" (getv \"/k\") }}", `a.tmpl:1:7: executing "a.tmpl" at <"one">: expected integer; found "one"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{
+				"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
+				"templates/a.tmpl": c.tmpl,
+			})
+			code, stdout, stderr := herald(t, nil, "check", "--confdir", dir)
+			if code != 1 || !strings.Contains(stderr, filepath.Join(dir, "templates", "a.tmpl")) || !strings.Contains(stderr, c.want) || stdout != "" {
+				t.Fatalf("check: exit %d, stdout %q, stderr %q; want exit 1 naming %q", code, stdout, stderr, c.want)
+			}
+		})
+	}
+	dir := writeFiles(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
+		"templates/a.tmpl": "{{getv \"/missing\"}}{{atoi (getv \"/port\")}}",
+	})
+	if code, stdout, stderr := herald(t, nil, "check", "--confdir", dir); code != 0 || stdout != "1 resources OK\n" {
+		t.Fatalf("missing keys and data errors must pass check: exit %d %q %q", code, stdout, stderr)
+	}
+	empty := writeFiles(t, map[string]string{"conf.d/README": "no resources here"})
+	if code, _, stderr := herald(t, nil, "check", "--confdir", empty); code != 1 || !strings.Contains(stderr, "no resources in "+filepath.Join(empty, "conf.d")) {
+		t.Fatalf("empty conf.d: exit %d %q", code, stderr)
+	}
+}
+
+// An owner or group name the system does not know is a warning naming file and line; the
+// file renders with the default owner, as confd (which ignores the key) renders it.
+func TestUnknownOwnerWarnsAndRenders(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\nowner = \"nginx-herald-none\"\n",
+		"templates/a.tmpl": "{{getv \"/k\"}}",
+		"data.yaml":        "k: v\n",
+	})
+	toml := filepath.Join(dir, "conf.d", "a.toml")
+	code, _, stderr := herald(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+	if code != 0 || !strings.Contains(stderr, toml+`:4: unknown owner \"nginx-herald-none\" ignored, the file keeps the default owner (as in confd)`) {
+		t.Fatalf("render: exit %d, stderr %q", code, stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "a.out")); err != nil || string(b) != "v" {
+		t.Fatalf("a.out = %q, %v", b, err)
+	}
+	code, stdout, stderr := herald(t, nil, "check", "--confdir", dir)
+	if code != 0 || stdout != "1 resources OK\n" || !strings.Contains(stderr, toml+`:4: unknown owner "nginx-herald-none"`) {
+		t.Fatalf("check: exit %d %q %q", code, stdout, stderr)
+	}
+}
+
+func TestRenderWarnsWhenConfDHoldsNoResource(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"conf.d/README": "x", "data.yaml": "k: v\n"})
+	code, _, stderr := herald(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+	if code != 0 || !strings.Contains(stderr, "no resources: nothing to render") || !strings.Contains(stderr, filepath.Join(dir, "conf.d")) {
+		t.Fatalf("render: exit %d %q", code, stderr)
+	}
+}
