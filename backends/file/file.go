@@ -1,6 +1,7 @@
 // Package file is herald's serverless backend: keys and services from a YAML or JSON
 // file, or a directory of them, selected with file://PATH (relative paths are relative to
-// the working directory at start).
+// the working directory at start); several, separated by commas (file://a.yaml,conf/),
+// share one key space, as confd's repeated -file does.
 //
 // # Keys
 //
@@ -68,6 +69,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,9 +81,10 @@ var _ backends.Store = (*Store)(nil)
 // errClosed is returned by calls on a closed Store.
 var errClosed = errors.New("file backend: closed")
 
-// Store reads one file or directory. It is safe for concurrent use.
+// Store reads one or more files or directories. It is safe for concurrent use.
 type Store struct {
-	path     string // absolute
+	paths    []string // absolute, in the order given
+	path     string   // paths joined with commas, for logs
 	log      *slog.Logger
 	debounce time.Duration
 
@@ -107,11 +110,24 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	if ep.Path == "" {
 		return nil, errors.New("file backend: no path (want file://PATH)")
 	}
-	abs, err := filepath.Abs(ep.Path)
-	if err != nil {
-		return nil, fmt.Errorf("file backend %s: %w", ep.Path, err)
+	// Several paths are separated by commas, as etcd hosts are (confd's repeated -file).
+	var paths []string
+	for _, p := range strings.Split(ep.Path, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("file backend %s: %w", p, err)
+		}
+		paths = append(paths, abs)
 	}
+	if len(paths) == 0 {
+		return nil, errors.New("file backend: no path (want file://PATH)")
+	}
+	abs := strings.Join(paths, ",")
 	return &Store{
+		paths:    paths,
 		path:     abs,
 		log:      cfg.Log(),
 		debounce: 50 * time.Millisecond,
@@ -158,9 +174,13 @@ func (s *Store) load() (snap *snapshot, fresh bool, err error) {
 }
 
 func (s *Store) read() ([]fileData, error) {
-	paths, err := listFiles(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("file backend: %w", err)
+	var paths []string
+	for _, p := range s.paths {
+		ps, err := listFiles(p)
+		if err != nil {
+			return nil, fmt.Errorf("file backend: %w", err)
+		}
+		paths = append(paths, ps...)
 	}
 	files, err := readFiles(paths)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -85,13 +86,20 @@ func (s *Store) loadLogged() {
 // itself, or the one holding the file and, when the file is a symlink, the one holding
 // its target.
 func (s *Store) watchDirs() []string {
-	if fi, err := os.Stat(s.path); err == nil && fi.IsDir() {
-		return []string{s.path}
-	}
-	dirs := []string{filepath.Dir(s.path)}
-	if real, err := filepath.EvalSymlinks(s.path); err == nil {
-		if d := filepath.Dir(real); d != dirs[0] {
+	var dirs []string
+	add := func(d string) {
+		if !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
+		}
+	}
+	for _, p := range s.paths {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			add(p)
+			continue
+		}
+		add(filepath.Dir(p))
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			add(filepath.Dir(real))
 		}
 	}
 	return dirs

@@ -395,3 +395,30 @@ func TestWatchStartsOnBadFile(t *testing.T) {
 		t.Errorf("after the fix: %+v", ev)
 	}
 }
+
+// Several paths (confd's repeated -file) share one key space, and an edit to any of them
+// is seen.
+func TestWatchSeveralPaths(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(a, "a.yaml"), "a: 1\n")
+	writeFile(t, filepath.Join(b, "b.yaml"), "b: 1\n")
+	s := newStore(t, filepath.Join(a, "a.yaml")+","+b+"/", nil)
+	kv, rev, err := s.Get(context.Background(), []string{"/"})
+	if err != nil || !reflect.DeepEqual(kv, map[string]string{"/a": "1", "/b": "1"}) {
+		t.Fatalf("Get = %v, %v", kv, err)
+	}
+	w := startWatch(t, s, backends.PrefixTarget("/"), rev)
+	ready(t, s)
+	writeFile(t, filepath.Join(b, "c.json"), `{"c": 2}`)
+	if ev := w.next(t); !reflect.DeepEqual(ev.KVs, map[string]string{"/a": "1", "/b": "1", "/c": "2"}) {
+		t.Errorf("after adding a file to the second path: %+v", ev)
+	}
+	writeFile(t, filepath.Join(a, "a.yaml"), "a: 2\n")
+	if ev := w.next(t); !reflect.DeepEqual(ev.KVs, map[string]string{"/a": "2", "/b": "1", "/c": "2"}) {
+		t.Errorf("after editing the first path: %+v", ev)
+	}
+	writeFile(t, filepath.Join(b, "dup.yaml"), "a: 3\n")
+	if _, _, err := s.Get(context.Background(), []string{"/"}); err == nil || !strings.Contains(err.Error(), "key /a is defined in both") {
+		t.Errorf("a key in two paths: %v", err)
+	}
+}
