@@ -158,7 +158,7 @@ type State struct {
 type Config struct {
 	URL string // etcd://h1:2379,h2:2379, zookeeper://h:2181/chroot, consul://h:8500?dc=x, file://path, env://
 
-	Username string // etcd auth
+	Username string // etcd auth; Consul: HTTP basic auth (for a proxy in front of the agent)
 	Password string // etcd password, ZooKeeper digest "user:password" when Username is empty
 	Token    string // Consul ACL token
 

@@ -46,6 +46,8 @@ type Store struct {
 	addrs   []string // host:port, in the order given
 	scheme  string   // http or https
 	token   string   // never logged, never in an error
+	user    string   // HTTP basic auth for a proxy in front of the agent; "" for none
+	pass    string   // never logged, never in an error
 	dc      string   // from ?dc=; empty: the agent's own
 	wait    time.Duration
 	minGap  time.Duration
@@ -97,6 +99,8 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		addrs:   append([]string(nil), ep.Hosts...),
 		scheme:  "http",
 		token:   cfg.Token,
+		user:    cfg.Username,
+		pass:    cfg.Password,
 		dc:      ep.Query.Get("dc"),
 		wait:    cfg.ConsulWait,
 		minGap:  cfg.MinGap,

@@ -103,6 +103,10 @@ func (s *Store) call(ctx context.Context, addr string, r request) (meta, error) 
 	if s.token != "" {
 		req.Header.Set("X-Consul-Token", s.token)
 	}
+	if s.user != "" {
+		// For a proxy in front of the agent (confd's -basic-auth); Consul ignores it.
+		req.SetBasicAuth(s.user, s.pass)
+	}
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

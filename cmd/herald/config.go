@@ -90,7 +90,7 @@ func (o *Options) table() []option {
 		{name: "keep-stage-file", aliases: []string{"keep_stage_file"}, usage: "keep the stage file when check_cmd fails", bind: boolean(&o.KeepStageFile)},
 		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
 		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
-		{name: "username", usage: "etcd user", bind: str(&o.Username, "")},
+		{name: "username", usage: "etcd user; Consul: HTTP basic auth user (for a proxy in front of the agent)", bind: str(&o.Username, "")},
 		{name: "password", usage: "etcd password; ZooKeeper digest password", secret: true, bind: str(&o.Password, "")},
 		{name: "consul-token", usage: "Consul ACL token (also CONSUL_HTTP_TOKEN)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
 		{name: "tls-ca", aliases: []string{"client-ca-keys"}, usage: "CA bundle to verify the registry", bind: str(&o.TLSCA, "")},

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -30,6 +32,7 @@ Usage:
   herald register [flags]                 announce an instance while it is healthy (daemon)
   herald exec     [flags] -- CMD [ARGS]   run CMD with keys as env vars; restart it on change
   herald template [flags] FILE|-          render one template to stdout (or --out), once or --watch
+  herald confd    [confd flags]           confd 0.16's command line (also: herald installed as confd)
   herald version
 
 Every flag is also a HERALD_* variable and a herald.toml key; a flag beats the variable,
@@ -43,10 +46,23 @@ type env struct {
 	stdout io.Writer
 	stderr *os.File
 	lookup func(string) (string, bool)
+	dns    *net.Resolver // nil: the system's
+}
+
+func (e env) resolver() *net.Resolver {
+	if e.dns != nil {
+		return e.dns
+	}
+	return net.DefaultResolver
 }
 
 func main() {
 	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv}
+	// Installed as confd (a symlink or a copy), herald takes confd's command line, so
+	// that replacing the binary is the whole migration.
+	if filepath.Base(os.Args[0]) == "confd" {
+		e.args = append([]string{"confd"}, e.args...)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	os.Exit(run(ctx, e))
@@ -79,6 +95,8 @@ func run(ctx context.Context, e env) int {
 		return runExecCmd(ctx, e, args)
 	case "template": // its own flags and a template argument
 		return runTemplateCmd(ctx, e, args)
+	case "confd":
+		return runConfd(ctx, e, args)
 	}
 	f, ok := commands[cmd]
 	if !ok {
