@@ -252,8 +252,9 @@ func readFileConfig(path string, tbl []option) (fileConfig, error) {
 	return fc, errors.Join(errs...)
 }
 
+// lineOf finds the line where key is assigned, or where the table key starts.
 func lineOf(raw []byte, key string) int {
-	re := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(key) + `"?\s*=`)
+	re := regexp.MustCompile(`^\s*(?:"?` + regexp.QuoteMeta(key) + `"?\s*=|\[\[?\s*"?` + regexp.QuoteMeta(key) + `"?\s*[\].])`)
 	for i, l := range strings.Split(string(raw), "\n") {
 		if re.MatchString(l) {
 			return i + 1
