@@ -112,7 +112,13 @@ func startHerald(t testing.TB, env []string, args ...string) *heraldProc {
 // startHeraldIn is startHerald with stdin (nil: /dev/null).
 func startHeraldIn(t testing.TB, stdin io.Reader, env []string, args ...string) *heraldProc {
 	t.Helper()
-	p := &heraldProc{cmd: exec.Command(heraldBinary(t), args...), done: make(chan struct{})}
+	return startHeraldAs(t, heraldBinary(t), stdin, env, args...)
+}
+
+// startHeraldAs runs herald through bin, e.g. a symlink called confd, with stdin.
+func startHeraldAs(t testing.TB, bin string, stdin io.Reader, env []string, args ...string) *heraldProc {
+	t.Helper()
+	p := &heraldProc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Stdin = stdin
 	p.cmd.Env = append(os.Environ(), env...)
 	if raceBinaries {

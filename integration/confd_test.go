@@ -1,0 +1,192 @@
+package integration
+
+// confd's own command lines, run through a binary called confd (a symlink to herald, as
+// a user installs it), against each real registry: the output files must be what the
+// same confd setup renders.
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+type consulKV = consulapi.KVPair
+
+// startConfd runs a long-lived confd command line (-watch, or polling).
+func startConfd(t *testing.T, confd string, args ...string) *heraldProc {
+	t.Helper()
+	return startHeraldAs(t, confd, nil, nil, args...)
+}
+
+// confdTemplate uses confd's functions the way real setups do: getv with and without a
+// default, gets over a directory, exists. /app/port and /app/debug are never set.
+const confdTemplate = `name={{getv "/app/name"}}
+port={{getv "/app/port" "8080"}}
+{{range gets "/app/upstreams/*"}}server {{base .Key}} {{.Value}}
+{{end}}{{if exists "/app/debug"}}debug{{else}}nodebug{{end}}
+`
+
+// confdWant is what confd renders from confdData with confdTemplate.
+const confdWant = "name=shop\nport=8080\nserver a 10.0.0.1:80\nserver b 10.0.0.2:80\nnodebug\n"
+
+var confdData = map[string]string{"/app/name": "shop", "/app/upstreams/a": "10.0.0.1:80", "/app/upstreams/b": "10.0.0.2:80"}
+
+// confdSetup writes a confd confdir (conf.d, templates, the dest's directory) and a
+// confd symlink to herald; it returns the confdir, the dest and the symlink.
+func confdSetup(t *testing.T) (confdir, dest, confd string) {
+	t.Helper()
+	dir := t.TempDir()
+	confdir = filepath.Join(dir, "confdir")
+	dest = filepath.Join(dir, "out", "app.conf")
+	writeTree(t, confdir, map[string]string{
+		"conf.d/app.toml":    "[template]\nsrc = \"app.tmpl\"\ndest = \"" + dest + "\"\nkeys = [\"/app\"]\nmode = \"0640\"\n",
+		"templates/app.tmpl": confdTemplate,
+	})
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	confd = filepath.Join(dir, "bin", "confd")
+	if err := os.MkdirAll(filepath.Dir(confd), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(heraldBinary(t), confd); err != nil {
+		t.Fatal(err)
+	}
+	return confdir, dest, confd
+}
+
+// runConfd runs a confd -onetime command line to its end and checks the file.
+func runConfd(t *testing.T, confd, dest string, env []string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, confd, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("confd %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	got, err := os.ReadFile(dest)
+	if err != nil || string(got) != confdWant {
+		t.Fatalf("confd %s: %s = %q (%v), want %q\noutput:\n%s", strings.Join(args, " "), dest, got, err, confdWant, out)
+	}
+	if fi, _ := os.Stat(dest); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", fi.Mode().Perm())
+	}
+}
+
+func TestConfdCommandLineEtcd(t *testing.T) {
+	t.Parallel()
+	e := harness.StartEtcd(t)
+	c := e.Client(t)
+	ctx := zkCtx(t, 20*time.Second)
+	for k, v := range confdData {
+		if _, err := c.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Put(ctx, "/production"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	confdir, dest, confd := confdSetup(t)
+	host := strings.TrimPrefix(e.Endpoints[0], "http://")
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir, "-log-level", "debug")
+	os.Remove(dest)
+	// confd 0.16's etcd backend is v2; herald's is v3 for both names. Nodes without a scheme.
+	runConfd(t, confd, dest, nil, "--onetime", "--backend=etcd", "--node="+host, "--confdir", confdir)
+	os.Remove(dest)
+	// confd.toml, as confd reads it, with a prefix.
+	cfg := filepath.Join(t.TempDir(), "confd.toml")
+	writeTree(t, filepath.Dir(cfg), map[string]string{"confd.toml": "backend = \"etcdv3\"\nnodes = [\"" + e.Endpoints[0] + "\"]\nprefix = \"/production\"\nconfdir = \"" + confdir + "\"\nlog-level = \"error\"\n"})
+	runConfd(t, confd, dest, nil, "-onetime", "-config-file", cfg)
+
+	// -watch: a change reaches the file.
+	p := startConfd(t, confd, "-watch", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir)
+	waitFile(t, dest, confdWant, 30*time.Second)
+	if _, err := c.Put(ctx, "/app/name", "mall"); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dest, strings.Replace(confdWant, "shop", "mall", 1), 30*time.Second)
+	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("confd -watch exited %d on SIGTERM\n%s", code, p.Output())
+	}
+}
+
+func TestConfdCommandLineConsul(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartConsul(t)
+	kv := srv.Client(t).KV()
+	for k, v := range confdData {
+		if _, err := kv.Put(&consulKV{Key: strings.TrimPrefix(k, "/"), Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	confdir, dest, confd := confdSetup(t)
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "consul", "-node", srv.Addr, "-confdir", confdir)
+
+	// Neither -onetime nor -watch: confd's polling mode, every -interval seconds; herald
+	// also watches, so a change arrives without waiting for the interval.
+	os.Remove(dest)
+	p := startConfd(t, confd, "-interval", "5", "-backend", "consul", "-node", srv.Addr, "-confdir", confdir)
+	waitFile(t, dest, confdWant, 30*time.Second)
+	if _, err := kv.Put(&consulKV{Key: "app/upstreams/c", Value: []byte("10.0.0.3:80")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, dest, strings.Replace(confdWant, "nodebug", "server c 10.0.0.3:80\nnodebug", 1), 30*time.Second)
+	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("confd -interval exited %d on SIGTERM\n%s", code, p.Output())
+	}
+}
+
+func TestConfdCommandLineZooKeeper(t *testing.T) {
+	t.Parallel()
+	z := harness.StartZooKeeper(t)
+	c := zkClient(t, z.Servers, 10*time.Second)
+	for k, v := range confdData {
+		zkPut(t, c, k, v)
+	}
+	confdir, dest, confd := confdSetup(t)
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "zookeeper", "-node", z.Servers[0], "-confdir", confdir)
+}
+
+func TestConfdCommandLineFileAndEnv(t *testing.T) {
+	t.Parallel()
+	confdir, dest, confd := confdSetup(t)
+	data := t.TempDir()
+	// Two -file values, a file and a directory; null and empty values are absent (the
+	// template's defaults apply), as in confd.
+	writeTree(t, data, map[string]string{
+		"a.yaml":                "app:\n  name: shop\n  port: ~\n  debug:\n",
+		"more/upstreams.yaml":   "app:\n  upstreams:\n    a: 10.0.0.1:80\n",
+		"more/upstreams-b.json": `{"app": {"upstreams": {"b": "10.0.0.2:80", "z": null}}}`,
+	})
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "file", "-file", filepath.Join(data, "a.yaml"), "-file", filepath.Join(data, "more"), "-confdir", confdir)
+	os.Remove(dest)
+	runConfd(t, confd, dest, []string{"APP_NAME=shop", "APP_UPSTREAMS_A=10.0.0.1:80", "APP_UPSTREAMS_B=10.0.0.2:80"},
+		"-onetime", "-backend", "env", "-confdir", confdir)
+
+	// An unknown flag: one line naming it, no usage dump, and nothing written.
+	os.Remove(dest)
+	out, err := exec.Command(confd, "-onetime", "-backend", "env", "-confdir", confdir, "-frobnicate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "flag provided but not defined: -frobnicate") || strings.Count(string(out), "\n") != 1 {
+		t.Fatalf("unknown flag: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Fatal("a refused command line wrote the file")
+	}
+	// herald confd is the same command line.
+	out, err = exec.Command(heraldBinary(t), "confd", "-onetime", "-backend", "env", "-confdir", confdir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `key does not exist: /app/name`) {
+		// The environment has no APP_NAME here: confd fails the same way.
+		t.Fatalf("herald confd without APP_NAME: %v\n%s", err, out)
+	}
+}
