@@ -110,14 +110,24 @@ func TestConfdCommandLineEtcd(t *testing.T) {
 	runConfd(t, confd, dest, nil, "-onetime", "-config-file", cfg)
 
 	// -watch: a change reaches the file.
-	p := startConfd(t, confd, "-watch", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir)
+	os.Remove(dest)
+	followConfd(t, confd, dest, func() {
+		if _, err := c.Put(ctx, "/app/name", "mall"); err != nil {
+			t.Fatal(err)
+		}
+	}, strings.Replace(confdWant, "shop", "mall", 1), "-watch", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir)
+}
+
+// followConfd runs a long-lived confd command line: it renders confdWant, then want
+// after change, and exits 0 on SIGTERM.
+func followConfd(t *testing.T, confd, dest string, change func(), want string, args ...string) {
+	t.Helper()
+	p := startConfd(t, confd, args...)
 	waitFile(t, dest, confdWant, 30*time.Second)
-	if _, err := c.Put(ctx, "/app/name", "mall"); err != nil {
-		t.Fatal(err)
-	}
-	waitFile(t, dest, strings.Replace(confdWant, "shop", "mall", 1), 30*time.Second)
+	change()
+	waitFile(t, dest, want, 30*time.Second)
 	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("confd -watch exited %d on SIGTERM\n%s", code, p.Output())
+		t.Fatalf("confd %s exited %d on SIGTERM\n%s", strings.Join(args, " "), code, p.Output())
 	}
 }
 
@@ -136,15 +146,11 @@ func TestConfdCommandLineConsul(t *testing.T) {
 	// Neither -onetime nor -watch: confd's polling mode, every -interval seconds; herald
 	// also watches, so a change arrives without waiting for the interval.
 	os.Remove(dest)
-	p := startConfd(t, confd, "-interval", "5", "-backend", "consul", "-node", srv.Addr, "-confdir", confdir)
-	waitFile(t, dest, confdWant, 30*time.Second)
-	if _, err := kv.Put(&consulKV{Key: "app/upstreams/c", Value: []byte("10.0.0.3:80")}, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFile(t, dest, strings.Replace(confdWant, "nodebug", "server c 10.0.0.3:80\nnodebug", 1), 30*time.Second)
-	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("confd -interval exited %d on SIGTERM\n%s", code, p.Output())
-	}
+	followConfd(t, confd, dest, func() {
+		if _, err := kv.Put(&consulKV{Key: "app/upstreams/c", Value: []byte("10.0.0.3:80")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}, strings.Replace(confdWant, "nodebug", "server c 10.0.0.3:80\nnodebug", 1), "-interval", "600", "-backend", "consul", "-node", srv.Addr, "-confdir", confdir)
 }
 
 func TestConfdCommandLineZooKeeper(t *testing.T) {

@@ -21,8 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // confdConfig holds confd's settings, by confd's flag names.
@@ -183,13 +181,9 @@ func (c *confdConfig) applyFile(fs *flag.FlagSet, set map[string]bool) ([]string
 
 // applyConfdTOML is applyFile's parser, apart so that it can be fuzzed.
 func applyConfdTOML(fs *flag.FlagSet, set map[string]bool, path string, raw []byte) ([]string, error) {
-	var doc map[string]any
-	if _, err := toml.Decode(string(raw), &doc); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%s:%d: bad TOML: %s", path, pe.Position.Line, pe.Message)
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+	doc, err := decodeTOML(path, raw)
+	if err != nil {
+		return nil, err
 	}
 	byKey := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { byKey[confdKey(f.Name)] = f.Name })

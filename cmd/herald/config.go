@@ -204,19 +204,28 @@ func badValue(v string, err error, secret bool) error {
 
 var fileLineRe = regexp.MustCompile(`line (\d+)`)
 
+// decodeTOML reads a TOML file's top-level keys; a syntax error names file and line.
+func decodeTOML(path string, raw []byte) (map[string]any, error) {
+	var doc map[string]any
+	if _, err := toml.Decode(string(raw), &doc); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s:%d: bad TOML: %s", path, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return doc, nil
+}
+
 func readFileConfig(path string, tbl []option) (fileConfig, error) {
 	var fc fileConfig
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fc, err
 	}
-	var doc map[string]any
-	if _, err := toml.Decode(string(raw), &doc); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return fc, fmt.Errorf("%s:%d: bad TOML: %s", path, pe.Position.Line, pe.Message)
-		}
-		return fc, fmt.Errorf("%s: %w", path, err)
+	doc, err := decodeTOML(path, raw)
+	if err != nil {
+		return fc, err
 	}
 	known := map[string]bool{"register": true}
 	for _, opt := range tbl {
