@@ -6,6 +6,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,5 +195,60 @@ func TestConfdCommandLineFileAndEnv(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), `key does not exist: /app/name`) {
 		// The environment has no APP_NAME here: confd fails the same way.
 		t.Fatalf("herald confd without APP_NAME: %v\n%s", err, out)
+	}
+}
+
+// confd's -basic-auth with Consul is for a proxy in front of the agent: here a real nginx
+// with auth_basic. Without -basic-auth, confd (and herald) send no credentials.
+func TestConfdCommandLineConsulBasicAuthThroughNginx(t *testing.T) {
+	t.Parallel()
+	srv := harness.StartConsul(t)
+	kv := srv.Client(t).KV()
+	for k, v := range confdData {
+		if _, err := kv.Put(&consulKV{Key: strings.TrimPrefix(k, "/"), Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// nginx's workers (not root) read the password file on each request.
+	pwDir, err := os.MkdirTemp("", "herald-htpasswd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pwDir) })
+	if err := os.Chmod(pwDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const password = "s3cret-basic-pw"
+	writeTree(t, pwDir, map[string]string{"htpasswd": "herald:{PLAIN}" + password + "\n"})
+	port := harness.FreePort(t)
+	cfg := filepath.Join(t.TempDir(), "nginx.conf")
+	writeTree(t, filepath.Dir(cfg), map[string]string{"nginx.conf": fmt.Sprintf(`worker_processes 1;
+events { worker_connections 256; }
+http {
+%s
+  server {
+    listen 127.0.0.1:%d;
+    location / {
+      auth_basic "consul";
+      auth_basic_user_file %s;
+      proxy_pass http://%s;
+      proxy_read_timeout 600s;
+    }
+  }
+}
+`, harness.NginxHTTPDefaults(), port, filepath.Join(pwDir, "htpasswd"), srv.Addr)})
+	harness.StartNginx(t, cfg)
+	node := fmt.Sprintf("127.0.0.1:%d", port)
+
+	confdir, dest, confd := confdSetup(t)
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "consul", "-node", node, "-basic-auth", "-username", "herald", "-password", password, "-confdir", confdir)
+
+	os.Remove(dest)
+	out, err := exec.Command(confd, "-onetime", "-backend", "consul", "-node", node, "-username", "herald", "-password", password, "-confdir", confdir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "401") || !strings.Contains(string(out), "-username/-password ignored") {
+		t.Fatalf("without -basic-auth: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), password) {
+		t.Fatalf("the password is in the output:\n%s", out)
 	}
 }
