@@ -42,6 +42,14 @@ func ParseURL(raw string) (Endpoint, error) {
 	case "consuls":
 		e.Scheme, e.TLS = "consul", true
 	case "file":
+		// ?filter=GLOB: confd's -filter (read directories recursively, files matching GLOB).
+		if i := strings.LastIndex(rest, "?filter="); i >= 0 {
+			q, err := url.ParseQuery(rest[i+1:])
+			if err != nil || len(q) != 1 || len(q["filter"]) != 1 {
+				return e, fmt.Errorf("backend %q: want file://PATH?filter=GLOB", raw)
+			}
+			e.Query, rest = q, rest[:i]
+		}
 		e.Scheme, e.Path = "file", rest
 		if e.Path == "" {
 			return e, fmt.Errorf("backend %q: file:// needs a path", raw)

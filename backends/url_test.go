@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ func TestParseURL(t *testing.T) {
 		{"consul://c1, c2:8501?dc=dc2", Endpoint{Scheme: "consul", Hosts: []string{"c1:8500", "c2:8501"}, Query: map[string][]string{"dc": {"dc2"}}}},
 		{"CONSULS://[fe80::1]", Endpoint{Scheme: "consul", TLS: true, Hosts: []string{"[fe80::1]:8500"}}},
 		{"file://examples/data.yaml", Endpoint{Scheme: "file", Path: "examples/data.yaml"}},
+		{"file://a.yaml,dir/?filter=*.yml", Endpoint{Scheme: "file", Path: "a.yaml,dir/", Query: url.Values{"filter": {"*.yml"}}}},
 		{"env://", Endpoint{Scheme: "env"}},
 	} {
 		got, err := ParseURL(tc.raw)
@@ -38,6 +40,7 @@ func TestParseURLErrors(t *testing.T) {
 		{"127.0.0.1:2379", "want SCHEME://"},
 		{"redis://h", `unknown scheme "redis" (want etcd, etcds, zookeeper, zookeepers, consul, consuls, file or env)`},
 		{"file://", "file:// needs a path"},
+		{"file://d/?filter=a&x=1", "want file://PATH?filter=GLOB"},
 		{"etcd://root:S3cret-Pass@h1:2379", "backend etcd://REDACTED@h1:2379: credentials in the URL are not accepted"},
 		{"consul://h?%zz", "bad query"},
 		{"etcd://a:b:c", `bad host "a:b:c"`},

@@ -169,21 +169,27 @@ func TestConfdCommandLineFileAndEnv(t *testing.T) {
 	t.Parallel()
 	confdir, dest, confd := confdSetup(t)
 	data := t.TempDir()
-	// Two -file values, a file and a directory; null and empty values are absent (the
-	// template's defaults apply), as in confd.
+	// Two -file values, a file and a directory read recursively for -filter; null and
+	// empty values are absent (the template's defaults apply), as in confd.
 	writeTree(t, data, map[string]string{
-		"a.yaml":                "app:\n  name: shop\n  port: ~\n  debug:\n",
-		"more/upstreams.yaml":   "app:\n  upstreams:\n    a: 10.0.0.1:80\n",
-		"more/upstreams-b.json": `{"app": {"upstreams": {"b": "10.0.0.2:80", "z": null}}}`,
+		"a.yaml":                       "app:\n  name: shop\n  port: ~\n  debug:\n",
+		"more/upstreams.yaml":          "app:\n  upstreams:\n    a: 10.0.0.1:80\n",
+		"more/nested/upstreams-b.yaml": "app:\n  upstreams:\n    b: 10.0.0.2:80\n    z: null\n",
+		"more/README.txt":              "not YAML: [\n",
 	})
-	runConfd(t, confd, dest, nil, "-onetime", "-backend", "file", "-file", filepath.Join(data, "a.yaml"), "-file", filepath.Join(data, "more"), "-confdir", confdir)
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "file", "-file", filepath.Join(data, "a.yaml"), "-file", filepath.Join(data, "more"), "-filter", "*.yaml", "-confdir", confdir)
 	os.Remove(dest)
+	// Without -filter, confd reads every file below the directory, README.txt too.
+	out, err := exec.Command(confd, "-onetime", "-backend", "file", "-file", filepath.Join(data, "more"), "-confdir", confdir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), filepath.Join(data, "more", "README.txt")+":2: did not find expected node content") {
+		t.Fatalf("a file that is not YAML under -file: %v\n%s", err, out)
+	}
 	runConfd(t, confd, dest, []string{"APP_NAME=shop", "APP_UPSTREAMS_A=10.0.0.1:80", "APP_UPSTREAMS_B=10.0.0.2:80"},
 		"-onetime", "-backend", "env", "-confdir", confdir)
 
 	// An unknown flag: one line naming it, no usage dump, and nothing written.
 	os.Remove(dest)
-	out, err := exec.Command(confd, "-onetime", "-backend", "env", "-confdir", confdir, "-frobnicate").CombinedOutput()
+	out, err = exec.Command(confd, "-onetime", "-backend", "env", "-confdir", confdir, "-frobnicate").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "flag provided but not defined: -frobnicate") || strings.Count(string(out), "\n") != 1 {
 		t.Fatalf("unknown flag: %v\n%s", err, out)
 	}

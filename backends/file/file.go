@@ -23,7 +23,9 @@
 // keys (<<: *base) work. A file holding several YAML documents counts as one.
 //
 // A directory contributes its *.yaml, *.yml and *.json files, in lexical order, not
-// recursively; hidden files (editor locks and swap files) are skipped. All files share
+// recursively; hidden files (editor locks and swap files) are skipped. With
+// ?filter=GLOB (confd's -filter), a directory is walked recursively and every file whose
+// name matches GLOB is read, whatever its extension (*.json as JSON, others as YAML). All files share
 // one key space: a key defined by two files, or twice in one, is an error naming both
 // places, never a silent override. An empty file is an error too, because a non-atomic
 // save passes through one and reading it as "no keys" would empty every rendered file.
@@ -85,6 +87,7 @@ var errClosed = errors.New("file backend: closed")
 type Store struct {
 	paths    []string // absolute, in the order given
 	path     string   // paths joined with commas, for logs
+	filter   string   // ?filter=GLOB: walk directories recursively for matching files
 	log      *slog.Logger
 	debounce time.Duration
 
@@ -126,9 +129,14 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		return nil, errors.New("file backend: no path (want file://PATH)")
 	}
 	abs := strings.Join(paths, ",")
+	filter := ep.Query.Get("filter")
+	if _, err := filepath.Match(filter, ""); err != nil {
+		return nil, fmt.Errorf("file backend: filter %q: %w", filter, err)
+	}
 	return &Store{
 		paths:    paths,
 		path:     abs,
+		filter:   filter,
 		log:      cfg.Log(),
 		debounce: 50 * time.Millisecond,
 		state:    backends.State{Conn: backends.Connecting, Endpoint: "file://" + abs, Since: time.Now()},
@@ -176,7 +184,7 @@ func (s *Store) load() (snap *snapshot, fresh bool, err error) {
 func (s *Store) read() ([]fileData, error) {
 	var paths []string
 	for _, p := range s.paths {
-		ps, err := listFiles(p)
+		ps, err := listFiles(p, s.filter)
 		if err != nil {
 			return nil, fmt.Errorf("file backend: %w", err)
 		}

@@ -32,13 +32,20 @@ type fileData struct {
 // *.yaml, *.yml and *.json files of a directory in lexical order. Hidden files are
 // skipped: editors keep lock files and swap files there (emacs' .#data.yaml is even a
 // dangling symlink).
-func listFiles(path string) ([]string, error) {
+//
+// With a filter (confd's -filter), a directory is walked recursively instead and every
+// regular file whose name matches the glob is read, whatever its extension (as confd
+// does); hidden files and directories are still skipped.
+func listFiles(path, filter string) ([]string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if !fi.IsDir() {
 		return []string{path}, nil
+	}
+	if filter != "" {
+		return walkFiles(path, filter)
 	}
 	entries, err := os.ReadDir(path) // sorted by name
 	if err != nil {
@@ -66,6 +73,51 @@ func listFiles(path string) ([]string, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+func walkFiles(root, filter string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != root && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if ok, _ := filepath.Match(filter, d.Name()); !ok {
+			return nil
+		}
+		if fi, err := os.Stat(p); err != nil {
+			return err
+		} else if fi.Mode().IsRegular() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// subdirs lists root and every directory below it, hidden ones excepted: what a
+// recursive read depends on.
+func subdirs(root string) []string {
+	var out []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if p != root && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out
 }
 
 func readFiles(paths []string) ([]fileData, error) {

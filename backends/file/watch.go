@@ -94,7 +94,13 @@ func (s *Store) watchDirs() []string {
 	}
 	for _, p := range s.paths {
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			add(p)
+			if s.filter == "" {
+				add(p)
+				continue
+			}
+			for _, d := range subdirs(p) {
+				add(d)
+			}
 			continue
 		}
 		add(filepath.Dir(p))

@@ -422,3 +422,35 @@ func TestWatchSeveralPaths(t *testing.T) {
 		t.Errorf("a key in two paths: %v", err)
 	}
 }
+
+// ?filter= is confd's -filter: directories are read recursively, files by name.
+func TestFilterReadsRecursivelyAndWatchesNewDirectories(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.yml"), "a: 1\n")
+	writeFile(t, filepath.Join(dir, "skip.yaml"), "skip: 1\n")
+	writeFile(t, filepath.Join(dir, "sub", "deep", "b.yml"), "b: 2\n")
+	writeFile(t, filepath.Join(dir, "sub", ".hidden.yml"), "hidden: 1\n")
+	writeFile(t, filepath.Join(dir, ".git", "c.yml"), "c: 1\n")
+	s, err := New(backends.Config{}, backends.Endpoint{Scheme: "file", Path: dir, Query: map[string][]string{"filter": {"*.yml"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	kv, rev, err := s.Get(context.Background(), []string{"/"})
+	if err != nil || !reflect.DeepEqual(kv, map[string]string{"/a": "1", "/b": "2"}) {
+		t.Fatalf("Get = %v, %v", kv, err)
+	}
+	w := startWatch(t, s, backends.PrefixTarget("/"), rev)
+	ready(t, s)
+	writeFile(t, filepath.Join(dir, "new", "deeper", "c.yml"), "c: 3\n")
+	if ev := w.next(t); !reflect.DeepEqual(ev.KVs, map[string]string{"/a": "1", "/b": "2", "/c": "3"}) {
+		t.Errorf("after a file in a new directory: %+v", ev)
+	}
+	writeFile(t, filepath.Join(dir, "sub", "deep", "b.yml"), "b: 4\n")
+	if ev := w.next(t); !reflect.DeepEqual(ev.KVs, map[string]string{"/a": "1", "/b": "4", "/c": "3"}) {
+		t.Errorf("after editing a nested file: %+v", ev)
+	}
+	if _, err := New(backends.Config{}, backends.Endpoint{Scheme: "file", Path: dir, Query: map[string][]string{"filter": {"[x"}}}); err == nil {
+		t.Error("a malformed filter was accepted")
+	}
+}

@@ -15,7 +15,9 @@ import (
 	iofs "io/fs"
 	"maps"
 	"net"
+	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -82,7 +84,7 @@ func (c *confdConfig) flags() *flag.FlagSet {
 	fs.StringVar(&c.backend, "backend", "etcd", "etcd, etcdv3 (both etcd v3 in herald), consul, zookeeper, file or env")
 	fs.Var(&c.nodes, "node", "a backend node, host:port or a URL (repeatable)")
 	fs.Var(&c.files, "file", "a YAML/JSON file or directory (repeatable; -backend file)")
-	fs.StringVar(&c.filter, "filter", "*", "files filter (-backend file); herald reads *.yaml, *.yml, *.json")
+	fs.StringVar(&c.filter, "filter", "*", "which files of a -file directory to read, recursively (-backend file)")
 	fs.StringVar(&c.scheme, "scheme", "http", "http or https: how to reach SRV nodes and Consul")
 	fs.StringVar(&c.prefix, "prefix", "", "key path prefix")
 	fs.StringVar(&c.confDir, "confdir", "/etc/confd", "directory holding conf.d/ and templates/")
@@ -234,11 +236,11 @@ func (c *confdConfig) translate(ctx context.Context, lookupSRV func(context.Cont
 	if c.insecure {
 		return nil, errors.New("-client-insecure is not supported: herald always verifies the backend's certificate; pass its CA with -client-ca-keys")
 	}
-	url, err := c.backendURL(ctx, lookupSRV)
+	backend, err := c.backendURL(ctx, lookupSRV)
 	if err != nil {
 		return nil, err
 	}
-	p.set("backend", url)
+	p.set("backend", backend)
 	p.set("confdir", c.confDir)
 	if c.prefix != "" {
 		p.set("prefix", c.prefix)
@@ -321,15 +323,20 @@ func (c *confdConfig) backendURL(ctx context.Context, lookupSRV func(context.Con
 		if len(c.files) == 0 {
 			return "", errors.New("-backend file needs -file (a YAML file or a directory; repeatable)")
 		}
-		if c.filter != "*" && c.filter != "" {
-			return "", fmt.Errorf("-filter %q is not supported: herald reads the *.yaml, *.yml and *.json files of a -file directory", c.filter)
-		}
 		for _, f := range c.files {
-			if strings.Contains(f, ",") {
-				return "", fmt.Errorf("-file %q: a comma in a path is not supported", f)
+			if strings.ContainsAny(f, ",?") {
+				return "", fmt.Errorf("-file %q: a comma or question mark in a path is not supported", f)
 			}
 		}
-		return "file://" + strings.Join(c.files, ","), nil
+		// confd walks -file directories recursively for files matching -filter ("*").
+		filter := c.filter
+		if filter == "" {
+			filter = "*"
+		}
+		if _, err := filepath.Match(filter, ""); err != nil {
+			return "", fmt.Errorf("-filter %q: %w", filter, err)
+		}
+		return "file://" + strings.Join(c.files, ",") + "?" + url.Values{"filter": {filter}}.Encode(), nil
 	case "etcd", "consul", "zookeeper":
 	default:
 		if slices.Contains(unsupportedBackends, c.backend) {

@@ -72,7 +72,8 @@ func TestConfdFlagsMapOntoHeraldOptions(t *testing.T) {
 		{[]string{"-onetime", "-backend", "consul", "-node", "c1:8500", "-scheme", "https"}, nil, with("render", "backend", "consuls://c1:8500")},
 		{[]string{"-onetime", "-backend", "zookeeper", "-node", "127.0.0.1:2181", "-node", "z2:2181"}, nil, with("render", "backend", "zookeeper://127.0.0.1:2181,z2:2181")},
 		{[]string{"-onetime", "-backend", "zookeeper"}, nil, with("render", "backend", "zookeeper://127.0.0.1:2181")},
-		{[]string{"-onetime", "-backend", "file", "-file", "a/", "-file", "b.yaml", "-filter", "*"}, nil, with("render", "backend", "file://a/,b.yaml")},
+		{[]string{"-onetime", "-backend", "file", "-file", "a/", "-file", "b.yaml", "-filter", "*"}, nil, with("render", "backend", "file://a/,b.yaml?filter=%2A")},
+		{[]string{"-onetime", "-backend", "file", "-file", "d/", "-filter", "*.yml"}, nil, with("render", "backend", "file://d/?filter=%2A.yml")},
 		{[]string{"-onetime", "-backend", "env"}, nil, with("render", "backend", "env://")},
 		{[]string{"-onetime", "-prefix", "/production"}, nil, with("render", "prefix", "/production")},
 		{[]string{"-onetime", "-confdir", "./confdir"}, nil, with("render", "confdir", "./confdir")},
@@ -137,7 +138,8 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-secret-keyring", "k.asc"}, "-secret-keyring is the keyring of confd's crypt functions"},
 		{[]string{"-client-insecure"}, "-client-insecure is not supported"},
 		{[]string{"-backend", "file"}, "-backend file needs -file"},
-		{[]string{"-backend", "file", "-file", "d/", "-filter", "*.yml"}, `-filter "*.yml" is not supported`},
+		{[]string{"-backend", "file", "-file", "d/", "-filter", "[x"}, `-filter "[x": syntax error in pattern`},
+		{[]string{"-backend", "file", "-file", "a,b.yaml"}, `-file "a,b.yaml": a comma or question mark in a path is not supported`},
 		{[]string{"-interval", "0"}, "-interval 0: want a positive number of seconds"},
 		{[]string{"-log-level", "loud"}, `-log-level "loud"`},
 		{[]string{"-scheme", "ftp"}, `-scheme "ftp": want http or https`},
@@ -207,7 +209,7 @@ etcd_nodes = ["http://old:4001"]
 		"pw.toml":    "password = 5\nbasic_auth = \"secret-ish\"\n",
 	})
 	p, _, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "file.toml"))
-	if err != nil || p.command != "render" || optionMap(p)["backend"] != "file://a.yaml,b/" {
+	if err != nil || p.command != "render" || optionMap(p)["backend"] != "file://a.yaml,b/?filter=%2A" {
 		t.Fatalf("file list: %v %v", p, err)
 	}
 	_, _, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "bad.toml"))
