@@ -80,6 +80,7 @@ func FuzzExecute(f *testing.F) {
 			return
 		}
 		tm.resolver = res
+		_ = tm.Check() // herald check's empty-store render: it must not panic either
 		for _, opts := range []Options{
 			{},
 			{Prefix: "/app", Scope: []string{"/app/db", "/app/upstream/"}},
