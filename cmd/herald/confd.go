@@ -14,6 +14,7 @@ import (
 	"io"
 	iofs "io/fs"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -192,7 +193,7 @@ func applyConfdTOML(fs *flag.FlagSet, set map[string]bool, path string, raw []by
 	var warnings []string
 	for _, k := range slices.Sorted(maps.Keys(doc)) {
 		name, ok := byKey[confdKey(k)]
-		if !ok || name == "config-file" {
+		if !ok || name == "config-file" || name == "version" {
 			// confd ignores keys it does not know (old files hold etcd_nodes, [confd]).
 			warnings = append(warnings, fmt.Sprintf("%s:%d: unknown key %q ignored", path, lineOf(raw, k), k))
 			continue
@@ -228,9 +229,9 @@ func (p *confdPlan) set(name, value string) { p.options = append(p.options, [2]s
 // translate turns confd's settings into herald options. lookupSRV resolves -srv-record.
 func (c *confdConfig) translate(ctx context.Context, lookupSRV func(context.Context, string) ([]*net.SRV, error)) (*confdPlan, error) {
 	p := &confdPlan{}
-	for name, v := range c.unsupported {
-		if *v != "" {
-			return nil, fmt.Errorf("-%s is %s; herald does not support that backend", name, unsupportedConfdFlags[name])
+	for _, name := range slices.Sorted(maps.Keys(c.unsupported)) {
+		if *c.unsupported[name] != "" {
+			return nil, fmt.Errorf("-%s is %s, which herald does not support", name, unsupportedConfdFlags[name])
 		}
 	}
 	if c.insecure {
@@ -270,7 +271,7 @@ func (c *confdConfig) translate(ctx context.Context, lookupSRV func(context.Cont
 	case c.watch:
 		p.command = "watch"
 	default: // confd polls every -interval; herald watches and re-reads that often too
-		if c.interval <= 0 {
+		if c.interval <= 0 || c.interval > math.MaxInt64/int(time.Second) {
 			return nil, fmt.Errorf("-interval %d: want a positive number of seconds", c.interval)
 		}
 		p.command = "watch"

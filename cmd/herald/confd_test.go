@@ -132,8 +132,8 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-backend", "ssm"}, "-backend ssm is not supported by herald"},
 		{[]string{"-backend", "rancher"}, "-backend rancher is not supported by herald"},
 		{[]string{"-backend", "nosuch"}, `-backend "nosuch": unknown backend`},
-		{[]string{"-table", "t"}, "-table is DynamoDB's table; herald does not support that backend"},
-		{[]string{"-separator", ":"}, "-separator is Redis's key separator; herald does not support that backend"},
+		{[]string{"-table", "t"}, "-table is DynamoDB's table, which herald does not support"},
+		{[]string{"-separator", ":"}, "-separator is Redis's key separator, which herald does not support"},
 		{[]string{"-auth-type", "token"}, "-auth-type is Vault's auth method"},
 		{[]string{"-secret-keyring", "k.asc"}, "-secret-keyring is the keyring of confd's crypt functions"},
 		{[]string{"-client-insecure"}, "-client-insecure is not supported"},
@@ -141,6 +141,7 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-backend", "file", "-file", "d/", "-filter", "[x"}, `-filter "[x": syntax error in pattern`},
 		{[]string{"-backend", "file", "-file", "a,b.yaml"}, `-file "a,b.yaml": a comma or question mark in a path is not supported`},
 		{[]string{"-interval", "0"}, "-interval 0: want a positive number of seconds"},
+		{[]string{"-interval", "9300000000"}, "-interval 9300000000: want a positive number of seconds"},
 		{[]string{"-log-level", "loud"}, `-log-level "loud"`},
 		{[]string{"-scheme", "ftp"}, `-scheme "ftp": want http or https`},
 		{[]string{"-node", "http://a:2379", "-node", "https://b:2379"}, "some nodes are http and some https"},
@@ -206,6 +207,7 @@ etcd_nodes = ["http://old:4001"]
 		"file.toml":  "backend = \"file\"\nfile = [\"a.yaml\", \"b/\"]\nwatch = true\nonetime = true\n",
 		"bad.toml":   "backend = \"etcd\"\ninterval = \"often\"\n",
 		"table.toml": "[confd]\nconfdir = \"/x\"\n",
+		"ver.toml":   "version = true\nonetime = true\n",
 		"pw.toml":    "password = 5\nbasic_auth = \"secret-ish\"\n",
 	})
 	p, _, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "file.toml"))
@@ -219,6 +221,10 @@ etcd_nodes = ["http://old:4001"]
 	_, warnings, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "table.toml"))
 	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], `table.toml:1: unknown key "confd" ignored`) {
 		t.Fatalf("old [confd] table: %q %v", warnings, err)
+	}
+	p, warnings, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "ver.toml"))
+	if err != nil || p.command != "render" || len(warnings) != 1 || !strings.Contains(warnings[0], `ver.toml:1: unknown key "version" ignored`) {
+		t.Fatalf("version in confd.toml is not a flag: %v %q %v", p, warnings, err)
 	}
 	_, _, err = confdPlanFor(t, nil, "-config-file", filepath.Join(dir, "pw.toml"))
 	if err == nil || !strings.Contains(err.Error(), "pw.toml:2: basic_auth: invalid value") {
