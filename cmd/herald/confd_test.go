@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -353,4 +354,34 @@ func serveSRV(t *testing.T, records map[string][]net.SRV) string {
 		}
 	}()
 	return pc.LocalAddr().String()
+}
+
+// Through the whole command line: the nodes come from the SRV record (nothing listens
+// there, so the render fails naming the node the record gave).
+func TestConfdSRVThroughRun(t *testing.T) {
+	addr := serveSRV(t, map[string][]net.SRV{"_etcdv3._tcp.example.test.": {{Target: "localhost.", Port: 1}}})
+	dir := writeFiles(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
+		"templates/a.tmpl": "{{getv \"/k\"}}",
+	})
+	errf, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	code := run(context.Background(), env{
+		args:   []string{"confd", "-onetime", "-backend", "etcdv3", "-srv-domain", "example.test", "-confdir", dir},
+		stdout: io.Discard,
+		stderr: errf,
+		lookup: func(k string) (string, bool) {
+			return map[string]string{"HERALD_TIMEOUT": "1s"}[k], k == "HERALD_TIMEOUT"
+		},
+		dns: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "udp", addr)
+		}},
+	})
+	b, _ := os.ReadFile(errf.Name())
+	if code != 1 || !strings.Contains(string(b), "etcd localhost:1") {
+		t.Fatalf("exit %d, stderr %q; want a render failing against the SRV node localhost:1", code, b)
+	}
 }
