@@ -132,6 +132,27 @@ func followConfd(t *testing.T, confd, dest string, change func(), want string, a
 	}
 }
 
+// confd's TLS flags, and the CONFD_CLIENT_* variables confd reads for them, against an
+// etcd that requires client certificates.
+func TestConfdCommandLineEtcdTLS(t *testing.T) {
+	t.Parallel()
+	certs := harness.GenCerts(t)
+	e := harness.StartEtcd(t, harness.EtcdTLS(certs))
+	c := e.Client(t)
+	ctx := zkCtx(t, 20*time.Second)
+	for k, v := range confdData {
+		if _, err := c.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	confdir, dest, confd := confdSetup(t)
+	runConfd(t, confd, dest, nil, "-onetime", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir,
+		"-client-cert", certs.ClientCert, "-client-key", certs.ClientKey, "-client-ca-keys", certs.CAFile)
+	os.Remove(dest)
+	runConfd(t, confd, dest, []string{"CONFD_CLIENT_CERT=" + certs.ClientCert, "CONFD_CLIENT_KEY=" + certs.ClientKey, "CONFD_CLIENT_CAKEYS=" + certs.CAFile},
+		"-onetime", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir)
+}
+
 func TestConfdCommandLineConsul(t *testing.T) {
 	t.Parallel()
 	srv := harness.StartConsul(t)
