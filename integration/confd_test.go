@@ -153,8 +153,9 @@ func TestConfdCommandLineEtcdTLS(t *testing.T) {
 		"-onetime", "-backend", "etcdv3", "-node", e.Endpoints[0], "-confdir", confdir)
 }
 
-func TestConfdCommandLineConsul(t *testing.T) {
-	t.Parallel()
+// confdConsul starts Consul holding confdData.
+func confdConsul(t *testing.T) (*harness.Consul, *consulapi.KV) {
+	t.Helper()
 	srv := harness.StartConsul(t)
 	kv := srv.Client(t).KV()
 	for k, v := range confdData {
@@ -162,6 +163,12 @@ func TestConfdCommandLineConsul(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return srv, kv
+}
+
+func TestConfdCommandLineConsul(t *testing.T) {
+	t.Parallel()
+	srv, kv := confdConsul(t)
 	confdir, dest, confd := confdSetup(t)
 	runConfd(t, confd, dest, nil, "-onetime", "-backend", "consul", "-node", srv.Addr, "-confdir", confdir)
 
@@ -229,13 +236,7 @@ func TestConfdCommandLineFileAndEnv(t *testing.T) {
 // with auth_basic. Without -basic-auth, confd (and herald) send no credentials.
 func TestConfdCommandLineConsulBasicAuthThroughNginx(t *testing.T) {
 	t.Parallel()
-	srv := harness.StartConsul(t)
-	kv := srv.Client(t).KV()
-	for k, v := range confdData {
-		if _, err := kv.Put(&consulKV{Key: strings.TrimPrefix(k, "/"), Value: []byte(v)}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	srv, _ := confdConsul(t)
 	// nginx's workers (not root) read the password file on each request.
 	pwDir, err := os.MkdirTemp("", "herald-htpasswd-")
 	if err != nil {
