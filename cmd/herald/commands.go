@@ -52,9 +52,9 @@ func cmdCheck(_ context.Context, e env, o *Options, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", args)}
 	}
-	rs, err := resources.Load(o.loadOptions())
-	if err != nil {
-		return err
+	rs, loadErr := resources.Load(o.loadOptions())
+	if loadErr != nil && len(rs) == 0 {
+		return loadErr
 	}
 	if len(rs) == 0 {
 		return fmt.Errorf("no resources in %s", filepath.Join(o.ConfDir, "conf.d"))
@@ -64,16 +64,17 @@ func cmdCheck(_ context.Context, e env, o *Options, args []string) error {
 			fmt.Fprintln(e.stderr, "herald check: warning:", w)
 		}
 	}
-	// Run every template once against an empty store: what fails there fails on every
-	// run (an undefined {{template}}, a wrong argument count or type), whatever the data.
-	var errs []error
+	// Run every valid template once against an empty store: what fails there fails on
+	// every run (an undefined {{template}}, a wrong argument count or type), whatever the
+	// data. Reported together with the broken files, so one pass fixes everything.
+	errs := []error{loadErr}
 	for _, r := range rs {
 		if err := r.Template.Check(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.File, err))
 		}
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "%d resources OK\n", len(rs))
 	return nil

@@ -268,8 +268,18 @@ func TestCheckReportsEveryRunTemplateErrorsWithFileAndLine(t *testing.T) {
 	if code, stdout, stderr := herald(t, nil, "check", "--confdir", dir); code != 0 || stdout != "1 resources OK\n" {
 		t.Fatalf("missing keys and data errors must pass check: exit %d %q %q", code, stdout, stderr)
 	}
+	// A broken resource file and a template error in a valid one: both in one pass.
+	both := writeFiles(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"b.out\"\nmode = \"x\"\n",
+		"templates/a.tmpl": "{{template \"x\"}}",
+	})
+	code, _, stderr := herald(t, nil, "check", "--confdir", both)
+	if code != 1 || !strings.Contains(stderr, "b.toml:4: mode") || !strings.Contains(stderr, `template "x" not defined`) {
+		t.Fatalf("check with a broken file and a broken template: exit %d %q", code, stderr)
+	}
 	empty := writeFiles(t, map[string]string{"conf.d/README": "no resources here"})
-	if code, _, stderr := herald(t, nil, "check", "--confdir", empty); code != 1 || !strings.Contains(stderr, "no resources in "+filepath.Join(empty, "conf.d")) {
+	if code, _, stderr = herald(t, nil, "check", "--confdir", empty); code != 1 || !strings.Contains(stderr, "no resources in "+filepath.Join(empty, "conf.d")) {
 		t.Fatalf("empty conf.d: exit %d %q", code, stderr)
 	}
 }
