@@ -268,6 +268,15 @@ func TestCheckReportsEveryRunTemplateErrorsWithFileAndLine(t *testing.T) {
 	if code, stdout, stderr := herald(t, nil, "check", "--confdir", dir); code != 0 || stdout != "1 resources OK\n" {
 		t.Fatalf("missing keys and data errors must pass check: exit %d %q %q", code, stdout, stderr)
 	}
+	// Inside a partial: the partial's file and line.
+	part := writeFiles(t, map[string]string{
+		"conf.d/a.toml":              "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
+		"templates/a.tmpl":           "{{template \"up\" \"web\"}}",
+		"templates/partials/up.tmpl": "{{define \"up\"}}{{range service .}}{{.HostPort}}{{end}}\n{{getv}}{{end}}",
+	})
+	if code, _, stderr := herald(t, nil, "check", "--confdir", part); code != 1 || !strings.Contains(stderr, `partials/up.tmpl:2:2: executing "up" at <getv>: wrong number of args for getv`) {
+		t.Fatalf("check of a broken partial: exit %d %q", code, stderr)
+	}
 	// A broken resource file and a template error in a valid one: both in one pass.
 	both := writeFiles(t, map[string]string{
 		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"a.out\"\n",
