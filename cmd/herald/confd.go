@@ -325,6 +325,9 @@ func (c *confdConfig) backendURL(ctx context.Context, lookupSRV func(context.Con
 			return "", errors.New("-backend file needs -file (a YAML file or a directory; repeatable)")
 		}
 		for _, f := range c.files {
+			if strings.TrimSpace(f) == "" {
+				return "", errors.New("-file: empty path")
+			}
 			if strings.ContainsAny(f, ",?") {
 				return "", fmt.Errorf("-file %q: a comma or question mark in a path is not supported", f)
 			}

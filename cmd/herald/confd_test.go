@@ -140,6 +140,7 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-client-insecure"}, "-client-insecure is not supported"},
 		{[]string{"-backend", "file"}, "-backend file needs -file"},
 		{[]string{"-backend", "file", "-file", "d/", "-filter", "[x"}, `-filter "[x": syntax error in pattern`},
+		{[]string{"-backend", "file", "-file", ""}, "-file: empty path"},
 		{[]string{"-backend", "file", "-file", "a,b.yaml"}, `-file "a,b.yaml": a comma or question mark in a path is not supported`},
 		{[]string{"-interval", "0"}, "-interval 0: want a positive number of seconds"},
 		{[]string{"-interval", "9300000000"}, "-interval 9300000000: want a positive number of seconds"},
