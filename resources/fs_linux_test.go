@@ -2,6 +2,8 @@ package resources
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -9,23 +11,38 @@ import (
 	"time"
 )
 
-func TestReadFileWhateverTheSizeHint(t *testing.T) {
+func TestReadNoFollowWhateverTheSize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
 	want := bytes.Repeat([]byte("0123456789"), 1000)
 	if err := os.WriteFile(path, want, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, hint := range []int64{0, 1, 9999, 10000, 10001, 1 << 20} {
-		got, err := readFile(path, hint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("size hint %d: read %d bytes, want %d", hint, len(got), len(want))
-		}
+	all := func(fs.FileInfo) bool { return true }
+	got, fi, err := readNoFollow(path, 1<<20, all)
+	if err != nil || !bytes.Equal(got, want) || fi.Size() != 10000 || fi.Mode() != 0o644 {
+		t.Fatalf("read %d bytes, %v, %v; want %d", len(got), fi, err, len(want))
 	}
-	if _, err := readFile(filepath.Join(t.TempDir(), "missing"), 0); !os.IsNotExist(err) {
+	// Over the limit: limit+1 bytes say so, no more are read.
+	if got, _, err := readNoFollow(path, 100, all); err != nil || len(got) != 101 {
+		t.Fatalf("limit 100: read %d bytes, %v; want 101", len(got), err)
+	}
+	if _, _, err := readNoFollow(filepath.Join(t.TempDir(), "missing"), 10, all); !os.IsNotExist(err) {
 		t.Fatalf("missing file: %v, want not-exist", err)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err := readNoFollow(link, 1<<20, all); !errors.Is(err, syscall.ELOOP) || b != nil {
+		t.Fatalf("through a symlink: %q, %v; want ELOOP", b, err)
+	}
+	// A FIFO is opened without blocking and not read.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, fi, err := readNoFollow(fifo, 1<<20, all); err != nil || b != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+		t.Fatalf("fifo: %q, %v, %v", b, fi, err)
 	}
 }
 
@@ -41,7 +58,7 @@ func TestReadFileLeavesAccessTime(t *testing.T) {
 	if err := os.Chtimes(path, old, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readFile(path, 2); err != nil {
+	if _, _, err := readNoFollow(path, 10, func(fs.FileInfo) bool { return true }); err != nil {
 		t.Fatal(err)
 	}
 	var st syscall.Stat_t

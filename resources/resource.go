@@ -44,6 +44,9 @@ type Resource struct {
 	Wait          Wait // zero: the runner's global wait
 	Backup        bool
 	MakeDirs      bool
+	// FollowSymlink writes through a dest that is a symlink (to the file it names);
+	// without it such a dest is refused, see Sync.
+	FollowSymlink bool
 
 	Template *template.Template
 
@@ -132,6 +135,7 @@ type fileResource struct {
 		Wait          string `toml:"wait"`
 		Backup        bool   `toml:"backup"`
 		MakeDirs      bool   `toml:"make_dirs"`
+		FollowSymlink bool   `toml:"follow_symlink"`
 		CheckTimeout  string `toml:"check_timeout"`
 		ReloadTimeout string `toml:"reload_timeout"`
 	} `toml:"template"`
@@ -249,6 +253,7 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		ReloadCmd:     t.ReloadCmd,
 		Backup:        t.Backup,
 		MakeDirs:      t.MakeDirs,
+		FollowSymlink: t.FollowSymlink,
 		CheckTimeout:  opts.CheckTimeout,
 		ReloadTimeout: opts.ReloadTimeout,
 		Prefix:        path.Join("/", opts.Prefix, t.Prefix),
@@ -285,7 +290,9 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 			r.Dest = filepath.Join(opts.ConfDir, r.Dest)
 		}
 		r.Dest = filepath.Clean(r.Dest)
-		if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
+		if li, err := os.Lstat(r.Dest); err == nil && li.Mode()&fs.ModeSymlink != 0 && !t.FollowSymlink {
+			fail("dest", "dest "+r.Dest+" is a symlink; "+errSymlinkHint, nil)
+		} else if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
 			fail("dest", "dest "+r.Dest+" is a directory", nil)
 		} else if err == nil && !fi.Mode().IsRegular() {
 			// A FIFO or a device: reading it to compare would block or never end, and
@@ -300,25 +307,37 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		}
 	}
 	if t.Mode != "" {
-		m, err := strconv.ParseUint(t.Mode, 8, 32)
-		if err != nil || m > 0o7777 {
-			fail("mode", fmt.Sprintf("mode %q is not an octal file mode like \"0644\"", t.Mode), nil)
+		if m, err := ParseMode(t.Mode); err != nil {
+			fail("mode", err.Error(), nil)
 		} else {
-			r.Mode, r.ModeSet = fs.FileMode(m), true
+			r.Mode, r.ModeSet = m, true
 		}
 	}
-	if t.UID != nil {
-		r.UID = *t.UID
-	}
-	if t.GID != nil {
-		r.GID = *t.GID
+	for _, id := range []struct {
+		key string
+		v   *int
+		to  *int
+	}{{"uid", t.UID, &r.UID}, {"gid", t.GID, &r.GID}} {
+		if id.v == nil {
+			continue
+		}
+		if err := checkID(*id.v); err != nil {
+			fail(id.key, id.key, err)
+			continue
+		}
+		*id.to = *id.v
 	}
 	if t.Owner != "" {
 		if t.UID != nil {
 			fail("owner", "owner and uid both given", nil)
 		} else if u, err := lookupUser(t.Owner); err != nil {
-			r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "owner"),
-				Msg: fmt.Sprintf("unknown owner %q ignored, the file keeps the default owner (as in confd)", t.Owner), Err: err})
+			if _, nerr := strconv.Atoi(t.Owner); nerr == nil {
+				// A number out of range is never ignored: it would wrap (to root).
+				fail("owner", fmt.Sprintf("owner %q", t.Owner), err)
+			} else {
+				r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "owner"),
+					Msg: fmt.Sprintf("unknown owner %q ignored, the file keeps the default owner (as in confd)", t.Owner), Err: err})
+			}
 		} else {
 			r.UID = u
 		}
@@ -327,8 +346,13 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		if t.GID != nil {
 			fail("group", "group and gid both given", nil)
 		} else if g, err := lookupGroup(t.Group); err != nil {
-			r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "group"),
-				Msg: fmt.Sprintf("unknown group %q ignored, the file keeps the default group (as in confd)", t.Group), Err: err})
+			if _, nerr := strconv.Atoi(t.Group); nerr == nil {
+				// A number out of range is never ignored: it would wrap (to root).
+				fail("group", fmt.Sprintf("group %q", t.Group), err)
+			} else {
+				r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "group"),
+					Msg: fmt.Sprintf("unknown group %q ignored, the file keeps the default group (as in confd)", t.Group), Err: err})
+			}
 		} else {
 			r.GID = g
 		}
@@ -379,9 +403,39 @@ func Fingerprint(t *template.Template, extra ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// maxID is the largest user or group ID a file can have: IDs are 32 bits and
+// 4294967295 is (uid_t)-1, which chown reads as "leave unchanged". A larger number
+// would wrap (4294967296 is root).
+const maxID = 1<<32 - 2
+
+func checkID(id int) error {
+	if id < 0 || id > maxID {
+		return fmt.Errorf("%d is out of range (0 to %d)", id, maxID)
+	}
+	return nil
+}
+
+// ParseMode reads an octal mode such as "0644" or "4755". The setuid, setgid and
+// sticky bits (04000, 02000, 01000) are kept as fs.ModeSetuid, fs.ModeSetgid and
+// fs.ModeSticky, which is what os.Chmod applies and os.Stat reports, so a dest with
+// them set exactly is in sync.
+func ParseMode(s string) (fs.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, fmt.Errorf("mode %q is not an octal file mode like \"0644\"", s)
+	}
+	mode := fs.FileMode(m) & fs.ModePerm
+	for bit, flag := range map[uint64]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+		if m&bit != 0 {
+			mode |= flag
+		}
+	}
+	return mode, nil
+}
+
 func lookupUser(name string) (int, error) {
 	if id, err := strconv.Atoi(name); err == nil {
-		return id, nil
+		return id, checkID(id)
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -392,7 +446,7 @@ func lookupUser(name string) (int, error) {
 
 func lookupGroup(name string) (int, error) {
 	if id, err := strconv.Atoi(name); err == nil {
-		return id, nil
+		return id, checkID(id)
 	}
 	g, err := user.LookupGroup(name)
 	if err != nil {

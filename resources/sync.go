@@ -45,34 +45,69 @@ type Outcome struct {
 	Dir     string // dest's directory, when its fsync was deferred
 }
 
+// maxRead bounds what herald reads of an existing dest beyond a file of content's size,
+// to back it up or diff it: a dest swapped for a huge file must not exhaust memory.
+const maxRead = 64 << 20
+
+// errSymlinkHint says why a symlinked dest is refused and what to do about it.
+const errSymlinkHint = "herald replaces the link, not the file it points to, so it refuses to: remove the link, point dest at the real file, or set follow_symlink = true"
+
+// specialBits are the mode bits beyond the permissions that a resource may ask for.
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// fileMode is the part of a mode that Sync sets and compares.
+func fileMode(fi fs.FileInfo) fs.FileMode { return fi.Mode() & (fs.ModePerm | specialBits) }
+
+// octal spells a mode as chmod(1) does, special bits included: 4755.
+func octal(m fs.FileMode) string {
+	n := uint32(m.Perm())
+	for flag, bit := range map[fs.FileMode]uint32{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
+		if m&flag != 0 {
+			n |= bit
+		}
+	}
+	return fmt.Sprintf("%04o", n)
+}
+
 // Sync makes dest hold content with the resource's mode and owner. When dest already
 // does, nothing happens. Otherwise content goes to a stage file next to dest (created
-// 0600, so nobody reads a half-written file), which is given its mode and owner,
+// 0600, so nobody reads a half-written file), which is given its owner and mode,
 // checked with check_cmd and only then fsynced (data and metadata in one call, so a
 // crash never leaves an empty dest; together with the other syncs in flight, see
 // commitGroup) and renamed over dest. Any failure before the rename
 // removes the stage file and leaves dest byte-identical. The reload command is returned,
 // not run: the runner runs each distinct command once per burst.
+//
+// A dest that is a symlink is refused unless the resource sets follow_symlink: the
+// rename would replace the link, and reading through it (for a diff or a backup) would
+// hand whatever it points to to whoever can write dest's directory.
 func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome, error) {
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mode, uid, gid := r.Mode, r.UID, r.GID
-	// Without a diff to show or a backup to write, a dest whose size differs from
-	// content's need not be read.
-	old, oldInfo, err := readDest(r.Dest, len(content), s.DryRun || r.Backup)
+	dest, old, oldInfo, err := readDest(r, len(content), s.DryRun || r.Backup)
 	if err != nil {
 		return Outcome{}, err
 	}
-	if !r.ModeSet {
-		// confd keeps an existing file's mode; new files get 0644.
-		mode = 0o644
-		if oldInfo != nil {
-			mode = oldInfo.Mode().Perm()
+	mode, uid, gid := r.Mode, r.UID, r.GID
+	if oldInfo != nil {
+		// confd keeps an existing file's mode; new files get 0644. Its owner is kept
+		// the same way.
+		st, _ := oldInfo.Sys().(*syscall.Stat_t)
+		if !r.ModeSet {
+			mode = fileMode(oldInfo)
 		}
+		if uid < 0 && st != nil {
+			uid = int(st.Uid)
+		}
+		if gid < 0 && st != nil {
+			gid = int(st.Gid)
+		}
+	} else if !r.ModeSet {
+		mode = 0o644
 	}
-	if oldInfo != nil && oldInfo.Size() == int64(len(content)) && bytes.Equal(old, content) && oldInfo.Mode().Perm() == mode && ownerMatches(oldInfo, uid, gid) {
+	if oldInfo != nil && oldInfo.Size() == int64(len(content)) && bytes.Equal(old, content) && fileMode(oldInfo) == mode && ownerMatches(oldInfo, uid, gid) {
 		return Outcome{}, nil
 	}
 	if s.DryRun {
@@ -84,7 +119,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 
 	m := s.group.join()
 	defer m.leave()
-	dir := filepath.Dir(r.Dest)
+	dir := filepath.Dir(dest)
 	if r.MakeDirs {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return Outcome{}, fmt.Errorf("%s: make dirs: %w", r.Dest, err)
@@ -92,7 +127,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	}
 	// Created 0600 (less if the umask says so) and given its mode below, after the
 	// content: nobody can read a half-written file.
-	stage, err := renameio.NewPendingFile(r.Dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
+	stage, err := renameio.NewPendingFile(dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
 	if err != nil {
 		return Outcome{}, fmt.Errorf("%s: create stage file: %w", r.Dest, err)
 	}
@@ -107,13 +142,8 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	if _, err := stage.Write(content); err != nil {
 		return Outcome{}, fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)
 	}
-	if err := stage.Chmod(mode); err != nil {
-		return Outcome{}, fmt.Errorf("%s: chmod %o: %w", r.Dest, mode, err)
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := stage.Chown(uid, gid); err != nil {
-			return Outcome{}, fmt.Errorf("%s: chown %d:%d: %w", r.Dest, uid, gid, err)
-		}
+	if err := setOwnerMode(stage.File, r, uid, gid, mode, log); err != nil {
+		return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
 	}
 	startWriteback(stage.File)
 	if r.CheckCmd != "" && !s.SyncOnly {
@@ -134,7 +164,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		log.Debug("check_cmd passed", "resource", r.Name, "cmd", cmd, "output", out)
 	}
 	if r.Backup && oldInfo != nil {
-		if err := renameio.WriteFile(r.Dest+".bak", old, oldInfo.Mode().Perm()); err != nil {
+		if err := backup(dest, old, oldInfo, log, r.Name); err != nil {
 			return Outcome{}, fmt.Errorf("%s: backup: %w", r.Dest, err)
 		}
 	}
@@ -155,6 +185,69 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		}
 	}
 	return o, nil
+}
+
+// setOwnerMode gives the stage file its owner, then its mode: chown clears the setuid
+// and setgid bits. An owner only kept from the old dest (none configured) that herald
+// may not give (it is not root) is left as created, with a warning. Special bits the
+// kernel silently drops (setgid for a group herald is not in) are an error rather than
+// a file that never matches and is rewritten on every render.
+func setOwnerMode(f *os.File, r *Resource, uid, gid int, mode fs.FileMode, log *slog.Logger) error {
+	if uid >= 0 || gid >= 0 {
+		err := f.Chown(uid, gid)
+		if errors.Is(err, fs.ErrPermission) && (r.UID >= 0 || r.GID >= 0) && (uid != r.UID || gid != r.GID) {
+			err = f.Chown(r.UID, r.GID) // keep only what was configured
+		}
+		switch {
+		case errors.Is(err, fs.ErrPermission) && r.UID < 0 && r.GID < 0:
+			log.Warn("cannot keep dest's owner (herald is not root): the new file is herald's", "resource", r.Name, "dest", r.Dest, "owner", fmt.Sprintf("%d:%d", uid, gid))
+		case err != nil:
+			return fmt.Errorf("chown %d:%d: %w", uid, gid, err)
+		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", octal(mode), err)
+	}
+	if mode&specialBits != 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("chmod %s: %w", octal(mode), err)
+		}
+		if got := fileMode(fi); got != mode {
+			return fmt.Errorf("chmod %s: the file got %s: herald may not set these bits here (setgid needs membership of the file's group)", octal(mode), octal(got))
+		}
+	}
+	return nil
+}
+
+// backup writes old, dest's content before this sync, to dest.bak: a new file (never
+// one opened as it is, whoever made it), staged next to dest and renamed into place,
+// with the owner and mode dest had. A dest over maxRead is not backed up (a warning says
+// so) rather than read whole into memory.
+func backup(dest string, old []byte, oldInfo fs.FileInfo, log *slog.Logger, name string) error {
+	if old == nil || int64(len(old)) > maxRead {
+		log.Warn("no backup: dest is too large", "resource", name, "dest", dest, "size", oldInfo.Size(), "limit", maxRead)
+		return nil
+	}
+	bak, err := renameio.NewPendingFile(dest+".bak", renameio.WithPermissions(0o600), renameio.WithTempDir(filepath.Dir(dest)))
+	if err != nil {
+		return err
+	}
+	defer bak.Cleanup()
+	if _, err := bak.Write(old); err != nil {
+		return err
+	}
+	if st, ok := oldInfo.Sys().(*syscall.Stat_t); ok {
+		if err := bak.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			// Not root: the backup stays herald's own and 0600.
+			log.Warn("backup keeps mode 0600: cannot give it dest's owner", "resource", name, "dest", dest, "err", err)
+			return bak.CloseAtomicallyReplace()
+		}
+	}
+	if err := bak.Chmod(fileMode(oldInfo)); err != nil {
+		return err
+	}
+	return bak.CloseAtomicallyReplace()
 }
 
 func (s *Syncer) check(ctx context.Context, cmd string, timeout time.Duration) (string, error) {
@@ -189,32 +282,50 @@ func SyncDirs(dirs []string) {
 	}
 }
 
-// readDest returns dest's content and info, or nils when it does not exist yet. Unless
-// all is set, the content is read only when dest has size bytes (else it differs).
-func readDest(dest string, size int, all bool) ([]byte, fs.FileInfo, error) {
-	fi, err := os.Stat(dest)
+// readDest finds the file r writes (dest, or with follow_symlink what its link points
+// to) and returns its path, content and info, or no content or info when it does not
+// exist yet. Unless all is set, the content is read only when the file has size bytes
+// (else it differs). Content over maxRead (and over size) is not returned.
+func readDest(r *Resource, size int, all bool) (string, []byte, fs.FileInfo, error) {
+	dest := r.Dest
+	limit := max(maxRead, int64(size))
+	want := func(fi fs.FileInfo) bool { return (all || fi.Size() == int64(size)) && fi.Size() <= limit }
+	b, fi, err := readNoFollow(dest, limit, want)
+	if errors.Is(err, syscall.ELOOP) {
+		if !r.FollowSymlink {
+			return "", nil, nil, fmt.Errorf("%s: dest %s is a symlink; %s", resourceFile(r), r.Dest, errSymlinkHint)
+		}
+		if dest, err = filepath.EvalSymlinks(r.Dest); err != nil {
+			return "", nil, nil, fmt.Errorf("%s: follow_symlink: %w", r.Dest, err)
+		}
+		b, fi, err = readNoFollow(dest, limit, want)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
+		return dest, nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", dest, err)
+		return "", nil, nil, fmt.Errorf("%s: %w", r.Dest, err)
 	}
 	if fi.IsDir() {
-		return nil, nil, fmt.Errorf("%s: dest is a directory", dest)
+		return "", nil, nil, fmt.Errorf("%s: dest is a directory", r.Dest)
 	}
 	if !fi.Mode().IsRegular() {
 		// A FIFO would block the read, a device never end it; the rename would
 		// replace either.
-		return nil, nil, fmt.Errorf("%s: dest is not a regular file", dest)
+		return "", nil, nil, fmt.Errorf("%s: dest is not a regular file", r.Dest)
 	}
-	if !all && fi.Size() != int64(size) {
-		return nil, fi, nil
+	if int64(len(b)) > limit {
+		b = nil // grew past the limit since the fstat
 	}
-	b, err := readFile(dest, fi.Size())
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", dest, err)
+	return dest, b, fi, nil
+}
+
+// resourceFile names r's resource file in errors (its name when it has no file).
+func resourceFile(r *Resource) string {
+	if r.File != "" {
+		return r.File
 	}
-	return b, fi, nil
+	return r.Name
 }
 
 func ownerMatches(fi fs.FileInfo, uid, gid int) bool {
@@ -230,9 +341,12 @@ func diff(dest string, old, content []byte, oldInfo fs.FileInfo, mode fs.FileMod
 	if oldInfo == nil {
 		from = "/dev/null"
 	}
+	if oldInfo != nil && old == nil && oldInfo.Size() > 0 {
+		return fmt.Sprintf("%s: %d bytes, over the %d-byte diff limit: would be replaced\n", dest, oldInfo.Size(), maxRead)
+	}
 	d := udiff.Unified(from, dest, string(old), string(content))
-	if d == "" && oldInfo != nil && oldInfo.Mode().Perm() != mode {
-		return fmt.Sprintf("%s: mode %04o -> %04o\n", dest, oldInfo.Mode().Perm(), mode)
+	if d == "" && oldInfo != nil && fileMode(oldInfo) != mode {
+		return fmt.Sprintf("%s: mode %s -> %s\n", dest, octal(fileMode(oldInfo)), octal(mode))
 	}
 	if d == "" {
 		return fmt.Sprintf("%s: owner would change\n", dest)
