@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"text/template"
+	"text/template/parse"
 	"time"
 )
 
@@ -19,20 +20,108 @@ const DefaultCommandTimeout = 60 * time.Second
 // maxOutput caps what we keep of a command's output for logs and errors.
 const maxOutput = 8 << 10
 
-// expandCmd fills {{.src}} and {{.dest}} as confd does.
+// expandCmd fills {{.src}} and {{.dest}} as confd does, but quoted for /bin/sh: a path
+// with a space, a quote or a ';' stays one word and runs nothing. The quoting fits
+// where the placeholder stands: bare (haproxy -c -f {{.src}}), inside "..." or inside
+// '...', so confd's commands work unchanged, quoted or not. Only {{.src}} and
+// {{.dest}} may appear: anything else could not be quoted safely.
 func expandCmd(cmd, src, dest string) (string, error) {
 	if cmd == "" {
 		return "", nil
 	}
-	t, err := template.New("cmd").Option("missingkey=error").Parse(cmd)
+	t, err := template.New("cmd").Parse(cmd)
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	if err := t.Execute(&b, map[string]string{"src": src, "dest": dest}); err != nil {
-		return "", err
+	var (
+		b strings.Builder
+		q shellQuote
+	)
+	for _, n := range t.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			b.Write(n.Text)
+			q = q.scan(n.Text)
+		case *parse.ActionNode:
+			switch placeholder(n) {
+			case "src":
+				b.WriteString(q.quote(src))
+			case "dest":
+				b.WriteString(q.quote(dest))
+			default:
+				return "", fmt.Errorf("%s: only {{.src}} and {{.dest}} may be used", n)
+			}
+		default:
+			return "", fmt.Errorf("%s: only {{.src}} and {{.dest}} may be used", n)
+		}
 	}
 	return b.String(), nil
+}
+
+// placeholder returns "src" for {{.src}}, "dest" for {{.dest}}, else "".
+func placeholder(n *parse.ActionNode) string {
+	if len(n.Pipe.Decl) != 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+		return ""
+	}
+	f, ok := n.Pipe.Cmds[0].Args[0].(*parse.FieldNode)
+	if !ok || len(f.Ident) != 1 {
+		return ""
+	}
+	return f.Ident[0]
+}
+
+// shellQuote is the quoting state of /bin/sh at a point of a command line.
+type shellQuote int
+
+const (
+	bare shellQuote = iota
+	inSingle
+	inDouble
+)
+
+// scan follows the quotes in text, starting in state q.
+func (q shellQuote) scan(text []byte) shellQuote {
+	for i := 0; i < len(text); i++ {
+		switch c := text[i]; {
+		case q == inSingle:
+			if c == '\'' {
+				q = bare
+			}
+		case c == '\\':
+			i++ // the next character is escaped, outside quotes and inside "..."
+		case q == inDouble:
+			if c == '"' {
+				q = bare
+			}
+		case c == '\'':
+			q = inSingle
+		case c == '"':
+			q = inDouble
+		}
+	}
+	return q
+}
+
+// quote spells v as one word where the shell is in state q. A bare value of only
+// characters the shell never treats specially is left as it is, so logs stay readable.
+func (q shellQuote) quote(v string) string {
+	switch q {
+	case inSingle:
+		return strings.ReplaceAll(v, "'", `'\''`)
+	case inDouble:
+		var b strings.Builder
+		for i := 0; i < len(v); i++ {
+			if strings.IndexByte("\\\"$`", v[i]) >= 0 {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v[i])
+		}
+		return b.String()
+	}
+	if v != "" && strings.Trim(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./,:+=@%-") == "" {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
 // CommandError is a failed check or reload command, with what it printed.

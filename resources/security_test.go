@@ -296,3 +296,45 @@ func TestSyncBackupOfHugeDestIsBounded(t *testing.T) {
 		t.Errorf("backup: %v; log %q", err, logs.String())
 	}
 }
+
+// {{.src}} and {{.dest}} reach /bin/sh as one word each, whatever they hold and whether
+// the command quotes them or not: nothing is split, nothing runs.
+func TestExpandCmdQuotesForTheShell(t *testing.T) {
+	dir := t.TempDir()
+	injected := filepath.Join(dir, "INJECTED")
+	for _, name := range []string{
+		"plain.cfg", "a b.cfg", "x; touch " + injected, "q'uote", `d"q`, "$(touch " + injected + ")",
+		"`touch " + injected + "`", `back\slash`, "new\nline", "$HOME", "*", "\xff\xfe",
+	} {
+		dest := filepath.Join(dir, name)
+		for _, cmd := range []string{
+			`printf %s {{.dest}}`, `printf %s "{{.dest}}"`, `printf %s '{{.dest}}'`,
+			`printf '%s' "{{.dest}}"`, `printf "%s" {{.dest}}`, `printf \"%s {{.dest}}`,
+		} {
+			line, err := expandCmd(cmd, "/src", dest)
+			if err != nil {
+				t.Fatalf("%q: %v", cmd, err)
+			}
+			out, err := runCommand(context.Background(), "check_cmd", line, 0)
+			want := dest
+			if strings.HasPrefix(cmd, `printf \"`) {
+				want = `"` + dest
+			}
+			if err != nil || out != want {
+				t.Errorf("%q with dest %q: ran %q, printed %q (%v); want %q", cmd, name, line, out, err, want)
+			}
+		}
+	}
+	if _, err := os.Stat(injected); err == nil {
+		t.Fatal("a dest name ran a command")
+	}
+	// confd's usual commands read as before.
+	if line, _ := expandCmd("haproxy -c -f {{.src}}", "/etc/haproxy/.haproxy.cfg123", ""); line != "haproxy -c -f /etc/haproxy/.haproxy.cfg123" {
+		t.Errorf("haproxy -c -f {{.src}} = %q", line)
+	}
+	for _, bad := range []string{"x {{.nope}}", "x {{.src | printf}}", "{{if .src}}x{{end}}", "{{$x := .src}}"} {
+		if _, err := expandCmd(bad, "a", "b"); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
