@@ -24,8 +24,8 @@ var defaultPorts = map[string]string{"etcd": "2379", "zookeeper": "2181", "consu
 func ParseURL(raw string) (Endpoint, error) {
 	var e Endpoint
 	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return e, fmt.Errorf("backend %q: want SCHEME://..., e.g. etcd://127.0.0.1:2379 or file://data.yaml", raw)
+	if !ok || !isScheme(scheme) {
+		return e, fmt.Errorf("backend %q: want SCHEME://..., e.g. etcd://127.0.0.1:2379 or file://data.yaml", Redact(raw))
 	}
 	scheme = strings.ToLower(scheme)
 	switch scheme {
@@ -54,17 +54,26 @@ func ParseURL(raw string) (Endpoint, error) {
 		if e.Path == "" {
 			return e, fmt.Errorf("backend %q: file:// needs a path", raw)
 		}
+		// A path may hold '@' (data@v2.yaml), but not user:password@ in front.
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 && strings.Contains(rest[:i], ":") {
+			return e, fmt.Errorf("backend %s: %s", Redact(raw), errCredentials)
+		}
 		return e, nil
 	case "env":
 		e.Scheme = "env"
 		return e, nil
 	default:
-		return e, fmt.Errorf("backend %q: unknown scheme %q (want etcd, etcds, zookeeper, zookeepers, consul, consuls, file or env)", redactRaw(raw), scheme)
+		return e, fmt.Errorf("backend %q: unknown scheme %q (want etcd, etcds, zookeeper, zookeepers, consul, consuls, file or env)", Redact(raw), scheme)
+	}
+	// Checked on the whole rest: a password may hold '/', '?' or '@' itself, and
+	// whatever part of the URL it lands in must never be echoed.
+	if strings.Contains(rest, "@") {
+		return e, fmt.Errorf("backend %s: %s", Redact(raw), errCredentials)
 	}
 	if i := strings.IndexByte(rest, '?'); i >= 0 {
 		q, err := url.ParseQuery(rest[i+1:])
 		if err != nil {
-			return e, fmt.Errorf("backend %s: bad query: %w", redactRaw(raw), err)
+			return e, fmt.Errorf("backend %s: bad query: %w", Redact(raw), err)
 		}
 		e.Query, rest = q, rest[:i]
 	}
@@ -75,9 +84,6 @@ func ParseURL(raw string) (Endpoint, error) {
 			e.Path = ""
 		}
 	}
-	if strings.Contains(hosts, "@") {
-		return e, fmt.Errorf("backend %s: credentials in the URL are not accepted; use --username/--password, --consul-token or HERALD_* variables", redactRaw(raw))
-	}
 	for _, h := range strings.Split(hosts, ",") {
 		h = strings.TrimSpace(h)
 		if h == "" {
@@ -87,7 +93,7 @@ func ParseURL(raw string) (Endpoint, error) {
 			// A bare host (or bracketed IPv6) gets the scheme's default port.
 			host := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 			if strings.Contains(host, ":") && net.ParseIP(host) == nil {
-				return e, fmt.Errorf("backend %s: bad host %q: %v", redactRaw(raw), h, err)
+				return e, fmt.Errorf("backend %s: bad host %q: %v", Redact(raw), h, err)
 			}
 			h = net.JoinHostPort(host, defaultPorts[e.Scheme])
 		}
@@ -112,15 +118,31 @@ func (e Endpoint) String() string {
 	return s
 }
 
-// redactRaw drops anything that looks like userinfo from a URL we could not parse, so an
-// error message never echoes a password.
-func redactRaw(raw string) string {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return raw
+const errCredentials = "credentials in the URL are not accepted; use --username/--password(-file), --consul-token(-file) or HERALD_* variables"
+
+// Redact is the one way herald prints a URL it was given (a backend, a health check):
+// everything before the last '@' after the scheme is userinfo and is dropped, whatever
+// it holds ('/', '@', ':', '%' included), and a string without a scheme gets the same
+// treatment, so "root:s3cret@h:2379" shows as "REDACTED@h:2379".
+func Redact(raw string) string {
+	prefix, rest := "", raw
+	if scheme, after, ok := strings.Cut(raw, "://"); ok && isScheme(scheme) {
+		prefix, rest = scheme+"://", after
 	}
-	if i := strings.IndexByte(rest, '@'); i >= 0 {
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
 		rest = "REDACTED@" + rest[i+1:]
 	}
-	return scheme + "://" + rest
+	return prefix + rest
+}
+
+// isScheme says whether s is a URL scheme (RFC 3986: a letter, then letters, digits,
+// '+', '-' or '.'), so that a password holding "://" is not taken for one.
+func isScheme(s string) bool {
+	for i, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')
+		if !ok {
+			return false
+		}
+	}
+	return s != ""
 }

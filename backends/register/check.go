@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/heraldhq/herald/backends"
 )
 
 // Check is a local health check of the instance being announced. Check returns nil when
@@ -29,21 +31,28 @@ type Check interface {
 func ParseCheck(spec string) (Check, error) {
 	u, err := url.Parse(spec)
 	if err != nil {
-		return nil, fmt.Errorf("health check %q: %w", redact(spec), err)
+		// url.Parse's error quotes the URL and the piece it choked on, which may be
+		// part of a password.
+		return nil, fmt.Errorf("health check %q: not a valid URL", backends.Redact(spec))
+	}
+	// An '@' left outside the userinfo means a password with '/', '?' or '#' in it
+	// was cut short, and its rest would show as host or path in errors.
+	if strings.Contains(u.Host+u.Path+u.RawQuery+u.Fragment, "@") {
+		return nil, fmt.Errorf("health check %s: '@' outside user:password@ (percent-encode the password: %%2F for '/', %%40 for '@')", backends.Redact(spec))
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return nil, fmt.Errorf("health check %s: no host", redactURL(u))
+			return nil, fmt.Errorf("health check %s: no host", backends.Redact(u.String()))
 		}
 		return HTTPCheck(u.String()), nil
 	case "tcp":
 		if _, _, err := net.SplitHostPort(u.Host); err != nil || u.Path != "" && u.Path != "/" {
-			return nil, fmt.Errorf("health check %s: want tcp://host:port", redactURL(u))
+			return nil, fmt.Errorf("health check %s: want tcp://host:port", backends.Redact(u.String()))
 		}
 		return TCPCheck(u.Host), nil
 	default:
-		return nil, fmt.Errorf("health check %s: want http://, https:// or tcp:// (use --check-cmd for a command)", redact(spec))
+		return nil, fmt.Errorf("health check %s: want http://, https:// or tcp:// (use --check-cmd for a command)", backends.Redact(spec))
 	}
 }
 
@@ -55,7 +64,7 @@ func (c HTTPCheck) String() string {
 	if err != nil {
 		return "http check"
 	}
-	return redactURL(u)
+	return backends.Redact(u.String())
 }
 
 // Check makes one GET on a fresh connection, so that a server whose accept loop hangs
@@ -152,21 +161,5 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 func (t *tailBuffer) String() string {
 	s := string(bytes.TrimSpace(t.b))
 	s = strings.ReplaceAll(s, "\n", " | ")
-	return s
-}
-
-func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.String()
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return redactURL(u)
-	}
-	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		return s[i+1:]
-	}
 	return s
 }

@@ -30,7 +30,7 @@ func TestParseCheck(t *testing.T) {
 		{spec: "http:///health", wantErr: "no host"},
 		{spec: "pg_isready", wantErr: "use --check-cmd"},
 		{spec: "udp://127.0.0.1:53", wantErr: "want http://, https:// or tcp://"},
-		{spec: "ftp://user:s3cret@host/x", wantErr: "ftp://host/x"},
+		{spec: "ftp://user:s3cret@host/x", wantErr: "ftp://REDACTED@host/x"},
 	}
 	for _, c := range cases {
 		got, err := ParseCheck(c.spec)
@@ -86,7 +86,7 @@ func TestHTTPCheck(t *testing.T) {
 			t.Errorf("GET %s: error shows the password: %v", path, err)
 		}
 	}
-	if s := HTTPCheck(withPass + "/x").String(); strings.Contains(s, "s3cret") || !strings.HasPrefix(s, "http://127.0.0.1:") {
+	if s := HTTPCheck(withPass + "/x").String(); strings.Contains(s, "s3cret") || !strings.HasPrefix(s, "http://REDACTED@127.0.0.1:") {
 		t.Errorf("String() = %q", s)
 	}
 	took, err := check(t, HTTPCheck(srv.URL+"/slow"), 200*time.Millisecond)

@@ -167,7 +167,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		return err
 	}
 	defer stopReg()
-	log.Info("herald watching", "resources", len(rs), "backend", redactURL(o.Backend), "version", versionString())
+	log.Info("herald watching", "resources", len(rs), "backend", backends.Redact(o.Backend), "version", versionString())
 	return rn.Run(ctx, rs, updates)
 }
 
@@ -296,14 +296,4 @@ func cmdServices(ctx context.Context, e env, o *Options, args []string) error {
 			strings.Join(s.Tags, ","), meta, s.Node, s.Key)
 	}
 	return tw.Flush()
-}
-
-// redactURL is for logs: backend URLs never carry credentials (ParseURL refuses them),
-// but a malformed one is logged as the user gave it minus anything before '@'.
-func redactURL(u string) string {
-	ep, err := backends.ParseURL(u)
-	if err != nil {
-		return "(invalid)"
-	}
-	return ep.String()
 }

@@ -35,13 +35,15 @@ type Options struct {
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
 
-	Username      string
-	Password      string
-	ConsulToken   string
-	TLSCA         string
-	TLSCert       string
-	TLSKey        string
-	TLSServerName string
+	Username        string
+	Password        string
+	PasswordFile    string
+	ConsulToken     string
+	ConsulTokenFile string
+	TLSCA           string
+	TLSCert         string
+	TLSKey          string
+	TLSServerName   string
 
 	ServicesRoot   string
 	SessionTimeout time.Duration
@@ -91,8 +93,10 @@ func (o *Options) table() []option {
 		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
 		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
 		{name: "username", usage: "etcd user; Consul: HTTP basic auth user (for a proxy in front of the agent)", bind: str(&o.Username, "")},
-		{name: "password", usage: "etcd password; ZooKeeper digest password", secret: true, bind: str(&o.Password, "")},
-		{name: "consul-token", usage: "Consul ACL token (also CONSUL_HTTP_TOKEN)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
+		{name: "password", usage: "etcd password; ZooKeeper digest password; Consul: HTTP basic auth password (on the command line it shows in ps: prefer --password-file)", secret: true, bind: str(&o.Password, "")},
+		{name: "password-file", usage: "read the password from this file (its first line), so it never shows in ps or the environment", bind: str(&o.PasswordFile, "")},
+		{name: "consul-token", usage: "Consul ACL token (also CONSUL_HTTP_TOKEN; on the command line it shows in ps: prefer --consul-token-file)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
+		{name: "consul-token-file", usage: "read the Consul ACL token from this file (also CONSUL_HTTP_TOKEN_FILE)", extEnv: []string{"CONSUL_HTTP_TOKEN_FILE"}, bind: str(&o.ConsulTokenFile, "")},
 		{name: "tls-ca", aliases: []string{"client-ca-keys"}, usage: "CA bundle to verify the registry", bind: str(&o.TLSCA, "")},
 		{name: "tls-cert", aliases: []string{"client-cert"}, usage: "client certificate", bind: str(&o.TLSCert, "")},
 		{name: "tls-key", aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
@@ -175,7 +179,7 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 	// Every option is a valid herald.toml key, even one this command gives another meaning.
 	fc, err := readFileConfig(path, o.table())
 	if errors.Is(err, iofs.ErrNotExist) && !explicit {
-		return nil
+		return o.readSecretFiles()
 	}
 	if err != nil {
 		return err
@@ -189,6 +193,33 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 		}
 		if err := fs.Set(opt.name, fmt.Sprint(v)); err != nil {
 			return fmt.Errorf("%s:%d: %s: %w", path, lineOf(fc.raw, key), key, badValue(fmt.Sprint(v), err, opt.secret))
+		}
+	}
+	return o.readSecretFiles()
+}
+
+// readSecretFiles fills --password and --consul-token from their files. A secret given
+// both ways is an error: which one wins would be a guess.
+func (o *Options) readSecretFiles() error {
+	for _, s := range []struct {
+		name, file string
+		to         *string
+	}{{"password", o.PasswordFile, &o.Password}, {"consul-token", o.ConsulTokenFile, &o.ConsulToken}} {
+		if s.file == "" {
+			continue
+		}
+		if *s.to != "" {
+			return fmt.Errorf("--%s and --%s-file both given: use one", s.name, s.name)
+		}
+		b, err := os.ReadFile(s.file)
+		if err != nil {
+			return fmt.Errorf("--%s-file: %w", s.name, err)
+		}
+		// The first line, without its end: files written by echo or an editor end
+		// with a newline that is not part of the secret.
+		line, _, _ := strings.Cut(string(b), "\n")
+		if *s.to = strings.TrimSuffix(line, "\r"); *s.to == "" {
+			return fmt.Errorf("--%s-file %s: empty", s.name, s.file)
 		}
 	}
 	return nil

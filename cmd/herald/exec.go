@@ -141,7 +141,7 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	cfg.Command = child.Command{Path: path, Args: argv[1:], Stdin: os.Stdin, Stdout: e.stdout, Stderr: e.stderr}
 	cfg.Reap = os.Getpid() == 1
 
-	log.Info("herald exec", "backend", redactURL(o.Backend), "prefixes", strings.Join(cfg.Prefixes, ","),
+	log.Info("herald exec", "backend", backends.Redact(o.Backend), "prefixes", strings.Join(cfg.Prefixes, ","),
 		"templates", len(cfg.Templates), "cmd", path, "reap", cfg.Reap, "version", versionString())
 	return child.Run(context.WithoutCancel(ctx), cfg, sigs)
 }

@@ -288,7 +288,7 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 		}
 		defer stop()
 	}
-	log.Info("herald registering", "backend", redactURL(o.Backend), "instances", len(anns), "version", versionString())
+	log.Info("herald registering", "backend", backends.Redact(o.Backend), "instances", len(anns), "version", versionString())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(anns))
@@ -350,7 +350,7 @@ func configName(o *Options) string {
 func announcers(store backends.Store, url string, specs []registerSpec) ([]*register.Announcer, error) {
 	r, ok := store.(backends.Registrar)
 	if !ok {
-		return nil, fmt.Errorf("backend %s cannot register services (etcd, zookeeper and consul can)", redactURL(url))
+		return nil, fmt.Errorf("backend %s cannot register services (etcd, zookeeper and consul can)", backends.Redact(url))
 	}
 	var anns []*register.Announcer
 	for _, s := range specs {

@@ -114,7 +114,7 @@ func TestRegisterUsageErrors(t *testing.T) {
 		{[]string{"register", "--backend", "etcd://h:1", "--service", "web", "--address", "h", "--port", "1", "--check", "tcp://x:1", "--check-cmd", "true"}, 2,
 			[]string{"--check and --check-cmd"}},
 		{[]string{"register", "--backend", "etcd://h:1", "--service", "web", "--address", "h", "--port", "1", "--check", "ftp://u:pw@x/"}, 2,
-			[]string{"--check", "ftp://x/"}},
+			[]string{"--check", "ftp://REDACTED@x/"}},
 		{[]string{"register", "--backend", "etcd://h:1", "--service", "web", "--address", "h", "--port", "1", "--meta", "novalue"}, 2,
 			[]string{`--meta "novalue"`}},
 		{[]string{"register", "--backend", "file://" + filepath.Join(t.TempDir(), "d.yaml"), "--service", "web", "--address", "h", "--port", "1"}, 1,

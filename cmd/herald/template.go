@@ -112,7 +112,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer stop()
-	log.Info("herald template watching", "template", r.Name, "dest", r.Dest, "backend", redactURL(o.Backend), "version", versionString())
+	log.Info("herald template watching", "template", r.Name, "dest", r.Dest, "backend", backends.Redact(o.Backend), "version", versionString())
 	return rn.Run(ctx, []*resources.Resource{r}, updates)
 }
 
