@@ -35,6 +35,8 @@ type Options struct {
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
 
+	KeepCredentialEnv bool
+
 	Username        string
 	Password        string
 	PasswordFile    string
@@ -65,8 +67,11 @@ type option struct {
 	aliases []string
 	usage   string
 	secret  bool
-	extEnv  []string // other variables honoured after HERALD_*, e.g. CONSUL_HTTP_TOKEN
-	bind    func(fs *flag.FlagSet, name string)
+	// credential: its variables are removed from herald's environment once read, so
+	// commands, children, getenv and env:// never see them (see dropCredentialEnv).
+	credential bool
+	extEnv     []string // other variables honoured after HERALD_*, e.g. CONSUL_HTTP_TOKEN
+	bind       func(fs *flag.FlagSet, name string)
 }
 
 func (o *Options) table() []option {
@@ -93,13 +98,14 @@ func (o *Options) table() []option {
 		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
 		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
 		{name: "username", usage: "etcd user; Consul: HTTP basic auth user (for a proxy in front of the agent)", bind: str(&o.Username, "")},
-		{name: "password", usage: "etcd password; ZooKeeper digest password; Consul: HTTP basic auth password (on the command line it shows in ps: prefer --password-file)", secret: true, bind: str(&o.Password, "")},
-		{name: "password-file", usage: "read the password from this file (its first line), so it never shows in ps or the environment", bind: str(&o.PasswordFile, "")},
-		{name: "consul-token", usage: "Consul ACL token (also CONSUL_HTTP_TOKEN; on the command line it shows in ps: prefer --consul-token-file)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
-		{name: "consul-token-file", usage: "read the Consul ACL token from this file (also CONSUL_HTTP_TOKEN_FILE)", extEnv: []string{"CONSUL_HTTP_TOKEN_FILE"}, bind: str(&o.ConsulTokenFile, "")},
+		{name: "password", credential: true, usage: "etcd password; ZooKeeper digest password; Consul: HTTP basic auth password (on the command line it shows in ps: prefer --password-file)", secret: true, bind: str(&o.Password, "")},
+		{name: "password-file", credential: true, usage: "read the password from this file (its first line), so it never shows in ps or the environment", bind: str(&o.PasswordFile, "")},
+		{name: "consul-token", credential: true, usage: "Consul ACL token (also CONSUL_HTTP_TOKEN; on the command line it shows in ps: prefer --consul-token-file)", secret: true, extEnv: []string{"CONSUL_HTTP_TOKEN"}, bind: str(&o.ConsulToken, "")},
+		{name: "consul-token-file", credential: true, usage: "read the Consul ACL token from this file (also CONSUL_HTTP_TOKEN_FILE)", extEnv: []string{"CONSUL_HTTP_TOKEN_FILE"}, bind: str(&o.ConsulTokenFile, "")},
+		{name: "keep-credential-env", usage: "leave herald's credential variables (HERALD_PASSWORD, HERALD_CONSUL_TOKEN, CONSUL_HTTP_TOKEN, their _FILE forms, HERALD_TLS_KEY) in the environment of check/reload commands, exec's child, getenv and env://; by default herald removes them", bind: boolean(&o.KeepCredentialEnv)},
 		{name: "tls-ca", aliases: []string{"client-ca-keys"}, usage: "CA bundle to verify the registry", bind: str(&o.TLSCA, "")},
 		{name: "tls-cert", aliases: []string{"client-cert"}, usage: "client certificate", bind: str(&o.TLSCert, "")},
-		{name: "tls-key", aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
+		{name: "tls-key", credential: true, aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
 		{name: "tls-server-name", usage: "server name to verify, when it differs from the host dialled", bind: str(&o.TLSServerName, "")},
 		{name: "services-root", usage: "where etcd and ZooKeeper keep service instances", bind: str(&o.ServicesRoot, "/services")},
 		{name: "session-timeout", usage: "ZooKeeper session timeout", bind: dur(&o.SessionTimeout, 10*time.Second)},
@@ -158,6 +164,22 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 		return false
 	}
 	fromEnv := map[string]bool{}
+	fromFile := map[string]bool{}
+	rank := func(name string) int {
+		for _, opt := range tbl {
+			if opt.name == name {
+				switch {
+				case isSet(opt):
+					return 3
+				case fromEnv[name]:
+					return 2
+				case fromFile[name]:
+					return 1
+				}
+			}
+		}
+		return 0
+	}
 	for _, opt := range tbl {
 		if isSet(opt) {
 			continue
@@ -179,7 +201,7 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 	// Every option is a valid herald.toml key, even one this command gives another meaning.
 	fc, err := readFileConfig(path, o.table())
 	if errors.Is(err, iofs.ErrNotExist) && !explicit {
-		return o.readSecretFiles()
+		return o.readSecretFiles(rank)
 	}
 	if err != nil {
 		return err
@@ -194,22 +216,39 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 		if err := fs.Set(opt.name, fmt.Sprint(v)); err != nil {
 			return fmt.Errorf("%s:%d: %s: %w", path, lineOf(fc.raw, key), key, badValue(fmt.Sprint(v), err, opt.secret))
 		}
+		fromFile[opt.name] = true
 	}
-	return o.readSecretFiles()
+	return o.readSecretFiles(rank)
 }
 
-// readSecretFiles fills --password and --consul-token from their files. A secret given
-// both ways is an error: which one wins would be a guess.
-func (o *Options) readSecretFiles() error {
+// dropCredentialEnv removes herald's own credential variables from its environment once
+// they are read (unless --keep-credential-env): everything herald starts inherits its
+// environment, and a check command, exec's child, a template's getenv or env:// has no
+// business with the registry password. unset is os.Unsetenv (nil in in-process tests).
+func (o *Options) dropCredentialEnv(unset func(string) error) {
+	if o.KeepCredentialEnv || unset == nil {
+		return
+	}
+	for _, opt := range o.table() {
+		if opt.credential {
+			for _, name := range append([]string{envName(opt.name)}, opt.extEnv...) {
+				unset(name)
+			}
+		}
+	}
+}
+
+// readSecretFiles fills --password and --consul-token from their files. Given both
+// ways, the one from the stronger source wins (flag, then variable, then herald.toml);
+// from the same source the value wins over the file, as Consul does with
+// CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE. rank says where each option came from.
+func (o *Options) readSecretFiles(rank func(name string) int) error {
 	for _, s := range []struct {
 		name, file string
 		to         *string
 	}{{"password", o.PasswordFile, &o.Password}, {"consul-token", o.ConsulTokenFile, &o.ConsulToken}} {
-		if s.file == "" {
+		if s.file == "" || *s.to != "" && rank(s.name) >= rank(s.name+"-file") {
 			continue
-		}
-		if *s.to != "" {
-			return fmt.Errorf("--%s and --%s-file both given: use one", s.name, s.name)
 		}
 		b, err := os.ReadFile(s.file)
 		if err != nil {

@@ -98,6 +98,7 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	if err := execFlagsFromEnv(fs, tbl, e.lookup); err != nil {
 		return 0, usageError{err}
 	}
+	o.dropCredentialEnv(e.unsetenv)
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return 0, usageError{errors.New("no command: herald exec [flags] -- CMD [ARGS...] (see herald exec -h)")}

@@ -47,6 +47,9 @@ type env struct {
 	stderr *os.File
 	lookup func(string) (string, bool)
 	dns    *net.Resolver // nil: the system's
+	// unsetenv removes a variable from the environment herald's children, templates
+	// and env:// see; nil leaves it alone (in-process tests).
+	unsetenv func(string) error
 }
 
 func (e env) resolver() *net.Resolver {
@@ -57,7 +60,7 @@ func (e env) resolver() *net.Resolver {
 }
 
 func main() {
-	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv}
+	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv, unsetenv: os.Unsetenv}
 	// Installed as confd (a symlink or a copy), herald takes confd's command line, so
 	// that replacing the binary is the whole migration.
 	if filepath.Base(os.Args[0]) == "confd" {
@@ -118,6 +121,7 @@ func run(ctx context.Context, e env) int {
 		fmt.Fprintln(e.stderr, "herald:", err)
 		return 2
 	}
+	o.dropCredentialEnv(e.unsetenv)
 	if err := f(ctx, e, &o, fs.Args()); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {

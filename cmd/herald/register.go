@@ -184,6 +184,7 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	if err := rf.fromEnv(fs, rflags, e.lookup); err != nil {
 		return nil, nil, nil, err
 	}
+	o.dropCredentialEnv(e.unsetenv)
 	return o, rf, fs, nil
 }
 

@@ -67,8 +67,20 @@ func TestPasswordAndTokenFiles(t *testing.T) {
 			t.Errorf("%v %v: password %q token %q, %v", c.env, c.args, o.Password, o.ConsulToken, err)
 		}
 	}
-	if _, err := resolve(map[string]string{"HERALD_PASSWORD": "x"}, "--password-file", pw); err == nil || !strings.Contains(err.Error(), "--password and --password-file both given") {
-		t.Errorf("both: %v", err)
+	// Both: the stronger source wins; from one source, the value.
+	for _, c := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"HERALD_PASSWORD": "from-env"}, []string{"--password-file", pw}, "from-file"},
+		{map[string]string{"HERALD_PASSWORD_FILE": pw}, []string{"--password", "from-flag"}, "from-flag"},
+		{map[string]string{"HERALD_PASSWORD_FILE": pw, "HERALD_PASSWORD": "from-env"}, nil, "from-env"},
+		{nil, []string{"--password-file", pw, "--password", "from-flag"}, "from-flag"},
+	} {
+		if o, err := resolve(c.env, c.args...); err != nil || o.Password != c.want {
+			t.Errorf("%v %v: password %q, %v; want %q", c.env, c.args, o.Password, err, c.want)
+		}
 	}
 	if _, err := resolve(nil, "--password-file", filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "--password-file") {
 		t.Errorf("missing file: %v", err)
@@ -79,5 +91,20 @@ func TestPasswordAndTokenFiles(t *testing.T) {
 		if !strings.Contains(stderr, w) {
 			t.Errorf("render -h lacks %q", w)
 		}
+	}
+}
+
+func TestDropCredentialEnv(t *testing.T) {
+	var dropped []string
+	unset := func(n string) error { dropped = append(dropped, n); return nil }
+	(&Options{}).dropCredentialEnv(unset)
+	want := []string{"HERALD_PASSWORD", "HERALD_PASSWORD_FILE", "HERALD_CONSUL_TOKEN", "CONSUL_HTTP_TOKEN", "HERALD_CONSUL_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE", "HERALD_TLS_KEY"}
+	if strings.Join(dropped, " ") != strings.Join(want, " ") {
+		t.Errorf("dropped %v, want %v", dropped, want)
+	}
+	dropped = nil
+	(&Options{KeepCredentialEnv: true}).dropCredentialEnv(unset)
+	if dropped != nil {
+		t.Errorf("--keep-credential-env dropped %v", dropped)
 	}
 }

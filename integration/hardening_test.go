@@ -1,0 +1,106 @@
+package integration
+
+// Issue 17 (security part), driving the real herald binary: credentials are not handed
+// on to commands, children, templates or env://; /healthz shows no values or command
+// output; --listen's keep-alive connections time out; symlinked dests and backups as an
+// unprivileged user would attack them.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+// hardSecrets are herald's credential variables, each with a value found nowhere else.
+func hardSecrets(t *testing.T) (env []string, secrets []string) {
+	t.Helper()
+	certs := harness.GenCerts(t)
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("Tok-File-Secret-4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = []string{
+		"HERALD_PASSWORD=Pw-Secret-1", "HERALD_CONSUL_TOKEN=Tok-Secret-2", "CONSUL_HTTP_TOKEN=Tok-Secret-3",
+		"HERALD_TLS_CERT=" + certs.ClientCert, "HERALD_TLS_KEY=" + certs.ClientKey, "HERALD_TLS_CA=" + certs.CAFile,
+		"CONSUL_HTTP_TOKEN_FILE=" + tokFile, "HERALD_USERNAME=u",
+	}
+	// CONSUL_HTTP_TOKEN_FILE and HERALD_CONSUL_TOKEN together are an error; the file
+	// variable is checked on its own below.
+	return env, []string{"Pw-Secret-1", "Tok-Secret-2", "Tok-Secret-3", certs.ClientKey, tokFile}
+}
+
+// What check and reload commands, a template's getenv, env:// and exec's child see of
+// herald's environment: none of its credential variables, unless --keep-credential-env.
+func TestHardeningCredentialsNotHandedOn(t *testing.T) {
+	t.Parallel()
+	env, secrets := hardSecrets(t)
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			var extra []string
+			if keep {
+				extra = []string{"--keep-credential-env"}
+			}
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			writeTree(t, dir, map[string]string{
+				"data.yaml": "app:\n  name: one\n",
+				"templates/a.tmpl": `name={{getv "/app/name"}}
+pw=[{{getenv "HERALD_PASSWORD"}}] tok=[{{getenv "HERALD_CONSUL_TOKEN"}}] ctok=[{{getenv "CONSUL_HTTP_TOKEN"}}] key=[{{getenv "HERALD_TLS_KEY"}}] file=[{{getenv "CONSUL_HTTP_TOKEN_FILE"}}]
+`,
+				"templates/e.tmpl": `pw=[{{getv "/herald/password" ""}}] tok=[{{getv "/consul/http/token" ""}}] key=[{{getv "/herald/tls/key" ""}}]
+`,
+				"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmake_dirs = true\ncheck_cmd = \"env > {{.dest}}.check\"\nreload_cmd = \"env > {{.dest}}.reload\"\n", filepath.Join(out, "a")),
+			})
+			// A file backend: render, template, check and reload.
+			all := map[string]string{}
+			code, log := secRun(t, env, append([]string{"render", "--confdir", dir, "--backend", "file://" + filepath.Join(dir, "data.yaml")}, extra...)...)
+			if code != 0 {
+				t.Fatalf("render: exit %d\n%s", code, log)
+			}
+			all["render log"] = log
+			for _, f := range []string{"a", "a.check", "a.reload"} {
+				b, err := os.ReadFile(filepath.Join(out, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				all[f] = string(b)
+			}
+			if !strings.Contains(all["a.check"], "PATH=") {
+				t.Fatalf("check_cmd's environment lacks PATH:\n%s", all["a.check"])
+			}
+			// env://: keys are variables.
+			writeTree(t, dir, map[string]string{"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"e.tmpl\"\ndest = %q\n", filepath.Join(out, "e"))})
+			if code, log := secRun(t, env, append([]string{"render", "--confdir", dir, "--backend", "env://"}, extra...)...); code != 0 {
+				t.Fatalf("render env://: exit %d\n%s", code, log)
+			}
+			b, _ := os.ReadFile(filepath.Join(out, "e"))
+			all["env:// render"] = string(b)
+			// herald exec's child.
+			childEnv := filepath.Join(out, "child")
+			code, log = secRun(t, env, append(append([]string{"exec", "--backend", "file://" + filepath.Join(dir, "data.yaml"), "--prefix", "/app"}, extra...),
+				"--", "/bin/sh", "-c", "env > "+childEnv)...)
+			if code != 0 {
+				t.Fatalf("exec: exit %d\n%s", code, log)
+			}
+			b, _ = os.ReadFile(childEnv)
+			all["exec's child"] = string(b)
+			if !strings.Contains(all["exec's child"], "name=one") {
+				t.Fatalf("exec's child lacks the registry's variable:\n%s", b)
+			}
+			if !keep {
+				secNoLeak(t, secrets, all)
+				return
+			}
+			// Opted in: every one of them is there (the test can see a leak).
+			for where, s := range map[string]string{"a": "pw=[Pw-Secret-1]", "a.check": "CONSUL_HTTP_TOKEN=Tok-Secret-3", "a.reload": "HERALD_TLS_KEY=", "env:// render": "pw=[Pw-Secret-1] tok=[Tok-Secret-3]", "exec's child": "HERALD_CONSUL_TOKEN=Tok-Secret-2"} {
+				if !strings.Contains(all[where], s) {
+					t.Errorf("--keep-credential-env: %s lacks %q:\n%s", where, s, all[where])
+				}
+			}
+		})
+	}
+}
