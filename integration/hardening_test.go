@@ -6,11 +6,16 @@ package integration
 // unprivileged user would attack them.
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/integration/harness"
 )
@@ -103,4 +108,79 @@ pw=[{{getenv "HERALD_PASSWORD"}}] tok=[{{getenv "HERALD_CONSUL_TOKEN"}}] ctok=[{
 			}
 		})
 	}
+}
+
+// /healthz names a failed resource's cause class, key or template position, never a
+// rendered value or a check command's output; the log has the details. An idle
+// keep-alive connection to --listen is closed by herald.
+func TestHardeningHealthzShowsNoValues(t *testing.T) {
+	t.Parallel()
+	const secret = "Rendered-Secret-9b2"
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	res := func(tmpl, extra string) string {
+		return fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nmake_dirs = true\n%s", tmpl, filepath.Join(out, tmpl), extra)
+	}
+	writeTree(t, dir, map[string]string{
+		"data.yaml":       "app:\n  password: " + secret + "\n",
+		"templates/check": `pw={{getv "/app/password"}}` + "\n",
+		"templates/atoi":  "line one\n{{atoi (getv \"/app/password\")}}\n",
+		"conf.d/a.toml":   res("check", "check_cmd = \"cat {{.src}}; exit 3\"\n"),
+		"conf.d/b.toml":   res("atoi", ""),
+		"templates/ok":    "fine\n",
+		"conf.d/ok.toml":  res("ok", ""),
+		"templates/nokey": `{{getv "/app/missing"}}`,
+		"conf.d/key.toml": res("nokey", ""),
+	})
+	listen := freeAddr(t)
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"), "--listen", listen)
+	want := map[string]string{
+		"a.toml":   `"last_error":"check_cmd failed: exit status 3"`,
+		"b.toml":   `"last_error":"template error at atoi:2:`,
+		"key.toml": `"last_error":"template: key does not exist: /app/missing"`,
+	}
+	var body string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body = httpGet(t, "http://"+listen+"/healthz")
+		done := true
+		for _, w := range want {
+			done = done && strings.Contains(body, w)
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz never named every failure %v:\n%s", want, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	secNoLeak(t, []string{secret}, map[string]string{"/healthz": body})
+	// The log has what /healthz leaves out: the check's output.
+	if !strings.Contains(p.Output(), "pw="+secret) {
+		t.Errorf("the log lacks the check command's output:\n%s", p.Output())
+	}
+
+	// Keep-alive: after one request, a connection that stays quiet is closed.
+	conn, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(30 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle keep-alive connection: %v after %v, want EOF (closed by herald)", err, time.Since(start).Round(time.Second))
+	}
+	t.Logf("idle keep-alive connection closed after %v", time.Since(start).Round(100*time.Millisecond))
 }

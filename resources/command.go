@@ -150,6 +150,19 @@ func (e *CommandError) Error() string {
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
+// Summary says how the command failed without its text or output, which may hold what
+// was rendered: "check_cmd failed: exit status 1", "reload_cmd timed out after 30s".
+func (e *CommandError) Summary() string {
+	if e.Timeout > 0 {
+		return fmt.Sprintf("%s timed out after %s", e.Kind, e.Timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(e.Err, &ee) {
+		return fmt.Sprintf("%s failed: %s", e.Kind, ee.ProcessState)
+	}
+	return e.Kind + " failed to start"
+}
+
 // runCommand runs cmd through /bin/sh -c in its own process group, so that on timeout the
 // whole tree (haproxy -c, a script's children) is killed, not just the shell.
 func runCommand(ctx context.Context, kind, cmd string, timeout time.Duration) (string, error) {

@@ -77,7 +77,7 @@ type Status struct {
 	Dest        string    `json:"dest"`
 	Rendered    bool      `json:"rendered"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
+	LastError   string    `json:"last_error,omitempty"` // Summary: no values, no output
 }
 
 func (rn *Runner) log() *slog.Logger {
@@ -113,9 +113,7 @@ func (rn *Runner) Statuses() []Status {
 	out := make([]Status, 0, len(rn.states))
 	for _, st := range rn.states {
 		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK}
-		if st.lastErr != nil {
-			s.LastError = st.lastErr.Error()
-		}
+		s.LastError = Summary(st.lastErr)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Status) int { return compareStrings(a.Name, b.Name) })

@@ -6,6 +6,7 @@ package resources
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -14,6 +15,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/template"
 )
 
 func TestLoadRefusesIDsOutOfRange(t *testing.T) {
@@ -335,6 +339,40 @@ func TestExpandCmdQuotesForTheShell(t *testing.T) {
 	for _, bad := range []string{"x {{.nope}}", "x {{.src | printf}}", "{{if .src}}x{{end}}", "{{$x := .src}}"} {
 		if _, err := expandCmd(bad, "a", "b"); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// What /healthz shows of a failed render: the class, the key or position, never a value
+// or a command's output.
+func TestSummaryHidesValuesAndOutput(t *testing.T) {
+	const secret = "Rendered-Secret-9"
+	_, cmdErr := runCommand(context.Background(), "check_cmd", "echo "+secret+"; exit 3", 0)
+	_, timeoutErr := runCommand(context.Background(), "reload_cmd", "echo "+secret+"; sleep 5", 50*time.Millisecond)
+	execErr := func(text string) error {
+		tm, err := template.Parse("t.tmpl", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = tm.Execute(template.MapSource{KV: map[string]string{"/pw": secret}}, template.Options{})
+		return err
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("/etc/x: %w", cmdErr), "check_cmd failed: exit status 3"},
+		{fmt.Errorf("/etc/x: %w", timeoutErr), "reload_cmd timed out after 50ms"},
+		{execErr("a\n{{atoi (getv \"/pw\")}}"), "template error at t.tmpl:2:"},
+		{execErr("{{json (getv \"/pw\")}}"), "template error at t.tmpl:1:"},
+		{execErr("{{getv \"/nope\"}}"), "template: key does not exist: /nope"},
+	} {
+		if !strings.Contains(c.err.Error(), secret) && !strings.Contains(c.want, "key does not exist") {
+			t.Fatalf("the error itself holds no secret, the case proves nothing: %v", c.err)
+		}
+		got := Summary(c.err)
+		if strings.Contains(got, secret) || !strings.HasPrefix(got, c.want) {
+			t.Errorf("Summary(%v) = %q, want %q... without the value", c.err, got, c.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +107,19 @@ func TestDropCredentialEnv(t *testing.T) {
 	(&Options{KeepCredentialEnv: true}).dropCredentialEnv(unset)
 	if dropped != nil {
 		t.Errorf("--keep-credential-env dropped %v", dropped)
+	}
+}
+
+// --listen warns unless only this host can connect (0.0.0.0 and :: reach every
+// interface).
+func TestListenWarnsUnlessLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:9100": true, "[::1]:9100": true, "127.1.2.3:1": true, "0.0.0.0:9100": false, "[::]:9100": false, "10.0.0.1:9100": false} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isLoopback(a); got != want {
+			t.Errorf("isLoopback(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }

@@ -74,6 +74,15 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 	return listenHTTP(addr, mux, log, "serving /healthz and /metrics")
 }
 
+// idleTimeout closes a keep-alive connection with no request for this long.
+const idleTimeout = 10 * time.Second
+
+// isLoopback says whether a listener on a is reachable only from this host.
+func isLoopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
+}
+
 // listenHTTP serves mux on addr (for --listen) and returns a function that shuts the
 // server down, waiting at most 2 s for requests in flight.
 func listenHTTP(addr string, mux *http.ServeMux, log *slog.Logger, msg string) (func(), error) {
@@ -81,7 +90,13 @@ func listenHTTP(addr string, mux *http.ServeMux, log *slog.Logger, msg string) (
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if !isLoopback(ln.Addr()) {
+		log.Warn("--listen is not a loopback address: anyone who can reach it reads /healthz and /metrics (resource names, dests, errors)", "addr", ln.Addr().String())
+	}
+	// Bounded reads and idle keep-alive connections: a client that connects and stalls,
+	// or keeps connections open, cannot pile them up. No write timeout: /debug/pprof's
+	// profiles take as long as asked.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: idleTimeout}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "addr", addr, "err", err)
