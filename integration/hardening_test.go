@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,4 +185,149 @@ func TestHardeningHealthzShowsNoValues(t *testing.T) {
 		t.Fatalf("idle keep-alive connection: %v after %v, want EOF (closed by herald)", err, time.Since(start).Round(time.Second))
 	}
 	t.Logf("idle keep-alive connection closed after %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// asNobody runs a shell command as the unprivileged user nobody (setpriv), as an
+// attacker with write access to dest's directory would.
+func asNobody(t *testing.T, script string) string {
+	t.Helper()
+	c := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/bin/sh", "-c", script)
+	b, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("as nobody: %s: %v\n%s", script, err, b)
+	}
+	return string(b)
+}
+
+// An unprivileged user who can write dest's directory links dest to a root-only file
+// and leaves a world-readable dest.bak: herald (root) refuses the symlinked dest and
+// copies nothing; with follow_symlink the backup of the real file is a new file with
+// that file's mode and owner; a link to a huge file costs no memory.
+func TestHardeningSymlinkedDestAndBackup(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: herald runs as root here and the attacker as nobody (CI runs as root)")
+	}
+	dir := t.TempDir()
+	// nobody must reach dir: t.TempDir's parent is 0700.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shared := filepath.Join(dir, "shared") // nobody may write here
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(shared, 0o777)
+	secret := filepath.Join(dir, "root-only")
+	if err := os.WriteFile(secret, []byte("Root-Only-Secret-51\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(shared, "app.cfg")
+	asNobody(t, fmt.Sprintf("ln -s %s %s && touch %s.bak && chmod 644 %s.bak", secret, dest, dest, dest))
+	writeTree(t, dir, map[string]string{
+		"data.yaml":        "app:\n  name: one\n",
+		"templates/a.tmpl": `name={{getv "/app/name"}}` + "\n",
+		"conf.d/a.toml":    fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nbackup = true\n", dest),
+	})
+	code, log := secRun(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+	if code == 0 || !strings.Contains(log, "a.toml:3: dest "+dest+" is a symlink") || !strings.Contains(log, "follow_symlink = true") {
+		t.Errorf("render through a symlinked dest: exit %d, want 1 and the refusal naming a.toml:3 and the dest:\n%s", code, log)
+	}
+	if got := asNobody(t, "cat "+dest+".bak"); strings.Contains(got, "Root-Only-Secret") {
+		t.Fatalf("nobody reads the root-only file through dest.bak: %q", got)
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "Root-Only-Secret-51\n" {
+		t.Fatalf("the link's target was changed: %q", b)
+	}
+
+	// follow_symlink = true: herald writes the real file (root's 0600 one here) and its
+	// backup is root's and 0600 too, a new file (nobody's dest.bak was not reused).
+	writeTree(t, dir, map[string]string{"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nbackup = true\nfollow_symlink = true\n", dest)})
+	if code, log := secRun(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml")); code != 0 {
+		t.Fatalf("render with follow_symlink: exit %d\n%s", code, log)
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "name=one\n" {
+		t.Fatalf("follow_symlink: the real file holds %q", b)
+	}
+	fi, err := os.Stat(secret + ".bak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != 0o600 || st.Uid != 0 {
+		t.Errorf("backup of the real file is %v owned by %d, want -rw------- root", fi.Mode(), st.Uid)
+	}
+	if got := asNobody(t, "cat "+secret+".bak 2>&1 || true"); strings.Contains(got, "Root-Only-Secret") {
+		t.Fatalf("nobody reads the backup: %q", got)
+	}
+
+	// A link to a 4 GiB (sparse) file, followed, under a 1.5 GiB address-space limit:
+	// no backup is attempted, the file is replaced, herald survives.
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 4<<30); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(dest)
+	if err := os.Symlink(huge, dest); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("/bin/sh", "-c", `ulimit -v 1500000 && exec "$0" "$@"`, heraldBinary(t),
+		"render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+	b, err := c.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "no backup: dest is too large") {
+		t.Fatalf("render of a link to a 4 GiB file under ulimit -v: %v\n%s", err, b)
+	}
+	if got, _ := os.ReadFile(huge); string(got) != "name=one\n" {
+		t.Fatalf("the huge file was not replaced: %d bytes", len(got))
+	}
+}
+
+// {{.dest}} with a space and a ';' reaches check_cmd and reload_cmd as one word and
+// runs nothing, in a real render.
+func TestHardeningCommandQuoting(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	injected := filepath.Join(dir, "INJECTED")
+	dest := filepath.Join(dir, "out dir", "a b; touch "+injected)
+	writeTree(t, dir, map[string]string{
+		"data.yaml":        "app:\n  name: one\n",
+		"templates/a.tmpl": `name={{getv "/app/name"}}` + "\n",
+		"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmake_dirs = true\ncheck_cmd = \"test -f {{.src}} && grep -q name=one {{.src}}\"\nreload_cmd = \"cp {{.dest}} %s\"\n",
+			dest, filepath.Join(dir, "reloaded")),
+	})
+	if code, log := secRun(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml")); code != 0 {
+		t.Fatalf("render: exit %d\n%s", code, log)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "reloaded")); string(b) != "name=one\n" {
+		t.Errorf("reload_cmd did not copy dest: %q", b)
+	}
+	if _, err := os.Stat(injected); err == nil {
+		t.Error("a dest name ran a command")
+	}
+}
+
+// uid = 4294967296 (which wrapped to root) is refused with file:line by check and
+// render; nothing is written.
+func TestHardeningIDOutOfRange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "out")
+	writeTree(t, dir, map[string]string{
+		"data.yaml":        "app:\n  name: one\n",
+		"templates/a.tmpl": "x\n",
+		"conf.d/a.toml":    fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nuid = 4294967296\n", dest),
+	})
+	for _, cmd := range []string{"check", "render"} {
+		code, log := secRun(t, nil, cmd, "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+		if code == 0 || !strings.Contains(log, "a.toml:4: uid: 4294967296 is out of range") {
+			t.Errorf("%s: exit %d, want a failure naming a.toml:4:\n%s", cmd, code, log)
+		}
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Errorf("dest written: %v", err)
+	}
 }
