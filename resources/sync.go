@@ -90,23 +90,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	if err != nil {
 		return Outcome{}, err
 	}
-	mode, uid, gid := r.Mode, r.UID, r.GID
-	if oldInfo != nil {
-		// confd keeps an existing file's mode; new files get 0644. Its owner is kept
-		// the same way.
-		st, _ := oldInfo.Sys().(*syscall.Stat_t)
-		if !r.ModeSet {
-			mode = fileMode(oldInfo)
-		}
-		if uid < 0 && st != nil {
-			uid = int(st.Uid)
-		}
-		if gid < 0 && st != nil {
-			gid = int(st.Gid)
-		}
-	} else if !r.ModeSet {
-		mode = 0o644
-	}
+	mode, uid, gid := wanted(r, oldInfo)
 	if oldInfo != nil && oldInfo.Size() == int64(len(content)) && bytes.Equal(old, content) && fileMode(oldInfo) == mode && ownerMatches(oldInfo, uid, gid) {
 		return Outcome{}, nil
 	}
@@ -185,6 +169,31 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		}
 	}
 	return o, nil
+}
+
+// wanted returns the mode and owner dest must have: those configured, else those of
+// the existing dest (confd keeps its mode; herald its owner too), else 0644 and -1
+// (herald's own).
+func wanted(r *Resource, oldInfo fs.FileInfo) (mode fs.FileMode, uid, gid int) {
+	mode, uid, gid = r.Mode, r.UID, r.GID
+	if oldInfo == nil {
+		if !r.ModeSet {
+			mode = 0o644
+		}
+		return mode, uid, gid
+	}
+	if !r.ModeSet {
+		mode = fileMode(oldInfo)
+	}
+	if st, ok := oldInfo.Sys().(*syscall.Stat_t); ok {
+		if uid < 0 {
+			uid = int(st.Uid)
+		}
+		if gid < 0 {
+			gid = int(st.Gid)
+		}
+	}
+	return mode, uid, gid
 }
 
 // setOwnerMode gives the stage file its owner, then its mode: chown clears the setuid
