@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -330,5 +331,54 @@ func TestHardeningIDOutOfRange(t *testing.T) {
 	}
 	if _, err := os.Stat(dest); !os.IsNotExist(err) {
 		t.Errorf("dest written: %v", err)
+	}
+}
+
+// hardWaitOutput waits until p's output holds n matches of pattern.
+func hardWaitOutput(t *testing.T, p *heraldProc, pattern string, n int) {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(re.FindAllString(p.Output(), -1)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("herald did not log %s %d times within 20s:\n%s", pattern, n, tail(p.Output(), 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mode = "4755" is applied exactly and, once on disk, in sync: a render that produces
+// the same content rewrites nothing and reloads nothing (it used to do both on every
+// render, the setuid bit dropped each time).
+func TestHardeningSetuidModeInSync(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "out", "tool")
+	reloads := filepath.Join(dir, "reloads")
+	data := filepath.Join(dir, "data.yaml")
+	writeTree(t, dir, map[string]string{
+		"data.yaml":        "app:\n  x: a\n",
+		"templates/a.tmpl": `{{if getv "/app/x"}}same{{end}}` + "\n",
+		"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmake_dirs = true\nmode = \"4755\"\nreload_cmd = \"echo r >> %s\"\n",
+			dest, reloads),
+	})
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", "file://"+data, "--log-level", "debug")
+	waitFile(t, dest, "same\n", 20*time.Second)
+	for i, v := range []string{"b", "c", "d"} {
+		if err := os.WriteFile(data, []byte("app:\n  x: "+v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The render of each change is logged; unchanged means no write, no reload.
+		hardWaitOutput(t, p, `msg=rendered resource=a.toml .*changed=false`, i+1)
+	}
+	fi, err := os.Stat(dest)
+	if err != nil || fi.Mode() != os.ModeSetuid|0o755 {
+		t.Fatalf("dest: %v %v, want -rwsr-xr-x", fi, err)
+	}
+	if b, _ := os.ReadFile(reloads); string(b) != "r\n" {
+		t.Errorf("reload_cmd ran %d times for one change of content, want 1", strings.Count(string(b), "r"))
+	}
+	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Errorf("herald watch exited %d", code)
 	}
 }
