@@ -382,3 +382,75 @@ func TestHardeningSetuidModeInSync(t *testing.T) {
 		t.Errorf("herald watch exited %d", code)
 	}
 }
+
+// herald itself unprivileged (nobody, via setpriv): special bits the kernel would drop
+// (setgid on a file of a group herald is not in) are an error naming the bits, not a
+// file rewritten on every render; a dest owned by root, in a directory herald may
+// write, is rewritten with a warning that its owner could not be kept.
+func TestHardeningUnprivilegedHerald(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root to set the scene (CI runs as root)")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "herald")
+	b, err := os.ReadFile(heraldBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sgid, plain := filepath.Join(dir, "sgid"), filepath.Join(dir, "plain")
+	for d, mode := range map[string]os.FileMode{sgid: os.ModeSetgid | 0o775, plain: 0o755} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, 65534, 0); err != nil { // nobody's, group root
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rootOwned := filepath.Join(plain, "b")
+	if err := os.WriteFile(rootOwned, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, dir, map[string]string{
+		"data.yaml":        "app:\n  name: one\n",
+		"templates/a.tmpl": `name={{getv "/app/name"}}` + "\n",
+		"conf.d/a.toml":    fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmode = \"2755\"\n", filepath.Join(sgid, "a")),
+		"conf.d/b.toml":    fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\n", rootOwned),
+	})
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && p != bin && p != rootOwned {
+			os.Chmod(p, 0o644)
+		}
+		return nil
+	})
+	for _, d := range []string{"conf.d", "templates"} {
+		os.Chmod(filepath.Join(dir, d), 0o755)
+	}
+	c := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin,
+		"render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"))
+	out, err := c.CombinedOutput()
+	log := string(out)
+	if err == nil || !strings.Contains(log, "chmod 2755: the file got 0755") {
+		t.Errorf("setgid the kernel drops: %v, want exit 1 naming the bits:\n%s", err, log)
+	}
+	if _, err := os.Stat(filepath.Join(sgid, "a")); !os.IsNotExist(err) {
+		t.Errorf("a dest without its setgid bit was written: %v", err)
+	}
+	if got, _ := os.ReadFile(rootOwned); string(got) != "name=one\n" {
+		t.Errorf("root's dest in nobody's directory: %q, want it rewritten", got)
+	}
+	if !strings.Contains(log, "cannot keep dest's owner") {
+		t.Errorf("no warning that root's ownership could not be kept:\n%s", log)
+	}
+}
