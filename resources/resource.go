@@ -291,7 +291,7 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		}
 		r.Dest = filepath.Clean(r.Dest)
 		if li, err := os.Lstat(r.Dest); err == nil && li.Mode()&fs.ModeSymlink != 0 && !t.FollowSymlink {
-			fail("dest", "dest "+r.Dest+" is a symlink; "+errSymlinkHint, nil)
+			fail("dest", "dest "+r.Dest+" is a symlink: "+errSymlinkHint, nil)
 		} else if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
 			fail("dest", "dest "+r.Dest+" is a directory", nil)
 		} else if err == nil && !fi.Mode().IsRegular() {

@@ -50,7 +50,7 @@ type Outcome struct {
 const maxRead = 64 << 20
 
 // errSymlinkHint says why a symlinked dest is refused and what to do about it.
-const errSymlinkHint = "herald replaces the link, not the file it points to, so it refuses to: remove the link, point dest at the real file, or set follow_symlink = true"
+const errSymlinkHint = "herald would replace the link, not the file it points to; remove the link, point dest at the real file, or set follow_symlink = true"
 
 // specialBits are the mode bits beyond the permissions that a resource may ask for.
 const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
@@ -302,7 +302,7 @@ func readDest(r *Resource, size int, all bool) (string, []byte, fs.FileInfo, err
 	b, fi, err := readNoFollow(dest, limit, want)
 	if errors.Is(err, syscall.ELOOP) {
 		if !r.FollowSymlink {
-			return "", nil, nil, fmt.Errorf("%s: dest %s is a symlink; %s", resourceFile(r), r.Dest, errSymlinkHint)
+			return "", nil, nil, fmt.Errorf("%s: dest %s is a symlink: %s", resourceFile(r), r.Dest, errSymlinkHint)
 		}
 		if dest, err = filepath.EvalSymlinks(r.Dest); err != nil {
 			return "", nil, nil, fmt.Errorf("%s: follow_symlink: %w", r.Dest, err)
