@@ -221,6 +221,16 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 	return o.readSecretFiles(rank)
 }
 
+// resolveOptions is how every command resolves its options: o.resolve from e's
+// environment, then herald's credential variables dropped from it.
+func (e env) resolveOptions(o *Options, fs *flag.FlagSet, tbl []option) error {
+	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+		return err
+	}
+	o.dropCredentialEnv(e.unsetenv)
+	return nil
+}
+
 // dropCredentialEnv removes herald's own credential variables from its environment once
 // they are read (unless --keep-credential-env): everything herald starts inherits its
 // environment, and a check command, exec's child, a template's getenv or env:// has no

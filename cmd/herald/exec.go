@@ -92,13 +92,12 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 		}
 		return 0, usageError{errors.New("bad flags (see herald exec -h)")}
 	}
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+	if err := e.resolveOptions(&o, fs, tbl); err != nil {
 		return 0, usageError{err}
 	}
 	if err := execFlagsFromEnv(fs, tbl, e.lookup); err != nil {
 		return 0, usageError{err}
 	}
-	o.dropCredentialEnv(e.unsetenv)
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return 0, usageError{errors.New("no command: herald exec [flags] -- CMD [ARGS...] (see herald exec -h)")}

@@ -117,11 +117,10 @@ func run(ctx context.Context, e env) int {
 		}
 		return 2
 	}
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+	if err := e.resolveOptions(&o, fs, tbl); err != nil {
 		fmt.Fprintln(e.stderr, "herald:", err)
 		return 2
 	}
-	o.dropCredentialEnv(e.unsetenv)
 	if err := f(ctx, e, &o, fs.Args()); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {

@@ -178,13 +178,12 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	if !given {
 		ct.Value = globalCT
 	}
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+	if err := e.resolveOptions(o, fs, tbl); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := rf.fromEnv(fs, rflags, e.lookup); err != nil {
 		return nil, nil, nil, err
 	}
-	o.dropCredentialEnv(e.unsetenv)
 	return o, rf, fs, nil
 }
 

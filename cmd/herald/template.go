@@ -145,7 +145,7 @@ func templateArgs(e env, args []string) (*Options, templateFlags, string, error)
 	if len(pos) != 1 || pos[0] == "" {
 		return nil, f, "", usageError{errors.New("want exactly one template: a FILE, or - for stdin")}
 	}
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+	if err := e.resolveOptions(&o, fs, tbl); err != nil {
 		return nil, f, "", usageError{err}
 	}
 	return &o, f, pos[0], nil
