@@ -463,8 +463,11 @@ func runConfd(ctx context.Context, e env, args []string) int {
 		}
 	}
 	// HERALD_* variables and herald.toml still give what confd has no flag for.
-	if err := o.resolve(fs, tbl, e.lookup); err != nil {
+	if err := e.resolveOptions(&o, fs, tbl); err != nil {
 		return fail(2, err)
+	}
+	if !o.KeepCredentialEnv && e.unsetenv != nil {
+		e.unsetenv("CONFD_CLIENT_KEY") // confd's spelling of HERALD_TLS_KEY, read above
 	}
 	log, err := o.logger(e.stderr)
 	if err != nil {
