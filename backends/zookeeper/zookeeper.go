@@ -108,7 +108,9 @@ type Store struct {
 	authDone   bool
 	session    int64
 	ownSess    []int64
-	libMsg     string // the library's last error message, for State and errors
+	libMsg     string        // the library's last error message, for State and errors
+	warnedAt   time.Time     // when "unreachable" was last logged while not connected
+	warnEvery  time.Duration // how often it is logged again while that lasts
 
 	wmu     sync.Mutex
 	wsess   int64
@@ -181,6 +183,7 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	// the TLS options (CA, client certificate for ssl.clientAuth=need).
 	s.tls = cfg.TLSFor(ep)
 	s.state = backends.State{Conn: backends.Connecting, Endpoint: ep.Hosts[0], Since: time.Now()}
+	s.warnEvery = unreachableWarnEvery
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	conn, _, err := zk.Connect(ep.Hosts, s.cfg.SessionTimeout,
@@ -354,8 +357,15 @@ func earlier(a, b time.Time) time.Time {
 	return a
 }
 
+// unreachableWarnEvery is how often a store that cannot connect says so again, as the
+// etcd and Consul backends do: an operator starting herald while ZooKeeper is down
+// learns it at once, and a long outage is not silent.
+const unreachableWarnEvery = 30 * time.Second
+
 // zkLogger routes the library's log lines to slog at debug level (it would print to
-// stderr) and keeps the last one as the cause shown when the connection drops.
+// stderr) and keeps the last one as the cause shown when the connection drops. While
+// no session is up, the library's lines are its failed connection attempts (it emits
+// no session event for those): the first, and one every warnEvery, is a warning.
 type zkLogger struct{ s *Store }
 
 func (l zkLogger) Printf(format string, args ...any) {
@@ -363,7 +373,14 @@ func (l zkLogger) Printf(format string, args ...any) {
 	l.s.log.Debug("zookeeper client", "msg", msg)
 	l.s.mu.Lock()
 	l.s.libMsg = msg
+	warn := !l.s.up && (l.s.warnedAt.IsZero() || time.Since(l.s.warnedAt) >= l.s.warnEvery)
+	if warn {
+		l.s.warnedAt = time.Now()
+	}
 	l.s.mu.Unlock()
+	if warn {
+		l.s.log.Warn("zookeeper unreachable; retrying, watches start when it answers", "servers", l.s.servers, "err", msg)
+	}
 }
 
 // onEvent receives every event of the connection: session changes and the one-shot
@@ -471,6 +488,7 @@ func (s *Store) setUpLocked(server string) {
 	}
 	s.up = true
 	s.libMsg = ""
+	s.warnedAt = time.Time{}
 	s.state = backends.State{Conn: backends.Up, Endpoint: server, Since: time.Now()}
 	close(s.ready)
 	s.log.Info("zookeeper connected", "server", server, "session", sessionHex(s.session))
@@ -481,6 +499,7 @@ func (s *Store) setDownLocked(server string, err error) {
 		s.up = false
 		s.ready = make(chan struct{})
 		s.log.Warn("zookeeper connection down", "server", server, "err", err)
+		s.warnedAt = time.Now() // said; the next "unreachable" comes warnEvery later
 	}
 	conn := backends.Down
 	if err == nil {

@@ -661,3 +661,45 @@ func TestCallHonoursContext(t *testing.T) {
 		t.Errorf("call = %v, %v", v, err)
 	}
 }
+
+// A store that cannot reach ZooKeeper warns at once, then again every warnEvery while
+// that lasts, without waiting for a first connection (which may never come).
+func TestUnreachableWarnsAtOnceAndPeriodically(t *testing.T) {
+	dead := deadAddr(t)
+	logs := &logBuf{}
+	begin := time.Now()
+	s, err := open(t, "zookeeper://"+dead, backends.Config{
+		DialTimeout: 200 * time.Millisecond,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.warnEvery = 1500 * time.Millisecond
+	s.mu.Unlock()
+	warnings := func() int { return strings.Count(logs.String(), "zookeeper unreachable") }
+	for warnings() < 1 {
+		if time.Since(begin) > 3*time.Second {
+			t.Fatalf("no warning %v after starting with the server down; log:\n%s", time.Since(begin), logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first := time.Since(begin)
+	if !strings.Contains(logs.String(), dead) || !strings.Contains(logs.String(), "connection refused") {
+		t.Errorf("the warning names neither the server nor the cause:\n%s", logs)
+	}
+	// The library retries about once a second; the second warning comes one warnEvery
+	// later, not at each retry.
+	for warnings() < 2 {
+		if time.Since(begin) > 8*time.Second {
+			t.Fatalf("no second warning within 8 s; log:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := time.Since(begin)
+	if gap := second - first; gap < 1500*time.Millisecond {
+		t.Errorf("second warning %v after the first; want at least warnEvery (1.5s)", gap)
+	}
+	t.Logf("warnings at %v and %v", first.Round(time.Millisecond), second.Round(time.Millisecond))
+}
