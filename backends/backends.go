@@ -151,6 +151,18 @@ type State struct {
 	Endpoint string // the endpoint in use or last tried (never with credentials)
 	Err      error  // the last error, when not Up
 	Since    time.Time
+	// Parts are the pieces of a backend that can fail on their own while it is up
+	// through others (Consul: each agent address, each datacenter read); nil for a
+	// backend that has none.
+	Parts []PartState
+}
+
+// PartState is one part of a backend: "agent 127.0.0.1:8500", "datacenter dc2".
+type PartState struct {
+	Name  string
+	Up    bool
+	Err   error // why it is down
+	Since time.Time
 }
 
 // Config is everything needed to open a backend. cmd/herald fills it from flags,

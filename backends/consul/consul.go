@@ -20,8 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +33,13 @@ import (
 
 const (
 	defaultWait        = 5 * time.Minute
-	defaultMinGap      = 100 * time.Millisecond
+	defaultMinGap      = 50 * time.Millisecond // a watch's sustained pace under a flapping target: 20 reads a second (see pacer)
 	defaultDialTimeout = 5 * time.Second
+	// maxAttempt bounds one non-blocking request to one agent. A healthy agent answers in
+	// milliseconds (a cross-datacenter read in a WAN round trip); one that accepts
+	// connections but does not answer (a hung or stopped process) must leave the
+	// caller's --timeout (10 s by default) to the next address.
+	maxAttempt = 2 * time.Second
 
 	// Consul 1.22 accepts 128 operations per transaction, older servers 64; staying at 64
 	// keeps one batch one transaction everywhere.
@@ -62,9 +69,14 @@ type Store struct {
 	closeCtx context.Context
 	closeFn  context.CancelFunc
 
-	mu    sync.Mutex
-	state backends.State
-	memo  map[string]memo // target ID -> what the last one-shot read saw, so a Watch starting there does not resend it
+	mu     sync.Mutex
+	state  backends.State
+	agents []backends.PartState  // one per address, in the order of addrs; Since zero: not tried yet
+	dcs    map[string]*dcMonitor // other datacenters read (service "web@dc2"), by name
+	hubs   map[string]*hub       // by datacenter ("" for the store's own); see hubAfter
+
+	svcWatches atomic.Int64    // service watches running
+	memo       map[string]memo // target ID -> what the last one-shot read saw, so a Watch starting there does not resend it
 }
 
 // memo is the data one read of a target returned, at the revision reported with it.
@@ -104,8 +116,10 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		dc:      ep.Query.Get("dc"),
 		wait:    cfg.ConsulWait,
 		minGap:  cfg.MinGap,
-		attempt: 2 * dial,
+		attempt: min(2*dial, maxAttempt),
 		memo:    make(map[string]memo),
+		dcs:     make(map[string]*dcMonitor),
+		hubs:    make(map[string]*hub),
 	}
 	if s.wait <= 0 {
 		s.wait = defaultWait
@@ -135,6 +149,9 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	}}
 	s.closeCtx, s.closeFn = context.WithCancel(context.Background())
 	s.state = backends.State{Conn: backends.Connecting, Endpoint: s.addrs[0], Since: time.Now()}
+	for _, a := range s.addrs {
+		s.agents = append(s.agents, backends.PartState{Name: "agent " + a})
+	}
 	return s, nil
 }
 
@@ -143,7 +160,44 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 func (s *Store) State() backends.State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state
+	st := s.state
+	if len(s.agents) > 1 {
+		// With one agent its state is the backend's.
+		for _, a := range s.agents {
+			if !a.Since.IsZero() {
+				st.Parts = append(st.Parts, a)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.dcs)) {
+		if p := s.dcs[name].part; !p.Since.IsZero() {
+			st.Parts = append(st.Parts, p)
+		}
+	}
+	return st
+}
+
+// agentAnswered and agentFailed keep the state of agent k (an index in addrs), so that
+// a hung agent shows in /healthz while the next one serves.
+func (s *Store) agentAnswered(k int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := &s.agents[k]; !a.Up {
+		a.Up, a.Err, a.Since = true, nil, time.Now()
+	}
+}
+
+func (s *Store) agentFailed(k int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := &s.agents[k]
+	if a.Up || a.Since.IsZero() {
+		if len(s.addrs) > 1 {
+			s.log.Warn("consul agent not answering; using the other addresses while it is down", "addr", s.addrs[k], "err", err)
+		}
+		a.Since = time.Now()
+	}
+	a.Up, a.Err = false, err
 }
 
 // Close aborts requests in flight, including the blocking queries of running watches,

@@ -419,3 +419,46 @@ func TestRegistrationBody(t *testing.T) {
 		t.Errorf("TCP check = %+v weights=%v", c, b.Weights)
 	}
 }
+
+// The pacer lets a change after a quiet moment, and a burst of changes, through at once,
+// and holds a target changing without pause to one query per gap.
+func TestPacer(t *testing.T) {
+	const gap = 50 * time.Millisecond
+	t0 := time.Unix(1000, 0)
+	p := newPacer(gap, 3)
+	// A burst of three back to back: no wait.
+	for i := range 3 {
+		if w := p.take(t0); w != 0 {
+			t.Fatalf("query %d of the burst waits %v", i, w)
+		}
+	}
+	// The fourth, still at t0, waits one gap; the fifth, right after it, another one.
+	if w := p.take(t0); w != gap {
+		t.Fatalf("fourth query waits %v, want %v", w, gap)
+	}
+	if w := p.take(t0.Add(gap)); w != gap {
+		t.Fatalf("fifth query waits %v, want %v", w, gap)
+	}
+	// A flapping target: 100 queries asked for over 1 s of wall time start no faster
+	// than one per gap once the burst is spent.
+	now := t0.Add(2 * gap)
+	for range 100 {
+		now = now.Add(10*time.Millisecond + p.take(now))
+	}
+	if el := now.Sub(t0.Add(2 * gap)); el < 99*gap {
+		t.Fatalf("100 flapping queries took %v, want at least %v", el, 99*gap)
+	}
+	// After a quiet moment the bucket is full again: changes 50 ms apart (one per gap)
+	// never wait, however many.
+	now = now.Add(time.Minute)
+	for i := range 200 {
+		if w := p.take(now); w != 0 {
+			t.Fatalf("change %d, one per gap after a quiet minute, waits %v", i, w)
+		}
+		now = now.Add(gap)
+	}
+	// No gap: no pacing.
+	if w := newPacer(0, 1).take(t0); w != 0 {
+		t.Fatalf("gap 0 waits %v", w)
+	}
+}

@@ -247,14 +247,28 @@ func (s *Store) do(ctx context.Context, r request, timeout time.Duration) (meta,
 		if err == nil || !retryable(err) {
 			// The agent answered, even if with a refusal: the connection is fine.
 			s.cur.Store(int32(k))
+			s.agentAnswered(k)
 			s.setUp(addr)
 			return m, err
+		}
+		if dc := s.remoteDC(r); dc != "" && m.status >= 500 {
+			// The agent answered, but the other datacenter did not (its servers are down
+			// or the WAN is cut): another agent of ours would say the same, and the
+			// backend is still up for everything else.
+			s.cur.Store(int32(k))
+			s.agentAnswered(k)
+			s.setUp(addr)
+			s.dcFailed(dc, err)
+			return m, fmt.Errorf("datacenter %s: %w", dc, err)
 		}
 		if s.closeCtx.Err() != nil {
 			return m, fmt.Errorf("%w: %w", errClosed, err)
 		}
 		if ctx.Err() != nil {
 			return m, err
+		}
+		if unreachable(err) {
+			s.agentFailed(k, err)
 		}
 		s.outages.Add(1)
 		errs = append(errs, err)
@@ -268,6 +282,15 @@ func (s *Store) do(ctx context.Context, r request, timeout time.Duration) (meta,
 		s.setDown(last, err)
 	}
 	return meta{}, err
+}
+
+// remoteDC is the datacenter r names when it is not the store's own (a service
+// "web@dc2" read through a store of another datacenter), else "".
+func (s *Store) remoteDC(r request) string {
+	if dc := r.query.Get("dc"); dc != "" && dc != s.dc {
+		return dc
+	}
+	return ""
 }
 
 // once runs a one-shot read, retrying with backoff while no agent answers, until ctx ends;

@@ -81,8 +81,10 @@ func nextIndex(prev, got uint64) uint64 {
 //
 //   - A query returning with nothing changed (the wait ran out, or a neighbouring key or
 //     an unrelated check moved the index) sends nothing.
-//   - Queries start at least MinGap apart (default 100 ms), so a service flapping many
-//     times a second costs at most ten reads and ten events a second.
+//   - Queries are paced by a token bucket (see pacer): a change after a quiet moment,
+//     and each change of a burst, is read at once; only a target changing faster than
+//     one change per MinGap (default 50 ms) for longer than the bucket lasts waits, so a
+//     key flapping many times a second costs at most 20 reads and events a second.
 //   - On an error it backs off (250 ms doubling to 5 s, jittered) and retries, forever,
 //     failing over between agents; the first answer after an error is sent whatever it
 //     holds, read without an index, since the agent may be a fresh one whose indexes
@@ -94,6 +96,23 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	fetch, err := s.fetcher(t)
 	if err != nil {
 		return err
+	}
+	guard := &dcGuard{s: s}
+	if t.Service != nil && t.Service.Datacenter != "" && t.Service.Datacenter != s.dc {
+		guard.m = s.dcRef(t.Service.Datacenter)
+		defer s.dcUnref(guard.m)
+	}
+	if t.Service != nil {
+		defer s.svcWatches.Add(-1)
+		if s.svcWatches.Add(1) > hubAfter {
+			h := s.hubFor(t.Service.Datacenter)
+			defer h.unref()
+			read := s.hubFetcher(h, *t.Service)
+			fetch = func(ctx context.Context, index uint64) (backends.Event, uint64, error) {
+				svcs, idx, err := read(ctx, index)
+				return backends.Event{Target: t, Revision: idx, Full: true, Services: svcs}, idx, err
+			}
+		}
 	}
 	if t.Service == nil && !t.ServiceNames {
 		t = backends.PrefixTarget(t.Prefix)
@@ -108,27 +127,34 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	index := from
 	resync := false
 	var bo backoff
-	var started time.Time
+	pace := newPacer(s.minGap, paceBurst)
 	outagesSeen := s.outages.Load()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if wait := s.minGap - time.Since(started); !started.IsZero() && wait > 0 {
+		if wait := pace.take(time.Now()); wait > 0 {
 			if err := sleep(ctx, wait); err != nil {
 				return err
 			}
 		}
-		started = time.Now()
 		if index > 0 && s.outages.Load() != outagesSeen {
 			// Some request failed since our last answer: the agent may have restarted
 			// under us (see Store.outages). A plain read re-bases the index.
 			index = 0
 		}
-		ev, got, err := fetch(ctx, index)
+		qctx, qdone, reset := guard.query(ctx)
+		if reset {
+			index = 0
+		}
+		ev, got, err := fetch(qctx, index)
+		qdone()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if qctx.Err() != nil {
+				continue // the datacenter went down or came back: read it again
 			}
 			if s.closeCtx.Err() != nil {
 				return fmt.Errorf("consul: watch %s: %w", t, err)
@@ -168,6 +194,52 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 		last, resync = &kept, false
 		index = nextIndex(index, got)
 	}
+}
+
+// paceBurst is how many queries a watch may start back to back before pacing applies: a
+// burst of changes (a deploy touching a few keys, a rolling restart) is followed change
+// by change, and a hot loop is still caught within a second.
+const paceBurst = 20
+
+// pacer is a token bucket for one watch's queries: it holds up to burst tokens, each
+// query spends one, and one comes back every gap. Unlike a fixed gap after each query
+// (which delays every change that follows another within the gap, and so costs a
+// steady stream of changes ~gap/2 each), it delays nothing until the target has been
+// changing faster than one change per gap for a while: a flapping key, or an index that
+// keeps moving with no change in the data.
+type pacer struct {
+	gap    time.Duration
+	burst  float64
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+}
+
+func newPacer(gap time.Duration, burst int) *pacer {
+	return &pacer{gap: gap, burst: float64(burst), tokens: float64(burst)}
+}
+
+// take spends a token for a query starting at now, and returns how long the query must
+// wait first for it (0: start at once). The wait is booked: the next take counts from
+// the end of it.
+func (p *pacer) take(now time.Time) time.Duration {
+	if p.gap <= 0 {
+		return 0
+	}
+	if !p.at.IsZero() && now.After(p.at) {
+		p.tokens = min(p.burst, p.tokens+float64(now.Sub(p.at))/float64(p.gap))
+	}
+	if p.at.Before(now) {
+		p.at = now
+	}
+	p.tokens--
+	if p.tokens >= 0 {
+		return 0
+	}
+	// In debt: the query waits until the token it spent has come back.
+	wait := time.Duration(-p.tokens * float64(p.gap))
+	p.tokens = 0
+	p.at = now.Add(wait)
+	return wait
 }
 
 var errClosed = errors.New("consul backend closed")

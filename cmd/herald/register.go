@@ -410,10 +410,7 @@ func serveRegisterHealth(addr string, store backends.Store, anns []*register.Ann
 			OK        bool              `json:"ok"`
 			Backend   backendHealth     `json:"backend"`
 			Instances []register.Status `json:"instances"`
-		}{OK: true, Backend: backendHealth{State: st.Conn.String(), Endpoint: st.Endpoint, Since: st.Since}}
-		if st.Err != nil {
-			body.Backend.Error = st.Err.Error()
-		}
+		}{OK: true, Backend: newBackendHealth(st)}
 		for _, a := range anns {
 			s := a.Status()
 			body.OK = body.OK && s.State == register.StateAnnounced

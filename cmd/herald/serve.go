@@ -26,10 +26,59 @@ type health struct {
 }
 
 type backendHealth struct {
-	State    string    `json:"state"`
-	Endpoint string    `json:"endpoint,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Since    time.Time `json:"since,omitzero"`
+	State    string       `json:"state"`
+	Endpoint string       `json:"endpoint,omitempty"`
+	Error    string       `json:"error,omitempty"`
+	Since    time.Time    `json:"since,omitzero"`
+	Parts    []partHealth `json:"parts,omitempty"`
+}
+
+// partHealth is one part of the backend (a Consul agent address, a datacenter) that can
+// fail while the backend is up through the others.
+type partHealth struct {
+	Name  string    `json:"name"`
+	Up    bool      `json:"up"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since,omitzero"`
+}
+
+func newBackendHealth(st backends.State) backendHealth {
+	h := backendHealth{State: st.Conn.String(), Endpoint: st.Endpoint, Since: st.Since}
+	if st.Err != nil {
+		h.Error = st.Err.Error()
+	}
+	for _, p := range st.Parts {
+		ph := partHealth{Name: p.Name, Up: p.Up, Since: p.Since}
+		if p.Err != nil {
+			ph.Error = p.Err.Error()
+		}
+		h.Parts = append(h.Parts, ph)
+	}
+	return h
+}
+
+// partsCollector exports herald_backend_part_up{part="..."} from the backend's state at
+// each scrape: the parts are known only as the backend meets them.
+type partsCollector struct {
+	store backends.Store
+	desc  *prometheus.Desc
+}
+
+func newPartsCollector(store backends.Store) *partsCollector {
+	return &partsCollector{store: store, desc: prometheus.NewDesc("herald_backend_part_up",
+		"1 when this part of the backend (a Consul agent, a datacenter) answers.", []string{"part"}, nil)}
+}
+
+func (c *partsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *partsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.store.State().Parts {
+		v := 0.0
+		if p.Up {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, p.Name)
+	}
 }
 
 // serve exposes /healthz (200 only when the backend is up and every resource rendered at
@@ -43,19 +92,13 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 		}
 		return 0
 	})
-	reg.MustRegister(up, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(up, newPartsCollector(store), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		st := store.State()
-		h := health{
-			Backend:   backendHealth{State: st.Conn.String(), Endpoint: st.Endpoint, Since: st.Since},
-			Resources: rn.Statuses(),
-		}
-		if st.Err != nil {
-			h.Backend.Error = st.Err.Error()
-		}
+		h := health{Backend: newBackendHealth(st), Resources: rn.Statuses()}
 		h.OK = st.Conn == backends.Up
 		for _, s := range h.Resources {
 			h.OK = h.OK && s.Rendered
