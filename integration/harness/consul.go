@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,6 +41,10 @@ type ConsulOption func(*consulConfig)
 type consulConfig struct {
 	acl   bool
 	certs *Certs
+	dc    string   // default dc1
+	wan   int      // serf_wan port; 0: WAN off
+	join  []string // WAN addresses to (re)join, each start
+	peers []string // datacenters that must be known before the agent counts as ready
 }
 
 // ConsulACL enables ACLs with default policy deny; Consul.Token holds the initial
@@ -49,6 +54,20 @@ func ConsulACL() ConsulOption { return func(c *consulConfig) { c.acl = true } }
 // ConsulTLS serves the API over HTTPS only (plain HTTP off) with c's server certificate
 // and verify_incoming: clients must present a certificate signed by c's CA.
 func ConsulTLS(c *Certs) ConsulOption { return func(cfg *consulConfig) { cfg.certs = c } }
+
+// StartConsulPair starts two agents, in datacenters dc1 and dc2, each its own one-server
+// cluster, joined over the WAN on loopback (serf_wan on free ports, each told to rejoin
+// the other on every start, so a restarted dc2 comes back on its own). It returns once
+// each lists both datacenters.
+func StartConsulPair(t testing.TB) (dc1, dc2 *Consul) {
+	t.Helper()
+	w1, w2 := FreePort(t), FreePort(t)
+	at := func(p int) []string { return []string{fmt.Sprintf("127.0.0.1:%d", p)} }
+	both := []string{"dc1", "dc2"}
+	dc1 = StartConsul(t, func(c *consulConfig) { c.dc, c.wan, c.join = "dc1", w1, at(w2) })
+	dc2 = StartConsul(t, func(c *consulConfig) { c.dc, c.wan, c.join, c.peers = "dc2", w2, at(w1), both })
+	return dc1, dc2
+}
 
 // StartConsul starts `consul agent -dev` on loopback with free ports and a data dir in
 // t.TempDir(), and waits until it has a leader, the KV endpoint answers and the node is
@@ -63,10 +82,13 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	begin := time.Now()
 	dir := t.TempDir()
 	apiPort, serfPort, serverPort := FreePort(t), FreePort(t), FreePort(t)
+	if cfg.dc == "" {
+		cfg.dc = "dc1"
+	}
 	c := &Consul{
 		Addr:       fmt.Sprintf("127.0.0.1:%d", apiPort),
 		Scheme:     "http",
-		Datacenter: "dc1",
+		Datacenter: cfg.dc,
 		Node:       ConsulNodeName,
 		ConfigPath: filepath.Join(dir, "consul.json"),
 	}
@@ -84,6 +106,11 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		"data_dir":             filepath.Join(dir, "data"),
 		"log_level":            "info",
 		"ports":                portsCfg,
+	}
+	if cfg.wan != 0 {
+		portsCfg["serf_wan"] = cfg.wan
+		conf["retry_join_wan"] = cfg.join
+		conf["retry_interval_wan"] = "1s"
 	}
 	if cfg.acl {
 		c.Token = uuid(t)
@@ -124,14 +151,14 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		env:          cleanEnv("CONSUL_"),
 		dir:          dir,
 		logPath:      filepath.Join(dir, "consul.log"),
-		ready:        func(ctx context.Context, _ *Proc) error { return c.ready(ctx, hc) },
+		ready:        func(ctx context.Context, _ *Proc) error { return c.ready(ctx, hc, cfg.peers) },
 		readyTimeout: 30 * time.Second,
 	}, true)
 	t.Logf("harness: consul at %s://%s ready in %v", c.Scheme, c.Addr, time.Since(begin).Round(time.Millisecond))
 	return c
 }
 
-func (c *Consul) ready(ctx context.Context, hc *http.Client) error {
+func (c *Consul) ready(ctx context.Context, hc *http.Client, peers []string) error {
 	get := func(path string) (int, []byte, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Scheme+"://"+c.Addr+path, nil)
 		if err != nil {
@@ -171,6 +198,21 @@ func (c *Consul) ready(ctx context.Context, hc *http.Client) error {
 	}
 	if code != http.StatusOK || string(body) == "null" || len(body) == 0 {
 		return fmt.Errorf("/v1/catalog/node/%s: %d %q", c.Node, code, body)
+	}
+	if len(peers) > 0 {
+		code, body, err = get("/v1/catalog/datacenters")
+		if err != nil {
+			return err
+		}
+		var dcs []string
+		if code != http.StatusOK || json.Unmarshal(body, &dcs) != nil {
+			return fmt.Errorf("/v1/catalog/datacenters: %d %q", code, body)
+		}
+		for _, p := range peers {
+			if !slices.Contains(dcs, p) {
+				return fmt.Errorf("datacenter %s not joined yet (known: %v)", p, dcs)
+			}
+		}
 	}
 	return nil
 }

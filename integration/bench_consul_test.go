@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+// BenchmarkWatchConsul measures `herald watch` on Consul KV side by side with
+// consul-template, the tool its users would run instead, in the same run on the same
+// agent: put → file p50 and RSS. consul-template is found at $CONSUL_TEMPLATE_BIN, on
+// PATH, or where integration/scripts/build-consul-template.sh caches it (bench.sh runs
+// that); without it only herald's figures are reported, and said so.
+//
+// Each tool watches its own keys (bench/h/..., bench/c/...) so that a put wakes one of
+// them only, and the changes go in rounds alternating between the two, so that a load
+// change on this shared machine hits both alike.
+//
+//	go test ./integration -run XXX -bench BenchmarkWatchConsul -benchtime 60x
+func BenchmarkWatchConsul(b *testing.B) {
+	b.Run("1template/50ms", func(b *testing.B) { benchConsulPeers(b, 1, 50*time.Millisecond) })
+	b.Run("1template/300ms", func(b *testing.B) { benchConsulPeers(b, 1, 300*time.Millisecond) })
+	b.Run("200templates-1000keys", func(b *testing.B) { benchConsulPeers(b, 200, 50*time.Millisecond) })
+}
+
+// consulTemplateBin finds the consul-template binary, or "".
+func consulTemplateBin() string {
+	if p := os.Getenv("CONSUL_TEMPLATE_BIN"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("consul-template"); err == nil {
+		return p
+	}
+	cache := os.Getenv("HERALD_TEST_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "herald-test")
+	}
+	p := filepath.Join(cache, "consul-template-v0.41.1", "consul-template")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// consulPeer is one tool under measurement: what to put, where its files appear.
+type consulPeer struct {
+	name  string
+	key   string // the key each change puts
+	files *renames
+	pid   int
+	lat   []time.Duration
+}
+
+// benchConsulPeers runs nTpl templates per tool. With one template it reads one key;
+// with more, each reads a changing key of a 1,000-key prefix and lists that prefix.
+// Changes are gap apart (or right after the last file, when that takes longer).
+func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
+	c := harness.StartConsul(b)
+	kv := c.Client(b).KV()
+	ctBin := consulTemplateBin()
+	var peers []*consulPeer
+	for _, tool := range []string{"h", "c"} {
+		if tool == "c" && ctBin == "" {
+			b.Logf("consul-template not found (CONSUL_TEMPLATE_BIN, PATH, or integration/scripts/build-consul-template.sh): herald's figures only")
+			continue
+		}
+		prefix := "bench/" + tool
+		if nTpl > 1 {
+			consulPutMany(b, kv, prefix+"/data", 1000)
+		} else {
+			consulPut(b, kv, prefix+"/value", "0")
+		}
+		dir := benchDir(b)
+		out := filepath.Join(dir, "out")
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		p := &consulPeer{name: tool, files: newRenames(b, out), key: prefix + "/value"}
+		if nTpl > 1 {
+			p.key = prefix + "/data/k0500"
+		}
+		if tool == "h" {
+			p.name = "herald"
+			p.pid = startConsulHerald(b, c, dir, prefix, nTpl)
+		} else {
+			p.name = "consul-template"
+			p.pid = startConsulTemplate(b, ctBin, c, dir, prefix, nTpl)
+		}
+		p.files.wait(b, nTpl, 60*time.Second)
+		p.files.drain()
+		peers = append(peers, p)
+	}
+	const round = 10
+	b.ResetTimer()
+	for done := 0; done < b.N; done += round {
+		for _, p := range peers {
+			next := time.Now()
+			for i := done; i < min(done+round, b.N); i++ {
+				time.Sleep(time.Until(next))
+				t0 := time.Now()
+				consulPut(b, kv, p.key, fmt.Sprintf("changed-%d", i))
+				p.files.wait(b, nTpl, 30*time.Second)
+				p.lat = append(p.lat, time.Since(t0))
+				next = t0.Add(gap)
+			}
+			time.Sleep(300 * time.Millisecond) // both tools quiet before the other's round
+			p.files.drain()
+		}
+	}
+	b.StopTimer()
+	var p50s []float64
+	for _, p := range peers {
+		p50, p99 := percentiles(p.lat)
+		st := readProc(p.pid)
+		b.ReportMetric(p50, p.name+"-p50-ms")
+		b.ReportMetric(p99, p.name+"-p99-ms")
+		b.ReportMetric(float64(st.rssKB)/1024, p.name+"-rss-MB")
+		p50s = append(p50s, p50)
+	}
+	if len(peers) == 2 {
+		h, ct := readProc(peers[0].pid), readProc(peers[1].pid)
+		b.ReportMetric(p50s[0]/p50s[1], "p50-ratio")
+		b.ReportMetric(float64(h.rssKB)/float64(ct.rssKB), "rss-ratio")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// consulPutMany creates n keys under prefix (k0000...), 64 to a transaction.
+func consulPutMany(b *testing.B, kv *api.KV, prefix string, n int) {
+	for i := 0; i < n; i += 64 {
+		var ops api.KVTxnOps
+		for j := i; j < min(i+64, n); j++ {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: fmt.Sprintf("%s/k%04d", prefix, j), Value: []byte(fmt.Sprintf("10.0.%d.%d:80", j/256, j%256))})
+		}
+		if ok, _, _, err := kv.Txn(ops, nil); err != nil || !ok {
+			b.Fatalf("put %s: ok=%v %v", prefix, ok, err)
+		}
+	}
+}
+
+func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl int) int {
+	files := map[string]string{}
+	for i := range nTpl {
+		name := fmt.Sprintf("r%04d", i)
+		keys, tmpl := "/"+prefix+"/value", `{{getv "/`+prefix+`/value"}}`+"\n"
+		if nTpl > 1 {
+			keys = "/" + prefix + "/data"
+			tmpl = fmt.Sprintf("# %d\n{{getv \"/%s/data/k0500\"}} {{len (ls \"/%s/data\")}}\n", i, prefix, prefix)
+		}
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\nkeys = [\"" + keys + "\"]\n"
+		files["templates/"+name+".tmpl"] = tmpl
+	}
+	writeTree(b, dir, files)
+	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "consul://"+c.Addr, "--log-level", "warn")
+	return p.cmd.Process.Pid
+}
+
+func startConsulTemplate(b *testing.B, bin string, c *harness.Consul, dir, prefix string, nTpl int) int {
+	var hcl strings.Builder
+	hcl.WriteString("log_level = \"err\"\n")
+	for i := range nTpl {
+		src := filepath.Join(dir, fmt.Sprintf("t%04d.tmpl", i))
+		tmpl := `{{key "` + prefix + `/value"}}` + "\n"
+		if nTpl > 1 {
+			tmpl = fmt.Sprintf("# %d\n{{key \"%s/data/k0500\"}} {{len (ls \"%s/data\")}}\n", i, prefix, prefix)
+		}
+		if err := os.WriteFile(src, []byte(tmpl), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(&hcl, "template {\n  source = %q\n  destination = %q\n}\n", src, filepath.Join(dir, "out", fmt.Sprintf("r%04d", i)))
+	}
+	cfg := filepath.Join(dir, "ct.hcl")
+	if err := os.WriteFile(cfg, []byte(hcl.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-consul-addr", c.Addr, "-config", cfg)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")} // no CONSUL_* or VAULT_*
+	log, err := os.Create(filepath.Join(dir, "consul-template.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		log.Close()
+	})
+	return cmd.Process.Pid
+}
