@@ -15,7 +15,7 @@ INTEGRATION_FLAGS ?= -count=1
 # Packages whose tests need no servers: everything outside ./integration/...
 UNIT_PKGS = $(GO) list ./... | grep -v -E '/integration(/|$$)'
 
-.PHONY: test test-deps build demo unit integration integration-race fuzz bench clean
+.PHONY: test test-deps build demo unit integration integration-race fuzz bench bench-consul clean
 
 test:
 	@$(MAKE) --no-print-directory test-deps
@@ -56,6 +56,11 @@ integration-race:
 # The watch benchmarks (figures in the README) on the disk, tmpfs and a journaled ext4.
 bench:
 	GO=$(GO) integration/scripts/bench.sh
+
+# herald side by side with consul-template on Consul KV (builds consul-template into the
+# test cache first).
+bench-consul:
+	BENCH=BenchmarkWatchConsul BENCHTIME=60x GO=$(GO) integration/scripts/bench.sh
 
 # Runs every fuzz target of every (non-integration) package for FUZZTIME (inputs or time) each. Targets
 # are discovered with `go test -list`, so new ones are picked up without editing this.

@@ -8,11 +8,13 @@
 // a stale token file path would fail New). Nothing below cmd/ reads the environment; the
 // api package's types are still used for the wire format.
 //
-// Every watch holds one blocking query, and over plain HTTP one connection. Consul allows
+// Every watch of a prefix, and each of the first 32 watches of services, holds one
+// blocking query, and over plain HTTP one connection; the service watches past those
+// share one blocking query on the catalog dump (see hub). Consul allows
 // limits.http_max_conns_per_client (200 by default) connections per client address, so
-// watching more than about 190 prefixes and services at once needs that limit raised, or
-// consuls://, where HTTP/2 carries all the queries over a few connections. Past the
-// limit, watches retry with backoff and log Consul's 429 with this advice.
+// watching more than about 190 prefixes at once needs that limit raised, or consuls://,
+// where HTTP/2 carries all the queries over a few connections. Past the limit, watches
+// retry with backoff and log Consul's 429 with this advice.
 package consul
 
 import (

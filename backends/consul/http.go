@@ -149,7 +149,7 @@ func (s *Store) call(ctx context.Context, addr string, r request) (meta, error) 
 		case http.StatusForbidden:
 			return fail(resp.StatusCode, fmt.Errorf("%w: HTTP 403: %s", ErrPermission, msg))
 		case http.StatusTooManyRequests:
-			return fail(resp.StatusCode, fmt.Errorf("HTTP 429: %s (Consul allows limits.http_max_conns_per_client connections per client address, 200 by default, and over plain HTTP every watched prefix or service holds one: raise the limit, or use consuls://, where watches share connections)", msg))
+			return fail(resp.StatusCode, fmt.Errorf("HTTP 429: %s (Consul allows limits.http_max_conns_per_client connections per client address, 200 by default, and over plain HTTP every watched prefix holds one: raise the limit, or use consuls://, where watches share connections)", msg))
 		}
 		return fail(resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, msg))
 	}

@@ -3,7 +3,8 @@
 # systems: the machine's disk (wherever TMPDIR is), tmpfs (/dev/shm), and a journaled
 # ext4 (Debian's default) made for the run in a loop-mounted image, which needs root;
 # without root that third set is left out, and said so.
-#   BENCHTIME (default 200x), BENCH (default BenchmarkWatchEtcd) pick what runs.
+#   BENCHTIME (default 200x), BENCH (default BenchmarkWatchEtcd) pick what runs;
+#   BENCH=BenchmarkWatchConsul BENCHTIME=60x compares with consul-template.
 set -eu
 cd "$(dirname "$0")/../.."
 GO=${GO:-go}
@@ -19,6 +20,17 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 $GO test -c -o "$bin/integration.test" ./integration
+case "$BENCH" in
+*Consul*)
+	# BenchmarkWatchConsul measures consul-template side by side: built into the test
+	# cache by its own `go install`, never a dependency of herald's go.mod.
+	if ct=$(integration/scripts/build-consul-template.sh); then
+		export CONSUL_TEMPLATE_BIN="$ct"
+	else
+		echo "== consul-template could not be built: herald's figures only"
+	fi
+	;;
+esac
 run() {
 	fs=$(findmnt -n -o FSTYPE,OPTIONS -T "$2" 2>/dev/null | head -n 1)
 	echo "== rendered files on $1 (${fs:-$(stat -f -c %T "$2")})"
