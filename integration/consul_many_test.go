@@ -70,7 +70,7 @@ func TestConsulThousandServicesOnFewConnections(t *testing.T) {
 	t.Parallel()
 	const n = 1000
 	c := harness.StartConsul(t)
-	consulSetConnLimitT(t, c, 100)
+	consulSetConnLimit(t, c, 100)
 	cat := c.Client(t).Catalog()
 	consulManyServices(t, cat, n)
 	s := consulStore(t, c)
@@ -161,21 +161,6 @@ func TestConsulThousandServicesOnFewConnections(t *testing.T) {
 	wait("a deregistration", 10*time.Second, func() bool { return port["svc-0007"] == 0 })
 	t.Logf("FIGURE %d services watched on %d connections to the agent; one change -> its watch %v",
 		n, conns, one.Round(time.Millisecond))
-}
-
-// consulSetConnLimitT is consulSetConnLimit for a test.
-func consulSetConnLimitT(t *testing.T, c *harness.Consul, max int) {
-	t.Helper()
-	raw, err := os.ReadFile(c.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := strings.TrimSpace(string(raw))
-	s = strings.TrimSuffix(s, "}") + fmt.Sprintf(`, "limits": {"http_max_conns_per_client": %d}}`, max)
-	if err := os.WriteFile(c.ConfigPath, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.Proc.Restart(t)
 }
 
 // `herald watch` with one template listing 1,000 services, one instance changed per

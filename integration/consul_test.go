@@ -1248,7 +1248,7 @@ func BenchmarkConsulIdleWatches1000(b *testing.B) {
 
 // consulSetConnLimit rewrites the agent's configuration to allow max HTTP connections
 // from one client address and restarts it (-dev: it comes back empty).
-func consulSetConnLimit(b *testing.B, c *harness.Consul, max int) {
+func consulSetConnLimit(b testing.TB, c *harness.Consul, max int) {
 	raw, err := os.ReadFile(c.ConfigPath)
 	if err != nil {
 		b.Fatal(err)
