@@ -214,8 +214,8 @@ func (h *hub) datacenter(ctx context.Context) (string, error) {
 	return h.localDC, nil
 }
 
-// hubFetcher reads q from h: at once when the hub has an answer other than the one at
-// index, else when the next one comes. Once the hub is unusable it reads q directly.
+// hubFetcher reads q from h: at once when the hub has an answer newer than index, else
+// when the next one comes. Once the hub is unusable it reads q directly.
 func (s *Store) hubFetcher(h *hub, q backends.ServiceQuery) func(ctx context.Context, index uint64) ([]backends.Service, uint64, error) {
 	direct := false
 	return func(ctx context.Context, index uint64) ([]backends.Service, uint64, error) {
@@ -226,7 +226,11 @@ func (s *Store) hubFetcher(h *hub, q backends.ServiceQuery) func(ctx context.Con
 			h.mu.Lock()
 			snap, changed := h.snap, h.changed
 			h.mu.Unlock()
-			if snap != nil && (index == 0 || snap.index != index || snap.err != nil) {
+			// Only a snapshot newer than what the caller holds: the caller may hold a
+			// direct read (index from the health endpoint) newer than the hub's last
+			// answer, and an older state must not be sent over it. Indexes that went
+			// backwards (a restarted agent) come after a failure, which resets index.
+			if snap != nil && (index == 0 || snap.index > index || snap.err != nil) {
 				if errors.Is(snap.err, errHubUnusable) {
 					s.log.Debug("consul: reading the service on its own", "service", q.String(), "why", snap.err)
 					direct = true
