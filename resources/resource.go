@@ -21,6 +21,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/internal/regfile"
 	"github.com/heraldhq/herald/template"
 )
 
@@ -141,12 +142,15 @@ type fileResource struct {
 	} `toml:"template"`
 }
 
-// Error is one problem with one resource file; Line is 0 when unknown.
+// Error is one problem with one resource file; Line is 0 when unknown. With Dir set,
+// File is a directory below conf.d that could not be read: the resources of the files
+// below it are unknown (a hot reload keeps their previous versions).
 type Error struct {
 	File string
 	Line int
 	Msg  string
 	Err  error
+	Dir  bool
 }
 
 func (e *Error) Error() string {
@@ -171,23 +175,10 @@ func Load(opts LoadOptions) ([]*Resource, error) {
 		opts.ConfDir = abs
 	}
 	dir := filepath.Join(opts.ConfDir, "conf.d")
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".toml") {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("resources: %w", err)
-	}
+	files, errs := resourceFiles(dir)
 	slices.Sort(files)
 	var (
 		out  []*Resource
-		errs []error
 		dest = map[string]string{}
 	)
 	if opts.Partials == nil {
@@ -214,9 +205,12 @@ func Load(opts LoadOptions) ([]*Resource, error) {
 	return out, errors.Join(errs...)
 }
 
+// MaxResourceFile bounds a resource file (a few hundred bytes in practice).
+const MaxResourceFile = 1 << 20
+
 // LoadFile reads and validates one resource file.
 func LoadFile(file string, opts LoadOptions) (*Resource, error) {
-	raw, err := os.ReadFile(file)
+	raw, err := regfile.Read(file, MaxResourceFile)
 	if err != nil {
 		return nil, &Error{File: file, Msg: "cannot read", Err: err}
 	}
@@ -396,7 +390,7 @@ func Fingerprint(t *template.Template, extra ...string) string {
 		fmt.Fprintf(h, "%d\x00%s", len(e), e)
 	}
 	for _, f := range t.Files() {
-		b, _ := os.ReadFile(f)
+		b, _ := regfile.Read(f, template.MaxFileSize)
 		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
 		h.Write(b)
 	}

@@ -45,6 +45,7 @@ type Runner struct {
 	wg       sync.WaitGroup // watch goroutines
 	syncs    *executor      // renders with their syncs, workers() at once
 	renders  chan struct{}  // template executions, GOMAXPROCS at once
+	loadErr  error          // what the last load of the resource files found wrong
 }
 
 type state struct {
@@ -78,6 +79,9 @@ type Status struct {
 	Rendered    bool      `json:"rendered"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	LastError   string    `json:"last_error,omitempty"` // Summary: no values, no output
+	// Behind: the last render or write failed, so dest may not hold what the registry
+	// says (it is retried, or waits for a change).
+	Behind bool `json:"behind,omitempty"`
 }
 
 func (rn *Runner) log() *slog.Logger {
@@ -106,6 +110,21 @@ func (rn *Runner) init() {
 	rn.Syncer.DeferDirSync = true
 }
 
+// SetLoadError records what loading the resource files found wrong (nil: nothing), for
+// /healthz; a hot reload's ResourceSet replaces it.
+func (rn *Runner) SetLoadError(err error) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	rn.loadErr = err
+}
+
+// LoadError is what the last load of the resource files found wrong, nil when nothing.
+func (rn *Runner) LoadError() error {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.loadErr
+}
+
 // Statuses reports every resource's state, sorted by name.
 func (rn *Runner) Statuses() []Status {
 	rn.mu.Lock()
@@ -113,7 +132,9 @@ func (rn *Runner) Statuses() []Status {
 	out := make([]Status, 0, len(rn.states))
 	for _, st := range rn.states {
 		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK}
-		s.LastError = Summary(st.lastErr)
+		if st.lastErr != nil {
+			s.LastError, s.Behind = Summary(st.lastErr), true
+		}
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Status) int { return compareStrings(a.Name, b.Name) })

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"text/template"
 	tparse "text/template/parse"
+
+	"github.com/heraldhq/herald/internal/regfile"
 )
 
 // PartialsDir is where, below a confdir's templates/, the files whose definitions every
@@ -226,10 +227,7 @@ func calledNames(tree *tparse.Tree) []string {
 // (/dev/zero), a FIFO would block the read forever: only regular files (or links to
 // them) are templates.
 func readTemplate(path string) (string, error) {
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
-		return "", fmt.Errorf("read template %s: not a regular file", path)
-	}
-	b, err := os.ReadFile(path)
+	b, err := regfile.Read(path, MaxFileSize)
 	if err != nil {
 		return "", fmt.Errorf("read template %s: %w", path, err)
 	}

@@ -59,6 +59,10 @@ type instance struct {
 	st   *execState
 }
 
+// MaxFileSize bounds a template file: far above any real template, far below what would
+// hurt the daemon.
+const MaxFileSize = 16 << 20
+
 // ParseFile parses the template in file path. Like confd, the template is named after
 // the file's base name, which is what execution errors show with the line.
 func ParseFile(path string) (*Template, error) { return (*Partials)(nil).ParseFile(path) }

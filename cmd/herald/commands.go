@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -146,6 +147,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		Wait:     wait,
 		Interval: o.Interval,
 	}
+	rn.SetLoadError(loadErr)
 	if o.Pprof && o.Listen == "" {
 		return errors.New("--pprof needs --listen")
 	}
@@ -157,7 +159,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		defer stopServe()
 	}
 	updates := make(chan resources.ResourceSet, 1)
-	stopReload, err := watchConfDir(ctx, o, log, updates)
+	stopReload, err := watchConfDir(ctx, o, log, nil, updates)
 	if err != nil {
 		return err
 	}
@@ -173,19 +175,13 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 
 // watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
 // templates/ changes.
-func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, updates chan<- resources.ResourceSet) (func(), error) {
+func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet) (func(), error) {
 	trees := []string{filepath.Join(o.ConfDir, "conf.d"), filepath.Join(o.ConfDir, "templates")}
-	return watchFiles(ctx, trees, nil, log, func(ctx context.Context, why string) {
+	return watchFiles(ctx, trees, nil, hup, log, func(ctx context.Context, why string) {
 		rs, err := resources.Load(o.loadOptions())
 		warnResources(log, rs)
-		set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
+		set := resources.NewResourceSet(rs, err)
 		if err != nil {
-			var re *resources.Error
-			for _, e := range flatten(err) {
-				if errors.As(e, &re) {
-					set.Failed[re.File] = true
-				}
-			}
 			log.Error("resource reload found errors; the previous version of those resources keeps running", "err", err)
 		}
 		log.Info("resources reloaded", "why", why, "resources", len(rs))
@@ -204,18 +200,6 @@ func warnResources(log *slog.Logger, rs []*resources.Resource) {
 			log.Warn(w.Error())
 		}
 	}
-}
-
-// flatten unpacks errors.Join trees.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 func cmdGet(ctx context.Context, e env, o *Options, args []string) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/internal/regfile"
 )
 
 // Options are herald's global settings. Each comes from, in order of precedence: a flag,
@@ -297,11 +298,18 @@ func decodeTOML(path string, raw []byte) (map[string]any, error) {
 	return doc, nil
 }
 
+// maxConfigFile bounds herald.toml: a FIFO or a link to /dev/zero there must not hang or
+// exhaust herald (see regfile).
+const maxConfigFile = 1 << 20
+
 func readFileConfig(path string, tbl []option) (fileConfig, error) {
 	var fc fileConfig
-	raw, err := os.ReadFile(path)
-	if err != nil {
+	raw, err := regfile.Read(path, maxConfigFile)
+	if errors.Is(err, iofs.ErrNotExist) {
 		return fc, err
+	}
+	if err != nil {
+		return fc, fmt.Errorf("%s: %w", path, err)
 	}
 	doc, err := decodeTOML(path, raw)
 	if err != nil {

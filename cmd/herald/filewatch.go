@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/heraldhq/herald/resources"
 )
 
 // watchFiles calls reload on SIGHUP and whenever something changes below one of trees
@@ -19,7 +21,13 @@ import (
 // so an editor's write-rename-chmod is one reload. A file is watched through its
 // directory, since editors replace it by renaming; other names there are ignored. The
 // returned stop ends the watch and waits for a reload in progress.
-func watchFiles(ctx context.Context, trees, files []string, log *slog.Logger, reload func(ctx context.Context, why string)) (func(), error) {
+//
+// A tree removed and created again, renamed into place or reached through a swapped
+// symlink (how deploy tools and Kubernetes ConfigMaps replace directories) is watched
+// again by itself: its parent directory is watched for it, and every reload adds the
+// trees' directories anew. hup is SIGHUP as main catches it from the start (nil: caught
+// here).
+func watchFiles(ctx context.Context, trees, files []string, hup <-chan os.Signal, log *slog.Logger, reload func(ctx context.Context, why string)) (func(), error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", slices.Concat(trees, files), err)
@@ -30,16 +38,21 @@ func watchFiles(ctx context.Context, trees, files []string, log *slog.Logger, re
 		}
 	}
 	addTree := func(root string) {
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				add(p)
-			}
-			return nil
-		})
+		// Symlinked directories too, each once, as resources.Load reads them.
+		for _, p := range resources.Dirs(root) {
+			add(p)
+		}
 	}
-	for _, t := range trees {
-		addTree(t)
+	addTrees := func() {
+		for _, t := range trees {
+			addTree(t)
+		}
 	}
+	for i, t := range trees {
+		trees[i] = filepath.Clean(t)
+		add(filepath.Dir(trees[i])) // only the tree's own name matters there: see relevant
+	}
+	addTrees()
 	watched := map[string]bool{}
 	for _, f := range files {
 		f = filepath.Clean(f)
@@ -57,8 +70,12 @@ func watchFiles(ctx context.Context, trees, files []string, log *slog.Logger, re
 		}
 		return false
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	stopHup := func() {}
+	if hup == nil { // run in-process (tests): no handler from main
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGHUP)
+		hup, stopHup = c, func() { signal.Stop(c) }
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -69,6 +86,7 @@ func watchFiles(ctx context.Context, trees, files []string, log *slog.Logger, re
 			case <-ctx.Done():
 				return
 			case <-hup:
+				addTrees()
 				reload(ctx, "SIGHUP")
 			case ev, ok := <-w.Events:
 				if !ok {
@@ -90,13 +108,14 @@ func watchFiles(ctx context.Context, trees, files []string, log *slog.Logger, re
 				log.Warn("file watch error", "err", err)
 			case <-debounce:
 				debounce = nil
+				addTrees()
 				reload(ctx, "file change")
 			}
 		}
 	}()
 	return func() {
 		cancel()
-		signal.Stop(hup)
+		stopHup()
 		w.Close()
 		<-done
 	}, nil

@@ -23,6 +23,9 @@ type health struct {
 	OK        bool               `json:"ok"`
 	Backend   backendHealth      `json:"backend"`
 	Resources []resources.Status `json:"resources"`
+	// ConfigError is what the last load of the resource files found wrong: the
+	// resources it names keep their previous version, which may not be what is on disk.
+	ConfigError string `json:"config_error,omitempty"`
 }
 
 type backendHealth struct {
@@ -100,8 +103,11 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 		st := store.State()
 		h := health{Backend: newBackendHealth(st), Resources: rn.Statuses()}
 		h.OK = st.Conn == backends.Up
+		if err := rn.LoadError(); err != nil {
+			h.ConfigError, h.OK = err.Error(), false
+		}
 		for _, s := range h.Resources {
-			h.OK = h.OK && s.Rendered
+			h.OK = h.OK && s.Rendered && !s.Behind
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if !h.OK {

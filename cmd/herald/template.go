@@ -107,7 +107,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 	}
 	rn.Wait, rn.Interval = wait, o.Interval
 	updates := make(chan resources.ResourceSet, 1)
-	stop, err := followTemplate(ctx, o, f, src, text, log, updates)
+	stop, err := followTemplate(ctx, o, f, src, text, log, nil, updates)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func templateArgs(e env, args []string) (*Options, templateFlags, string, error)
 // followTemplate re-parses the template when its file or a partial changes (or on
 // SIGHUP) and sends the new version; a broken edit is logged and the previous version
 // keeps running.
-func followTemplate(ctx context.Context, o *Options, f templateFlags, src, text string, log *slog.Logger, updates chan<- resources.ResourceSet) (func(), error) {
+func followTemplate(ctx context.Context, o *Options, f templateFlags, src, text string, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet) (func(), error) {
 	partials, err := filepath.Abs(resources.PartialsDir(o.ConfDir))
 	if err != nil {
 		return nil, err
@@ -167,7 +167,7 @@ func followTemplate(ctx context.Context, o *Options, f templateFlags, src, text 
 		}
 		files = append(files, abs)
 	}
-	return watchFiles(ctx, []string{partials}, files, log, func(ctx context.Context, why string) {
+	return watchFiles(ctx, []string{partials}, files, hup, log, func(ctx context.Context, why string) {
 		r, err := templateResource(o, f, src, text)
 		if err != nil {
 			log.Error("template reload failed; the previous version keeps running", "why", why, "err", err)
