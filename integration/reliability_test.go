@@ -1,0 +1,220 @@
+package integration
+
+// Reliability under what deploy tools, Kubernetes and careless operators do (issue 17,
+// items 7-15): each test drives the real herald binary over the file backend, which
+// needs no server, so what is tested is herald's own handling.
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fileTree is a confdir whose resources read data.yaml through the file backend.
+func fileTree(t *testing.T, files map[string]string) (dir, backend string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "herald-reliab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Readable by nobody, for the tests that run herald unprivileged.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, dir, files)
+	return dir, "file://" + filepath.Join(dir, "data.yaml")
+}
+
+// waitFor polls cond (bounded), failing with what's description.
+func waitFor(t *testing.T, p *heraldProc, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if p != nil {
+			select {
+			case <-p.done:
+				t.Fatalf("herald exited (%v) while waiting for %s:\n%s", p.err, what, tail(p.Output(), 40))
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 20s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func healthz(t *testing.T, listen string) (int, string) {
+	t.Helper()
+	return httpGet(t, "http://"+listen+"/healthz")
+}
+
+// runHerald runs a herald command to completion (bounded), optionally as nobody.
+func runHerald(t *testing.T, nobody bool, args ...string) (int, string) {
+	t.Helper()
+	c := exec.Command(heraldBinaryFor(t, nobody), args...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if nobody {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		c.Process.Kill()
+		<-done
+		t.Fatalf("herald %v did not end within 60s:\n%s", args, out.String())
+	}
+	return c.ProcessState.ExitCode(), out.String()
+}
+
+// heraldBinaryFor returns the herald binary, copied where nobody can run it if asked
+// (the built one sits in a private temp dir).
+func heraldBinaryFor(t *testing.T, nobody bool) string {
+	t.Helper()
+	bin := heraldBinary(t)
+	if !nobody {
+		return bin
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("running herald as nobody needs root")
+	}
+	dir, err := os.MkdirTemp("", "herald-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := filepath.Join(dir, "herald")
+	if err := os.WriteFile(own, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return own
+}
+
+// Item 7: conf.d moved away (a deploy tool replacing it) keeps every resource running,
+// /healthz says so, and the recreated conf.d is picked up without SIGHUP.
+func TestWatchKeepsResourcesWhileConfDirIsReplaced(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":        "app: {a: '1'}\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"templates/a.tmpl": `a={{getv "/app/a"}}`,
+		"templates/b.tmpl": `b={{getv "/app/a"}}`,
+	})
+	listen := freeAddr(t)
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", backend, "--listen", listen)
+	out := filepath.Join(dir, "out")
+	waitFile(t, filepath.Join(out, "a"), "a=1", 10*time.Second)
+	waitFor(t, p, "/healthz 200", func() bool { c, _ := healthz(t, listen); return c == 200 })
+
+	cd := filepath.Join(dir, "conf.d")
+	if err := os.Rename(cd, cd+".old"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p, "/healthz 503 naming conf.d", func() bool {
+		c, body := healthz(t, listen)
+		return c == 503 && strings.Contains(body, `"config_error":"`+cd+`: cannot read directory`) && strings.Contains(body, `"name":"a.toml"`)
+	})
+	// The resource still runs: a data change still reaches its file.
+	writeTree(t, dir, map[string]string{"data.yaml": "app: {a: '2'}\n"})
+	waitFile(t, filepath.Join(out, "a"), "a=2", 10*time.Second)
+
+	// The new conf.d arrives whole by a rename, with one more resource: watched again
+	// by itself.
+	writeTree(t, dir, map[string]string{
+		"conf.d.new/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"conf.d.new/b.toml": "[template]\nsrc = \"b.tmpl\"\ndest = \"out/b\"\nmake_dirs = true\n",
+	})
+	if err := os.Rename(cd+".new", cd); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(out, "b"), "b=2", 10*time.Second)
+	waitFor(t, p, "/healthz 200 again", func() bool { c, _ := healthz(t, listen); return c == 200 })
+	// And later edits in it are seen too.
+	writeTree(t, dir, map[string]string{"templates/b.tmpl": `B={{getv "/app/a"}}`})
+	waitFile(t, filepath.Join(out, "b"), "B=2", 10*time.Second)
+}
+
+// Item 7: a ConfigMap volume as conf.d renders each resource once (it failed with
+// "dest ... is also written by"), and its ..data swap is a hot reload.
+func TestConfigMapLayoutRendersAndReloads(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":                             "app: {a: '1'}\n",
+		"templates/a.tmpl":                      `a={{getv "/app/a"}}`,
+		"templates/b.tmpl":                      `b={{getv "/app/a"}}`,
+		"conf.d/..2026_01_01_00_00_00.1/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+	})
+	cd := filepath.Join(dir, "conf.d")
+	for target, link := range map[string]string{"..2026_01_01_00_00_00.1": "..data", "..data/a.toml": "a.toml", "..data/b.toml": "b.toml"} {
+		if err := os.Symlink(target, filepath.Join(cd, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b.toml dangles until the second version: an error naming it, a renders.
+	code, out := runHerald(t, false, "render", "--confdir", dir, "--backend", backend)
+	if code != 1 || strings.Contains(out, "also written by") || !strings.Contains(out, filepath.Join(cd, "b.toml")+": cannot read") {
+		t.Fatalf("render: exit %d\n%s", code, out)
+	}
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", time.Second)
+
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", backend)
+	writeTree(t, dir, map[string]string{"data.yaml": "app: {a: '2'}\n"})
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=2", 10*time.Second)
+	// kubelet's update: a new hidden directory, ..data swapped to it by a rename.
+	writeTree(t, dir, map[string]string{
+		"conf.d/..2026_01_01_00_01_00.2/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"conf.d/..2026_01_01_00_01_00.2/b.toml": "[template]\nsrc = \"b.tmpl\"\ndest = \"out/b\"\nmake_dirs = true\n",
+	})
+	if err := os.Symlink("..2026_01_01_00_01_00.2", filepath.Join(cd, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(cd, "..data_tmp"), filepath.Join(cd, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(cd, "..2026_01_01_00_00_00.1"))
+	waitFile(t, filepath.Join(dir, "out", "b"), "b=2", 10*time.Second)
+	if strings.Contains(p.Output(), "also written by") {
+		t.Fatalf("a resource was read twice:\n%s", p.Output())
+	}
+}
+
+// Item 7: an unreadable sub-directory fails only its own files: render renders the
+// rest and exits 1 naming the directory.
+func TestRenderUnreadableSubdirFailsOnlyItsFiles(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":             "app: {a: '1'}\n",
+		"conf.d/a.toml":         "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\n",
+		"conf.d/private/b.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/b\"\n",
+		"templates/a.tmpl":      `a={{getv "/app/a"}}`,
+		"out/.keep":             "",
+	})
+	private := filepath.Join(dir, "conf.d", "private")
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "out"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runHerald(t, true, "render", "--confdir", dir, "--backend", backend)
+	want := regexp.MustCompile(`(?m)^herald render: ` + regexp.QuoteMeta(private+": cannot read directory: open "+private+": permission denied") + `$`)
+	if code != 1 || !want.MatchString(out) {
+		t.Fatalf("render: exit %d\n%s\nwant exit 1 and %s", code, out, want)
+	}
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", time.Second)
+}
