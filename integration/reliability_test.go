@@ -6,6 +6,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,4 +218,27 @@ func TestRenderUnreadableSubdirFailsOnlyItsFiles(t *testing.T) {
 		t.Fatalf("render: exit %d\n%s\nwant exit 1 and %s", code, out, want)
 	}
 	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", time.Second)
+}
+
+// Item 11: render's --timeout is the registry wait only. 30 resources with a 1-second
+// check each (two at a time on 2 CPUs: ~15 s) all pass under --timeout 2s, and a check
+// that overruns its own check_timeout is reported with that duration.
+func TestRenderTimeoutDoesNotBoundChecks(t *testing.T) {
+	files := map[string]string{
+		"data.yaml":        "app: {a: '1'}\n",
+		"templates/a.tmpl": `a={{getv "/app/a"}}`,
+		"conf.d/slow.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/slow\"\nmake_dirs = true\ncheck_cmd = \"sleep 5\"\ncheck_timeout = \"1s\"\n",
+	}
+	for i := range 30 {
+		files[fmt.Sprintf("conf.d/r%02d.toml", i)] = fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = \"out/r%02d\"\nmake_dirs = true\ncheck_cmd = \"sleep 1\"\n", i)
+	}
+	dir, backend := fileTree(t, files)
+	code, out := runHerald(t, false, "render", "--confdir", dir, "--backend", backend, "--timeout", "2s")
+	want := `(?m)^herald render: slow.toml: ` + regexp.QuoteMeta(filepath.Join(dir, "out", "slow")+`: check_cmd "sleep 5" timed out after 1s`) + `$`
+	if code != 1 || !regexp.MustCompile(want).MatchString(out) || strings.Count(out, "herald render: ") != 1 {
+		t.Fatalf("render: exit %d\n%s\nwant exit 1 and only %s", code, out, want)
+	}
+	for i := range 30 {
+		waitFile(t, filepath.Join(dir, "out", fmt.Sprintf("r%02d", i)), "a=1", time.Second)
+	}
 }

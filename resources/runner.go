@@ -30,6 +30,9 @@ type Runner struct {
 	Metrics  *Metrics      // optional
 	Wait     Wait          // global quiescence, for resources without their own
 	Interval time.Duration // watch mode: also re-read everything this often (0: never)
+	// ReadTimeout bounds RenderOnce's reads from the registry (0: only ctx). It never
+	// bounds check and reload commands: those have their own timeouts.
+	ReadTimeout time.Duration
 	// Workers bounds the resources in flight at once. Most of a sync is waiting on
 	// fsync, so the default is generous (64); template execution is held to
 	// GOMAXPROCS at a time and check commands to Syncer.Checks.
@@ -156,6 +159,12 @@ func compareStrings(a, b string) int {
 // and returns an error naming each failure.
 func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	rn.init()
+	readCtx := ctx
+	if rn.ReadTimeout > 0 {
+		var cancel context.CancelFunc
+		readCtx, cancel = context.WithTimeout(ctx, rn.ReadTimeout)
+		defer cancel()
+	}
 	var declared []backends.Target
 	for _, r := range rs {
 		declared = append(declared, r.Targets()...)
@@ -163,7 +172,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 		rn.states[r.Name] = &state{r: r}
 		rn.mu.Unlock()
 	}
-	if err := rn.ensure(ctx, declared, false); err != nil {
+	if err := rn.ensure(readCtx, declared, false); err != nil {
 		return err
 	}
 	// Resources render in parallel (their fsyncs overlap); results are then taken in
@@ -188,7 +197,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 		wg.Add(1)
 		pool.submit(func() {
 			defer wg.Done()
-			o, err := rn.renderAndSync(ctx, ctx, st, false)
+			o, err := rn.renderAndSync(ctx, readCtx, st, false)
 			results[i] = result{o, err}
 		})
 	}

@@ -105,12 +105,14 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	defer store.Close()
 	warnResources(log, rs)
 	warnNoResources(log, o, rs)
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
+	// --timeout bounds the wait for the registry only: check and reload commands have
+	// check_timeout and reload_timeout (with many resources, checks queue for a CPU
+	// long after the data was read).
 	rn := &resources.Runner{
-		Store:  store,
-		Syncer: &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
-		Log:    log,
+		Store:       store,
+		Syncer:      &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:         log,
+		ReadTimeout: o.Timeout,
 	}
 	// Valid resources render even when another file is broken; the exit status says so.
 	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err())
