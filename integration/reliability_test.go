@@ -242,3 +242,54 @@ func TestRenderTimeoutDoesNotBoundChecks(t *testing.T) {
 		waitFile(t, filepath.Join(dir, "out", fmt.Sprintf("r%02d", i)), "a=1", time.Second)
 	}
 }
+
+// Item 10: templates that loop practically forever — one that stops at its next output,
+// one that calls nothing herald can stop — end with an error naming the resource and its
+// render_timeout; the other resources keep following changes and SIGTERM still ends the
+// daemon at once.
+func TestRenderTimeoutEndsRunawayTemplates(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":         "app: {a: '1'}\n",
+		"templates/ok.tmpl": `a={{getv "/app/a"}}`,
+		// 10^12 iterations printing: stopped by herald at its next write.
+		"templates/print.tmpl": `{{range seq 1 1000000}}{{range seq 1 1000000}}x{{end}}{{end}}`,
+		// 10^12 iterations calling nothing: cannot be stopped, only abandoned.
+		"templates/spin.tmpl": `{{$l := seq 1 1000000}}{{range $l}}{{range $l}}{{end}}{{end}}`,
+		"conf.d/ok.toml":      "[template]\nsrc = \"ok.tmpl\"\ndest = \"out/ok\"\nmake_dirs = true\n",
+		"conf.d/print.toml":   "[template]\nsrc = \"print.tmpl\"\ndest = \"out/print\"\nmake_dirs = true\n",
+		"conf.d/spin.toml":    "[template]\nsrc = \"spin.tmpl\"\ndest = \"out/spin\"\nmake_dirs = true\nrender_timeout = \"1s\"\n",
+	})
+	start := time.Now()
+	code, out := runHerald(t, false, "render", "--confdir", dir, "--backend", backend, "--render-timeout", "2s")
+	for _, want := range []string{
+		`(?m)^herald render: print.toml: render ` + regexp.QuoteMeta(filepath.Join(dir, "templates", "print.tmpl")) + `: stopped: took longer than render_timeout 2s$`,
+		`(?m)^spin.toml: render ` + regexp.QuoteMeta(filepath.Join(dir, "templates", "spin.tmpl")) + `: abandoned, as it does not stop by itself: took longer than render_timeout 1s$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("render output lacks %s:\n%s", want, out)
+		}
+	}
+	if code != 1 || time.Since(start) > 30*time.Second {
+		t.Fatalf("render: exit %d after %v\n%s", code, time.Since(start), out)
+	}
+	waitFile(t, filepath.Join(dir, "out", "ok"), "a=1", time.Second)
+
+	listen := freeAddr(t)
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", backend, "--listen", listen, "--render-timeout", "1s")
+	waitFor(t, p, "both runaway renders reported", func() bool {
+		o := p.Output()
+		return strings.Contains(o, "resource=spin.toml") && strings.Contains(o, "resource=print.toml") &&
+			strings.Count(o, "took longer than render_timeout 1s") >= 2
+	})
+	// Twice, so that the runaways, re-dispatched by each change, are refused fast.
+	for _, v := range []string{"2", "3"} {
+		writeTree(t, dir, map[string]string{"data.yaml": "app: {a: '" + v + "'}\n"})
+		waitFile(t, filepath.Join(dir, "out", "ok"), "a="+v, 10*time.Second)
+	}
+	if c, body := healthz(t, listen); c != 503 || !strings.Contains(body, `"behind":true`) {
+		t.Errorf("/healthz = %d %s, want 503 with resources behind", c, body)
+	}
+	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("watch exited %d after SIGTERM", code)
+	}
+}

@@ -42,7 +42,8 @@ type Resource struct {
 	ReloadCmd     string
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
-	Wait          Wait // zero: the runner's global wait
+	RenderTimeout time.Duration // 0: the runner's
+	Wait          Wait          // zero: the runner's global wait
 	Backup        bool
 	MakeDirs      bool
 	// FollowSymlink writes through a dest that is a symlink (to the file it names);
@@ -139,6 +140,7 @@ type fileResource struct {
 		FollowSymlink bool   `toml:"follow_symlink"`
 		CheckTimeout  string `toml:"check_timeout"`
 		ReloadTimeout string `toml:"reload_timeout"`
+		RenderTimeout string `toml:"render_timeout"`
 	} `toml:"template"`
 }
 
@@ -358,7 +360,7 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		key string
 		s   string
 		to  *time.Duration
-	}{{"check_timeout", t.CheckTimeout, &r.CheckTimeout}, {"reload_timeout", t.ReloadTimeout, &r.ReloadTimeout}} {
+	}{{"check_timeout", t.CheckTimeout, &r.CheckTimeout}, {"reload_timeout", t.ReloadTimeout, &r.ReloadTimeout}, {"render_timeout", t.RenderTimeout, &r.RenderTimeout}} {
 		if d.s == "" {
 			continue
 		}

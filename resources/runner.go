@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/backends"
@@ -33,6 +34,9 @@ type Runner struct {
 	// ReadTimeout bounds RenderOnce's reads from the registry (0: only ctx). It never
 	// bounds check and reload commands: those have their own timeouts.
 	ReadTimeout time.Duration
+	// RenderTimeout bounds one template execution of a resource without its own
+	// render_timeout (0: DefaultRenderTimeout).
+	RenderTimeout time.Duration
 	// Workers bounds the resources in flight at once. Most of a sync is waiting on
 	// fsync, so the default is generous (64); template execution is held to
 	// GOMAXPROCS at a time and check commands to Syncer.Checks.
@@ -48,6 +52,7 @@ type Runner struct {
 	wg       sync.WaitGroup // watch goroutines
 	syncs    *executor      // renders with their syncs, workers() at once
 	renders  chan struct{}  // template executions, GOMAXPROCS at once
+	execs    *executor      // where template executions run (see execute)
 	loadErr  error          // what the last load of the resource files found wrong
 }
 
@@ -63,6 +68,10 @@ type state struct {
 	first     time.Time // first change of the current burst
 	timer     *time.Timer
 	retry     time.Duration
+
+	// running is set while an execution that outlived its render timeout still runs:
+	// the next render fails at once rather than pile up another one.
+	running atomic.Bool
 
 	// guarded by Runner.mu, for /healthz
 	rendered bool
@@ -103,6 +112,9 @@ func (rn *Runner) init() {
 		rn.events = make(chan backends.Event, 1024)
 		rn.renders = make(chan struct{}, runtime.GOMAXPROCS(0))
 		rn.syncs = newExecutor(rn.workers())
+		// Executions past their timeout keep a worker until they end (one per
+		// resource at most, see execute): room for them beyond GOMAXPROCS.
+		rn.execs = newExecutor(runtime.GOMAXPROCS(0) + 1024)
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
@@ -270,9 +282,10 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	var checked map[string]bool
 	var readTargets []backends.Target
 	for round := 0; ; round++ {
-		rn.renders <- struct{}{}
-		rn.Cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, opts) })
-		<-rn.renders
+		out, reads, err = rn.execute(readCtx, st, opts)
+		if errors.Is(err, errAbandoned) {
+			break // no second try: it would take as long
+		}
 		var missing []backends.Target
 		read := map[string]bool{}
 		readTargets = nil

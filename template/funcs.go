@@ -54,6 +54,10 @@ func (t *Template) funcMap(st *execState) template.FuncMap {
 	for name, fn := range ours {
 		m[name] = fn
 	}
+	// Bounded versions under the same names (sprig's stay sprig's in FuncNames).
+	for name, fn := range st.boundedFuncs() {
+		m[name] = fn
+	}
 	return m
 }
 

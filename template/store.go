@@ -1,6 +1,7 @@
 package template
 
 import (
+	"context"
 	"path"
 	"slices"
 	"strings"
@@ -38,6 +39,10 @@ type execState struct {
 	prefixes []string
 	services []backends.ServiceQuery
 	names    bool
+
+	// ctx stops the render (see alive); done is its Done channel, nil when none.
+	ctx  context.Context
+	done <-chan struct{}
 }
 
 // heraldFuncNames are the functions herald adds to confd's catalogue.
@@ -60,6 +65,10 @@ func (s *execState) funcs() template.FuncMap {
 func (s *execState) begin(src Source, opts Options) {
 	s.src = src
 	s.missingIsEmpty = opts.missingIsEmpty
+	s.ctx, s.done = opts.Context, nil
+	if s.ctx != nil {
+		s.done = s.ctx.Done()
+	}
 	s.prefix = backends.CleanKey(opts.Prefix)
 	if s.prefix == "/" {
 		s.prefix = ""
@@ -97,7 +106,7 @@ func (s *execState) end() *Reads {
 	clear(s.keys[:cap(s.keys)])
 	clear(s.prefixes[:cap(s.prefixes)])
 	clear(s.services[:cap(s.services)])
-	s.src = nil
+	s.src, s.ctx, s.done = nil, nil, nil
 	s.keys, s.prefixes, s.services, s.names = s.keys[:0], s.prefixes[:0], s.services[:0], false
 	return r
 }
@@ -222,6 +231,9 @@ func (s *execState) memoNames(kind, filePath, p string, names func([]backends.KV
 }
 
 func (s *execState) get(key string) (backends.KVPair, error) {
+	if err := s.alive(); err != nil {
+		return backends.KVPair{}, err
+	}
 	v, ok := s.lookup(key)
 	if !ok && !s.missingIsEmpty {
 		return backends.KVPair{}, &KeyError{Key: key}
@@ -231,6 +243,9 @@ func (s *execState) get(key string) (backends.KVPair, error) {
 
 // getv returns the value of key, or the first default when the key is missing.
 func (s *execState) getv(key string, def ...string) (string, error) {
+	if err := s.alive(); err != nil {
+		return "", err
+	}
 	v, ok := s.lookup(key)
 	if !ok {
 		if len(def) > 0 {
@@ -274,6 +289,9 @@ func (s *execState) getvs(pattern string) ([]string, error) {
 // match calls fn, in key order, for every key matching pattern. Only keys under the
 // pattern's literal leading part can match, so only those are listed.
 func (s *execState) match(pattern string, fn func(key, value string)) error {
+	if err := s.alive(); err != nil {
+		return err
+	}
 	// memkv reports a malformed pattern only when its store holds at least one key;
 	// herald reports it always.
 	if _, err := path.Match(pattern, ""); err != nil {
@@ -386,6 +404,9 @@ func (s *execState) lsdir(filePath string) []string {
 // service returns the instances of one service, passing only unless filters say
 // otherwise: `service "web"`, `service "tag.web@dc1" "any"`, `service "web|passing,warning"`.
 func (s *execState) service(spec string, filters ...string) ([]backends.Service, error) {
+	if err := s.alive(); err != nil {
+		return nil, err
+	}
 	q, err := backends.ParseServiceQuery(spec, filters...)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ package template
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -31,6 +32,10 @@ type Options struct {
 	// missingIsEmpty makes a missing key read as "" (or getv's default) instead of an
 	// error, so that Check runs past it.
 	missingIsEmpty bool
+
+	// Context, when set, stops the render once it ends: the execution fails with its
+	// cause at the next output, store read or list-making function (see bound.go).
+	Context context.Context
 }
 
 // Template is a parsed template, ready to render. It is safe for concurrent use.
@@ -135,7 +140,7 @@ func (t *Template) Execute(src Source, opts Options) ([]byte, *Reads, error) {
 	inst.st.begin(src, opts)
 	var buf bytes.Buffer
 	buf.Grow(int(t.lastSize.Load()))
-	err := inst.tmpl.Execute(&buf, nil) // confd passes no data: {{.}} is "<no value>"
+	err := inst.tmpl.Execute(outWriter{&buf, inst.st}, nil) // confd passes no data: {{.}} is "<no value>"
 	reads := inst.st.end()
 	if err != nil {
 		return nil, reads, fmt.Errorf("render %s: %w", t.label(), err)
@@ -152,6 +157,6 @@ func (t *Template) clone() (*instance, error) {
 		return nil, err
 	}
 	st := &execState{copyLists: t.main.st.copyLists}
-	tm.Funcs(st.funcs())
+	tm.Funcs(st.funcs()).Funcs(st.boundedFuncs())
 	return &instance{tmpl: tm, st: st}, nil
 }

@@ -276,7 +276,7 @@ func (c *Cache) span(prefix string) (int, int) {
 func (c *Cache) Read(fn func(View)) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	fn(View{c})
+	fn(View{c: c})
 }
 
 // Len is the number of keys held.
@@ -286,15 +286,72 @@ func (c *Cache) Len() int {
 	return len(c.kv)
 }
 
-// View is the cache as a template.Source; valid only inside Read.
-type View struct{ c *Cache }
+// Acquire is Read for a reader that may have to be abandoned (a render past its
+// timeout, which Go cannot interrupt): the view stays valid until release, which may be
+// called from any goroutine, at any time, more than once. After release the view is
+// dark: every read through it finds nothing, never touching the cache again, so the
+// cache's writers go on whatever the abandoned reader still does.
+func (c *Cache) Acquire() (v View, release func()) {
+	c.mu.RLock()
+	g := &guard{}
+	var once sync.Once
+	return View{c: c, g: g}, func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.dark = true
+			g.mu.Unlock()
+			c.mu.RUnlock()
+		})
+	}
+}
+
+// guard makes a view go dark: each read holds mu and checks dark first. Only the
+// reader and its one release take mu, so it costs an uncontended lock per read.
+type guard struct {
+	mu   sync.Mutex
+	dark bool
+}
+
+// enter locks the view's guard for one read; false when the view is dark.
+func (v View) enter() bool {
+	if v.g == nil {
+		return true
+	}
+	v.g.mu.Lock()
+	if v.g.dark {
+		v.g.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (v View) leave() {
+	if v.g != nil {
+		v.g.mu.Unlock()
+	}
+}
+
+// View is the cache as a template.Source; valid only inside Read, or until Acquire's
+// release.
+type View struct {
+	c *Cache
+	g *guard // nil for Read
+}
 
 func (v View) Get(key string) (string, bool) {
+	if !v.enter() {
+		return "", false
+	}
+	defer v.leave()
 	s, ok := v.c.kv[key]
 	return s, ok
 }
 
 func (v View) List(prefix string) []backends.KVPair {
+	if !v.enter() {
+		return nil
+	}
+	defer v.leave()
 	lo, hi := v.c.span(prefix)
 	out := make([]backends.KVPair, 0, hi-lo+1)
 	if val, ok := v.c.kv[prefix]; ok && prefix != "/" {
@@ -310,14 +367,22 @@ func (v View) List(prefix string) []backends.KVPair {
 // memo, so a value found here was computed from the data the caller sees.
 func (v View) Memo(key string, compute func() any) any {
 	c := v.c
+	if !v.enter() {
+		return compute() // over a dark view, never stored
+	}
 	c.memoMu.Lock()
 	val, ok := c.memo[key]
 	c.memoMu.Unlock()
+	v.leave()
 	if ok {
 		return val
 	}
 	// Computed outside the mutex: two renders may both compute it, never block each other.
 	val = compute()
+	if !v.enter() {
+		return val // computed (partly) over a dark view: not for the memo
+	}
+	defer v.leave()
 	c.memoMu.Lock()
 	if c.memo == nil {
 		c.memo = make(map[string]any)
@@ -328,10 +393,20 @@ func (v View) Memo(key string, compute func() any) any {
 }
 
 func (v View) Services(q backends.ServiceQuery) []backends.Service {
+	if !v.enter() {
+		return nil
+	}
+	defer v.leave()
 	return v.c.svcs[backends.ServiceTarget(q).ID()]
 }
 
-func (v View) ServiceNames() []backends.ServiceSummary { return v.c.names }
+func (v View) ServiceNames() []backends.ServiceSummary {
+	if !v.enter() {
+		return nil
+	}
+	defer v.leave()
+	return v.c.names
+}
 
 // Snapshot copies the keys under prefix, for `herald get`.
 func (c *Cache) Snapshot(prefix string) map[string]string {

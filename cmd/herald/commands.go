@@ -109,10 +109,11 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	// check_timeout and reload_timeout (with many resources, checks queue for a CPU
 	// long after the data was read).
 	rn := &resources.Runner{
-		Store:       store,
-		Syncer:      &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
-		Log:         log,
-		ReadTimeout: o.Timeout,
+		Store:         store,
+		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:           log,
+		ReadTimeout:   o.Timeout,
+		RenderTimeout: o.RenderTimeout,
 	}
 	// Valid resources render even when another file is broken; the exit status says so.
 	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err())
@@ -142,12 +143,13 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	}
 	reg := prometheus.NewRegistry()
 	rn := &resources.Runner{
-		Store:    store,
-		Syncer:   &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
-		Log:      log,
-		Metrics:  resources.NewMetrics(reg),
-		Wait:     wait,
-		Interval: o.Interval,
+		Store:         store,
+		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Log:           log,
+		Metrics:       resources.NewMetrics(reg),
+		Wait:          wait,
+		Interval:      o.Interval,
+		RenderTimeout: o.RenderTimeout,
 	}
 	rn.SetLoadError(loadErr)
 	if o.Pprof && o.Listen == "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/internal/regfile"
+	"github.com/heraldhq/herald/resources"
 )
 
 // Options are herald's global settings. Each comes from, in order of precedence: a flag,
@@ -35,6 +36,7 @@ type Options struct {
 	KeepStageFile bool
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
+	RenderTimeout time.Duration
 
 	KeepCredentialEnv bool
 
@@ -98,6 +100,7 @@ func (o *Options) table() []option {
 		{name: "keep-stage-file", aliases: []string{"keep_stage_file"}, usage: "keep the stage file when check_cmd fails", bind: boolean(&o.KeepStageFile)},
 		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
 		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
+		{name: "render-timeout", usage: "bound of one template execution; a resource's render_timeout overrides it", bind: dur(&o.RenderTimeout, resources.DefaultRenderTimeout)},
 		{name: "username", usage: "etcd user; Consul: HTTP basic auth user (for a proxy in front of the agent)", bind: str(&o.Username, "")},
 		{name: "password", credential: true, usage: "etcd password; ZooKeeper digest password; Consul: HTTP basic auth password (on the command line it shows in ps: prefer --password-file)", secret: true, bind: str(&o.Password, "")},
 		{name: "password-file", credential: true, usage: "read the password from this file (its first line), so it never shows in ps or the environment", bind: str(&o.PasswordFile, "")},

@@ -1,0 +1,96 @@
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/heraldhq/herald/template"
+)
+
+// DefaultRenderTimeout bounds one template execution when neither the resource
+// (render_timeout) nor the runner (--render-timeout) says otherwise. Real templates take
+// milliseconds; this is for one that loops practically forever.
+const DefaultRenderTimeout = 10 * time.Second
+
+// errAbandoned marks an execution given up on: past its render timeout, or its
+// context ended.
+var errAbandoned = errors.New("render abandoned")
+
+// abandonedError is an execution's own error when it stopped for its timeout: its
+// message stays the template's, and errors.Is(err, errAbandoned) holds.
+type abandonedError struct{ error }
+
+func (e abandonedError) Is(target error) bool { return target == errAbandoned }
+
+func (rn *Runner) renderTimeout(r *Resource) time.Duration {
+	switch {
+	case r.RenderTimeout > 0:
+		return r.RenderTimeout
+	case rn.RenderTimeout > 0:
+		return rn.RenderTimeout
+	}
+	return DefaultRenderTimeout
+}
+
+// execute runs one execution of st's template over the cache, at most GOMAXPROCS at
+// once, bounded by the resource's render timeout and by ctx (SIGTERM in watch mode).
+//
+// text/template cannot be interrupted, so the execution runs on its own worker while
+// this one waits. The template stops by itself at its next output, store read or
+// list-making function once its context ends (template.Options.Context). If it does not
+// return even so, it is abandoned: its view of the cache goes dark (the cache's writers
+// go on), its CPU slot is freed, this returns an error naming the timeout, and the
+// resource renders no more until that execution has ended.
+func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options) ([]byte, *template.Reads, error) {
+	r := st.r
+	if st.running.Load() {
+		return nil, nil, abandonedError{fmt.Errorf("render %s: its previous execution, past its render timeout, is still running", r.Src)}
+	}
+	timeout := rn.renderTimeout(r)
+	cause := fmt.Errorf("took longer than render_timeout %s", timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, cause)
+	defer cancel()
+	opts.Context = ctx
+
+	select {
+	case rn.renders <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}
+	}
+	defer func() { <-rn.renders }()
+	type result struct {
+		out   []byte
+		reads *template.Reads
+		err   error
+	}
+	done := make(chan result, 1)
+	view, release := rn.Cache.Acquire()
+	defer release()
+	st.running.Store(true)
+	rn.execs.submit(func() {
+		out, reads, err := r.Template.Execute(view, opts)
+		st.running.Store(false) // before done: the next render must not see it set
+		done <- result{out, reads, err}
+	})
+	select {
+	case res := <-done:
+		return res.out, res.reads, res.err
+	case <-ctx.Done():
+	}
+	// Its own checks usually end it at once: wait a moment for that.
+	grace := time.NewTimer(100 * time.Millisecond)
+	defer grace.Stop()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			return nil, nil, abandonedError{res.err}
+		}
+		return res.out, res.reads, nil
+	case <-grace.C:
+	}
+	rn.log().Error("render abandoned: the template ignores its timeout and keeps a CPU busy until it ends",
+		"resource", r.Name, "timeout", timeout)
+	return nil, nil, abandonedError{fmt.Errorf("render %s: abandoned, as it does not stop by itself: %w", r.Src, context.Cause(ctx))}
+}
