@@ -293,3 +293,59 @@ func TestRenderTimeoutEndsRunawayTemplates(t *testing.T) {
 		t.Fatalf("watch exited %d after SIGTERM", code)
 	}
 }
+
+// startHeraldAs is startHerald, as nobody when asked.
+func startHeraldAs(t *testing.T, nobody bool, args ...string) *heraldProc {
+	t.Helper()
+	p := &heraldProc{cmd: exec.Command(heraldBinaryFor(t, nobody), args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if nobody {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("herald %v output:\n%s", args, tail(p.Output(), 60))
+		}
+	})
+	return p
+}
+
+// Item 12: a write that fails (here: dest's directory not writable, as a full disk
+// fails) is retried with backoff, with no registry change; meanwhile /healthz is 503
+// with the resource behind.
+func TestWatchRetriesFailedWrites(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":        "app: {a: '1'}\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\n",
+		"templates/a.tmpl": `a={{getv "/app/a"}}`,
+		"out/.keep":        "",
+	})
+	out := filepath.Join(dir, "out")
+	if err := os.Chmod(out, 0o755); err != nil { // root's: nobody cannot create the stage file
+		t.Fatal(err)
+	}
+	listen := freeAddr(t)
+	p := startHeraldAs(t, true, "watch", "--confdir", dir, "--backend", backend, "--listen", listen)
+	waitFor(t, p, "/healthz 503 with a.toml behind", func() bool {
+		c, body := healthz(t, listen)
+		return c == 503 && strings.Contains(body, `"behind":true`) && strings.Contains(body, "create stage file")
+	})
+	if err := os.Chmod(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(out, "a"), "a=1", 10*time.Second)
+	waitFor(t, p, "/healthz 200", func() bool { c, _ := healthz(t, listen); return c == 200 })
+	if !strings.Contains(p.Output(), `reason="retry after: `) {
+		t.Errorf("the write was not retried by itself:\n%s", p.Output())
+	}
+}

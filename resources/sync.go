@@ -38,6 +38,13 @@ type Syncer struct {
 	group  commitGroup
 }
 
+// writeError is a failure to put the file in place (a full disk, a read-only file
+// system, a directory not writable yet): worth retrying by itself, unlike a template or
+// check failure, which waits for a change.
+type writeError struct{ error }
+
+func (e writeError) Unwrap() error { return e.error }
+
 // Outcome says what a sync did.
 type Outcome struct {
 	Changed bool   // dest was (or, in a dry run, would be) replaced
@@ -106,14 +113,14 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	dir := filepath.Dir(dest)
 	if r.MakeDirs {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return Outcome{}, fmt.Errorf("%s: make dirs: %w", r.Dest, err)
+			return Outcome{}, writeError{fmt.Errorf("%s: make dirs: %w", r.Dest, err)}
 		}
 	}
 	// Created 0600 (less if the umask says so) and given its mode below, after the
 	// content: nobody can read a half-written file.
 	stage, err := renameio.NewPendingFile(dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
 	if err != nil {
-		return Outcome{}, fmt.Errorf("%s: create stage file: %w", r.Dest, err)
+		return Outcome{}, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
 	}
 	keep := false
 	defer func() {
@@ -124,7 +131,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		stage.Cleanup() // no-op after a successful replace
 	}()
 	if _, err := stage.Write(content); err != nil {
-		return Outcome{}, fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)
+		return Outcome{}, writeError{fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)}
 	}
 	if err := setOwnerMode(stage.File, r, uid, gid, mode, log); err != nil {
 		return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
@@ -154,7 +161,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	}
 	m.arrive()
 	if err := stage.CloseAtomicallyReplace(); err != nil {
-		return Outcome{}, fmt.Errorf("%s: replace: %w", r.Dest, err)
+		return Outcome{}, writeError{fmt.Errorf("%s: replace: %w", r.Dest, err)}
 	}
 	o := Outcome{Changed: true}
 	// The rename is durable only once the directory entry is on disk.

@@ -77,6 +77,16 @@ type loadError struct{ error }
 
 func (e loadError) Unwrap() error { return e.error }
 
+// retryable reports whether a render failed for a cause that passes by itself (the
+// registry down, a write failing), rather than one that waits for a change.
+func retryable(err error) bool {
+	var (
+		le loadError
+		we writeError
+	)
+	return errors.As(err, &le) || errors.As(err, &we)
+}
+
 type result struct {
 	st  *state
 	o   Outcome
@@ -245,15 +255,16 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			if res.o.Dir != "" && !slices.Contains(dirs, res.o.Dir) {
 				dirs = append(dirs, res.o.Dir)
 			}
-			var le loadError
 			switch {
 			case !rn.current(st):
 			case st.again:
 				st.again = false
 				dispatch(st)
-			case errors.As(res.err, &le):
+			case retryable(res.err):
+				// The registry unreachable, or the file could not be written:
+				// dest is stale until a retry, with backoff, succeeds.
 				st.retry = min(max(2*st.retry, time.Second), 30*time.Second)
-				st.why = "retry after: " + le.Error()
+				st.why = "retry after: " + res.err.Error()
 				schedule(st, jitter(st.retry))
 			case res.err == nil:
 				st.retry = 0
