@@ -349,3 +349,79 @@ func TestWatchRetriesFailedWrites(t *testing.T) {
 		t.Errorf("the write was not retried by itself:\n%s", p.Output())
 	}
 }
+
+// Item 14: SIGHUP while `herald watch` is still starting (reading 2,000 resources) does
+// not kill it (it did: exit 129); it is the reload signal.
+func TestWatchSurvivesSIGHUPDuringStartup(t *testing.T) {
+	files := map[string]string{"data.yaml": "app: {a: '1'}\n", "templates/a.tmpl": `a={{getv "/app/a"}}`}
+	for i := range 2000 {
+		files[fmt.Sprintf("conf.d/r%04d.toml", i)] = fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = \"out/r%04d\"\nmake_dirs = true\n", i)
+	}
+	dir, backend := fileTree(t, files)
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", backend)
+	// Past the Go runtime's own start (~10 ms), before which no Go program can catch
+	// a signal; main's package initializers (~40-80 ms) are covered.
+	time.Sleep(100 * time.Millisecond)
+	sent := 0
+	for !strings.Contains(p.Output(), "herald watching") {
+		select {
+		case <-p.done:
+			t.Fatalf("herald watch died (%v) after %d SIGHUPs during start-up:\n%s", p.err, sent, tail(p.Output(), 20))
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		sent++
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%d SIGHUPs during start-up", sent)
+	waitFile(t, filepath.Join(dir, "out", "r1999"), "a=1", 20*time.Second)
+	writeTree(t, dir, map[string]string{"data.yaml": "app: {a: '2'}\n"})
+	waitFile(t, filepath.Join(dir, "out", "r0000"), "a=2", 20*time.Second)
+	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
+	}
+}
+
+// Item 14: `herald render` ignores SIGHUP (it died, leaving its stage files), and stage
+// files a crash left are removed at start; only herald's own.
+func TestRenderIgnoresSIGHUPAndRemovesStaleStages(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":                     "app: {a: '1'}\n",
+		"conf.d/a.toml":                 "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\ncheck_cmd = \"sleep 1\"\n",
+		"templates/a.tmpl":              `a={{getv "/app/a"}}`,
+		"out/.a8674665223082153551":     "left by a crash",
+		"out/.a.bak5577006791947779410": "left by a crash",
+		"out/.a12":                      "a user's file",
+		"out/.other8674665223082153551": "not a dest of ours",
+	})
+	c := exec.Command(heraldBinary(t), "render", "--confdir", dir, "--backend", backend)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stage := regexp.MustCompile(`^\.a[0-9]{10,}$`)
+	// While the check runs, the fresh stage file exists: SIGHUP then.
+	waitFor(t, nil, "the stage file of this run", func() bool {
+		es, _ := os.ReadDir(filepath.Join(dir, "out"))
+		for _, e := range es {
+			if stage.MatchString(e.Name()) && e.Name() != ".a8674665223082153551" {
+				return true
+			}
+		}
+		return false
+	})
+	c.Process.Signal(syscall.SIGHUP)
+	if err := c.Wait(); err != nil {
+		t.Fatalf("render after SIGHUP: %v\n%s", err, out.String())
+	}
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", time.Second)
+	var left []string
+	es, _ := os.ReadDir(filepath.Join(dir, "out"))
+	for _, e := range es {
+		left = append(left, e.Name())
+	}
+	if want := []string{".a12", ".other8674665223082153551", "a"}; strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Fatalf("out/ holds %v, want %v\n%s", left, want, out.String())
+	}
+}

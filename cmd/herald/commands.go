@@ -115,6 +115,9 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 		ReadTimeout:   o.Timeout,
 		RenderTimeout: o.RenderTimeout,
 	}
+	if !o.DryRun {
+		resources.RemoveStaleStages(rs, log)
+	}
 	// Valid resources render even when another file is broken; the exit status says so.
 	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err())
 }
@@ -163,7 +166,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		defer stopServe()
 	}
 	updates := make(chan resources.ResourceSet, 1)
-	stopReload, err := watchConfDir(ctx, o, log, nil, updates)
+	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates)
 	if err != nil {
 		return err
 	}
@@ -173,6 +176,9 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		return err
 	}
 	defer stopReg()
+	if !o.DryRun {
+		resources.RemoveStaleStages(rs, log)
+	}
 	log.Info("herald watching", "resources", len(rs), "backend", backends.Redact(o.Backend), "version", versionString())
 	return rn.Run(ctx, rs, updates)
 }

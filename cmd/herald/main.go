@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/heraldhq/herald/internal/earlyhup"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -50,6 +52,10 @@ type env struct {
 	// unsetenv removes a variable from the environment herald's children, templates
 	// and env:// see; nil leaves it alone (in-process tests).
 	unsetenv func(string) error
+	// hup receives SIGHUP from the start of main: `herald watch` reloads on it (the
+	// unit's ExecReload), so one sent while herald is still starting must not kill it
+	// as Go's default would; other commands ignore it (render finishes its files).
+	hup <-chan os.Signal
 }
 
 func (e env) resolver() *net.Resolver {
@@ -60,7 +66,7 @@ func (e env) resolver() *net.Resolver {
 }
 
 func main() {
-	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv, unsetenv: os.Unsetenv}
+	e := env{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv, unsetenv: os.Unsetenv, hup: earlyhup.C}
 	// Installed as confd (a symlink or a copy), herald takes confd's command line, so
 	// that replacing the binary is the whole migration.
 	if filepath.Base(os.Args[0]) == "confd" {

@@ -107,7 +107,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 	}
 	rn.Wait, rn.Interval = wait, o.Interval
 	updates := make(chan resources.ResourceSet, 1)
-	stop, err := followTemplate(ctx, o, f, src, text, log, nil, updates)
+	stop, err := followTemplate(ctx, o, f, src, text, log, e.hup, updates)
 	if err != nil {
 		return err
 	}

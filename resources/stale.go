@@ -1,0 +1,57 @@
+package resources
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// stageNameRe matches the names of herald's own stage files for a dest base name b:
+// renameio names them "." + b + a random non-negative int64 in decimal (almost always
+// 18 or 19 digits; 10 at least is required so that a user's ".b1" is never taken for
+// one), and the backup "b.bak" is staged the same way.
+func stageNameRe(base string) *regexp.Regexp {
+	q := regexp.QuoteMeta(base)
+	return regexp.MustCompile(`^\.` + q + `(\.bak)?[0-9]{10,19}$`)
+}
+
+// RemoveStaleStages removes the stage files a crashed herald left next to the
+// resources' dests: only regular files whose names herald's own pattern produces, in
+// the dest directories configured. Call it before any render of this process starts.
+func RemoveStaleStages(rs []*Resource, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	byDir := map[string][]*regexp.Regexp{}
+	for _, r := range rs {
+		dir := filepath.Dir(r.Dest)
+		byDir[dir] = append(byDir[dir], stageNameRe(filepath.Base(r.Dest)))
+	}
+	for dir, res := range byDir {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue // no directory yet (make_dirs), nothing left in it
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() || !matchAny(res, e.Name()) {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err != nil {
+				log.Warn("cannot remove a stale stage file", "file", p, "err", err)
+				continue
+			}
+			log.Info("removed a stale stage file left by an earlier run", "file", p)
+		}
+	}
+}
+
+func matchAny(res []*regexp.Regexp, name string) bool {
+	for _, re := range res {
+		if re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
