@@ -425,3 +425,65 @@ func TestRenderIgnoresSIGHUPAndRemovesStaleStages(t *testing.T) {
 		t.Fatalf("out/ holds %v, want %v\n%s", left, want, out.String())
 	}
 }
+
+// Item 13: a value over the kernel's per-variable limit is skipped with a warning naming
+// its key (herald stopped the healthy child, failed to start the next and exited 1);
+// a change whose environment no child could start with leaves the running child alone.
+func TestExecSkipsOversizedValuesAndKeepsTheChild(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{"data.yaml": "svc: {version: v0}\n"})
+	st := newExecChildState(t)
+	// A 2 MiB stack limit: execve then takes at most 512 KiB of arguments and environment.
+	args := execArgs([]string{"--backend", backend}, []string{"--prefix", "/svc"}, st.args(t))
+	c := exec.Command("/bin/sh", append([]string{"-c", `ulimit -s 2048 && exec "$0" "$@"`, heraldBinary(t)}, args...)...)
+	p := &heraldProc{cmd: c, done: make(chan struct{})}
+	c.Stdout, c.Stderr = p, p
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = c.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			c.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("herald exec output:\n%s", tail(p.Output(), 40))
+		}
+	})
+	cur := st.next(t, 0, 15*time.Second)
+
+	// One value of 200 KiB: skipped by name; the restarted child sees the rest.
+	big := strings.Repeat("b", 200<<10)
+	writeTree(t, dir, map[string]string{"data.yaml": "svc: {version: v1, big: " + big + "}\n"})
+	next := st.next(t, cur.PID, 15*time.Second)
+	if next.Env["version"] != "v1" || next.Env["big"] != "" {
+		t.Fatalf("child sees version=%q and big of %d bytes", next.Env["version"], len(next.Env["big"]))
+	}
+	if !regexp.MustCompile(`msg="key not passed to the child" key=/svc/big why="NAME=value takes 20480[0-9] bytes with its NUL, over the kernel.s 131072-byte limit`).MatchString(p.Output()) {
+		t.Errorf("no warning naming /svc/big:\n%s", p.Output())
+	}
+	cur = next
+
+	// Six values of 100 KiB: each fits, together they exceed 512 KiB. The child keeps
+	// running; the next change it can start with restarts it.
+	var b strings.Builder
+	b.WriteString("svc: {version: v2")
+	for i := range 6 {
+		fmt.Fprintf(&b, ", v%d: %s", i, strings.Repeat("c", 100<<10))
+	}
+	b.WriteString("}\n")
+	writeTree(t, dir, map[string]string{"data.yaml": b.String()})
+	waitFor(t, p, "the refusal to restart", func() bool {
+		return strings.Contains(p.Output(), "a new child could not start; the running child keeps running")
+	})
+	writeTree(t, dir, map[string]string{"data.yaml": "svc: {version: v3}\n"})
+	next = st.next(t, cur.PID, 15*time.Second)
+	if next.Env["version"] != "v3" {
+		t.Fatalf("child sees version=%q, want v3", next.Env["version"])
+	}
+	if strings.Count(p.Output(), "child started") != 3 {
+		t.Errorf("want 3 child starts (v0, v1, v3):\n%s", p.Output())
+	}
+}

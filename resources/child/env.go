@@ -73,12 +73,22 @@ type Collision struct {
 	Name, Key, Lost string
 }
 
+// MaxArgStrlen is the kernel's bound on one "NAME=value" string handed to a new
+// process, its terminating NUL included (Linux's MAX_ARG_STRLEN, 32 pages): execve
+// fails with E2BIG past it, so such a variable can never reach the child.
+const MaxArgStrlen = 32 * 4096
+
+// Skip is a key that cannot become a variable, and why (never its value).
+type Skip struct {
+	Key, Why string
+}
+
 // Vars computes the variables for prefixes, in order, from list (which returns the keys
 // under a prefix in lexical order, as cache.View.List does). When two keys give one name,
 // the later prefix wins, and within one prefix the lexically later key wins. Keys whose
-// value holds a NUL byte cannot be passed to a process and are returned in skipped.
-// The result is sorted by name.
-func Vars(prefixes []string, list func(prefix string) []backends.KVPair, n Naming) (vars []Var, collisions []Collision, skipped []string) {
+// value cannot be passed to a process (a NUL byte; longer than MaxArgStrlen) are
+// returned in skipped. The result is sorted by name.
+func Vars(prefixes []string, list func(prefix string) []backends.KVPair, n Naming) (vars []Var, collisions []Collision, skipped []Skip) {
 	byName := map[string]Var{}
 	for _, p := range prefixes {
 		p = backends.CleanKey(p)
@@ -88,7 +98,11 @@ func Vars(prefixes []string, list func(prefix string) []backends.KVPair, n Namin
 				continue
 			}
 			if strings.IndexByte(kv.Value, 0) >= 0 {
-				skipped = append(skipped, kv.Key)
+				skipped = append(skipped, Skip{kv.Key, "value holds a NUL byte"})
+				continue
+			}
+			if size := len(name) + len(kv.Value) + 2; size > MaxArgStrlen {
+				skipped = append(skipped, Skip{kv.Key, fmt.Sprintf("NAME=value takes %d bytes with its NUL, over the kernel's %d-byte limit for one variable", size, MaxArgStrlen)})
 				continue
 			}
 			if old, ok := byName[name]; ok && old.Key != kv.Key {

@@ -1,8 +1,10 @@
 package child
 
 import (
+	"fmt"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -115,7 +117,7 @@ func TestVarsCollisionRules(t *testing.T) {
 	if !slices.Equal(coll, wantColl) {
 		t.Errorf("collisions = %+v, want %+v", coll, wantColl)
 	}
-	if !slices.Equal(skipped, []string{"/base/nul"}) {
+	if !slices.Equal(skipped, []Skip{{"/base/nul", "value holds a NUL byte"}}) {
 		t.Errorf("skipped = %v", skipped)
 	}
 	// Swapping the prefixes swaps the winner.
@@ -171,5 +173,33 @@ func TestExitCode(t *testing.T) {
 		if got := ExitCode(cmd.ProcessState.Sys().(syscall.WaitStatus)); got != want {
 			t.Errorf("%q: ExitCode = %d, want %d", script, got, want)
 		}
+	}
+}
+
+// A value that would make "NAME=value" longer than the kernel's per-string limit is
+// skipped with the reason, never passed (execve would fail with E2BIG).
+func TestVarsSkipsValuesOverTheKernelLimit(t *testing.T) {
+	fits := strings.Repeat("x", MaxArgStrlen-len("big=")-1)
+	kvs := map[string]string{"/p/big": fits, "/p/huge": fits + "x", "/p/small": "1"}
+	vars, _, skipped := Vars([]string{"/p"}, list(kvs), Naming{})
+	if got := Names(vars); !slices.Equal(got, []string{"big", "small"}) {
+		t.Fatalf("vars = %v", got)
+	}
+	want := []Skip{{"/p/huge", "NAME=value takes 131074 bytes with its NUL, over the kernel's 131072-byte limit for one variable"}}
+	if !slices.Equal(skipped, want) {
+		t.Fatalf("skipped = %+v, want %+v", skipped, want)
+	}
+	if err := startable(Command{Path: "true"}, Environ(nil, vars)); err != nil {
+		t.Fatal(err)
+	}
+	var many []Var
+	for i := range argMax()/100000 + 1 {
+		many = append(many, Var{Name: fmt.Sprintf("V%d", i), Value: strings.Repeat("y", 100000)})
+	}
+	if err := startable(Command{Path: "true"}, Environ(nil, many)); err == nil || !strings.Contains(err.Error(), "over the kernel's") {
+		t.Fatalf("an environment over ARG_MAX: %v", err)
+	}
+	if err := startable(Command{Path: "/no/such/program"}, nil); err == nil {
+		t.Fatal("a missing program is startable")
 	}
 }

@@ -348,7 +348,7 @@ func (s *supervisor) vars(logNotes bool) []Var {
 	var (
 		vars       []Var
 		collisions []Collision
-		skipped    []string
+		skipped    []Skip
 	)
 	s.cache.Read(func(v cache.View) { vars, collisions, skipped = Vars(s.cfg.Prefixes, v.List, s.cfg.Naming) })
 	if logNotes {
@@ -356,19 +356,24 @@ func (s *supervisor) vars(logNotes bool) []Var {
 			s.log.Warn("two keys give one variable; the later one wins", "var", c.Name, "key", c.Key, "over", c.Lost)
 		}
 		for _, k := range skipped {
-			s.log.Warn("value holds a NUL byte; not passed to the child", "key", k)
+			s.log.Warn("key not passed to the child", "key", k.Key, "why", k.Why)
 		}
 	}
 	return vars
 }
 
-func (s *supervisor) spawn() error {
-	vars := s.vars(true)
+// environ is the child's whole environment with vars.
+func (s *supervisor) environ(vars []Var) []string {
 	var base []string
 	if !s.cfg.Pristine {
 		base = s.cfg.BaseEnv
 	}
-	p, err := start(s.cfg.Command, Environ(base, vars), s.cfg.Reap, s.exits)
+	return Environ(base, vars)
+}
+
+func (s *supervisor) spawn() error {
+	vars := s.vars(true)
+	p, err := start(s.cfg.Command, s.environ(vars), s.cfg.Reap, s.exits)
 	if err != nil {
 		return err
 	}
@@ -448,6 +453,11 @@ func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal, chld <-cha
 				s.log.Warn("cannot signal the child", "pid", s.child.pid, "err", err)
 			}
 			s.applied = vars
+			return
+		}
+		// Never stop a healthy child for a start that cannot succeed.
+		if err := startable(s.cfg.Command, s.environ(vars)); err != nil {
+			s.log.Error("data changed, but a new child could not start; the running child keeps running", "pid", s.child.pid, "err", err)
 			return
 		}
 		s.log.Info("data changed; restarting the child", "pid", s.child.pid, "signal", s.cfg.KillSignal,
