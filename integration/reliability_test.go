@@ -487,3 +487,37 @@ func TestExecSkipsOversizedValuesAndKeepsTheChild(t *testing.T) {
 		t.Errorf("want 3 child starts (v0, v1, v3):\n%s", p.Output())
 	}
 }
+
+// Item 9: a small YAML file whose aliases repeat long keys (gigabytes flattened) fails
+// fast with an error naming the file, under a 3 GiB address-space limit (Go itself
+// reserves over 1 GiB; the refusal peaks at ~400 MB resident) so that a
+// regression cannot take the machine down.
+func TestRenderRefusesAliasBombWithinMemory(t *testing.T) {
+	var b strings.Builder
+	long := func(level, i int) string { return fmt.Sprintf("k%d_%d_%s", level, i, strings.Repeat("x", 1000)) }
+	b.WriteString("l0: &l0 {")
+	for i := range 15 {
+		fmt.Fprintf(&b, "%s: v, ", long(0, i))
+	}
+	b.WriteString("}\n")
+	for level := 1; level < 5; level++ {
+		fmt.Fprintf(&b, "l%d: &l%d {", level, level)
+		for i := range 15 {
+			fmt.Fprintf(&b, "%s: *l%d, ", long(level, i), level-1)
+		}
+		b.WriteString("}\n")
+	}
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":        b.String(),
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"templates/a.tmpl": `{{getv "/l0/x" "none"}}`,
+	})
+	c := exec.Command("/bin/sh", "-c", `ulimit -v 3145728 && exec "$0" "$@"`, heraldBinary(t),
+		"render", "--confdir", dir, "--backend", backend)
+	start := time.Now()
+	out, _ := c.CombinedOutput()
+	want := regexp.MustCompile(`(?m)^herald render: .*` + regexp.QuoteMeta(filepath.Join(dir, "data.yaml")) + `:\d+: keys and values take more than 134217728 bytes once flattened`)
+	if c.ProcessState.ExitCode() != 1 || !want.MatchString(string(out)) || time.Since(start) > 30*time.Second {
+		t.Fatalf("render: exit %d after %v\n%s\nwant exit 1 and %s", c.ProcessState.ExitCode(), time.Since(start), tail(string(out), 10), want)
+	}
+}

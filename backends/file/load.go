@@ -156,6 +156,22 @@ type svcEntry struct {
 type builder struct {
 	kv   map[string]kvEntry
 	svcs map[string][]svcEntry
+	// size is the bytes of the keys made so far and of their values: YAML aliases
+	// repeat whole subtrees under ever longer keys, so a small file within maxNodes can
+	// still flatten to gigabytes.
+	size int
+}
+
+// maxFlatBytes bounds the flattened size of the data (keys and values, in bytes, over
+// every file), far above real configuration data and far below what would hurt herald.
+const maxFlatBytes = 128 << 20
+
+// grow counts n more bytes of flattened data.
+func (b *builder) grow(n, line int) error {
+	if b.size += n; b.size > maxFlatBytes {
+		return errAt(line, "keys and values take more than %d bytes once flattened (aliases repeating long keys?)", maxFlatBytes)
+	}
+	return nil
 }
 
 // parseFiles turns file contents into a snapshot (without a revision).
@@ -304,13 +320,20 @@ func (b *builder) flatten(n *node, key, file string) error {
 			if err != nil {
 				return err
 			}
+			if err := b.grow(len(child), n.vals[i].line); err != nil {
+				return err
+			}
 			if err := b.flatten(n.vals[i], child, file); err != nil {
 				return err
 			}
 		}
 	case listNode:
 		for i, v := range n.vals {
-			if err := b.flatten(v, backends.CleanKey(key+"/"+strconv.Itoa(i)), file); err != nil {
+			child := backends.CleanKey(key + "/" + strconv.Itoa(i))
+			if err := b.grow(len(child), v.line); err != nil {
+				return err
+			}
+			if err := b.flatten(v, child, file); err != nil {
 				return err
 			}
 		}
@@ -319,6 +342,9 @@ func (b *builder) flatten(n *node, key, file string) error {
 		// which it skips): exists is false and getv KEY DEFAULT gives the default.
 		if isNull(n) {
 			return nil
+		}
+		if err := b.grow(len(n.value), n.line); err != nil {
+			return err
 		}
 		if prev, ok := b.kv[key]; ok {
 			if prev.file == file {

@@ -82,7 +82,7 @@ func fromYAML(y *yaml.Node, depth int, budget *int) (*node, error) {
 		return nil, errAt(y.Line, "nested deeper than %d levels (or an alias refers to itself)", maxDepth)
 	}
 	if *budget--; *budget < 0 {
-		return nil, errAt(y.Line, "more than %d values (alias expansion?)", maxNodes)
+		return nil, errAt(y.Line, "more than %d values, lists and maps (aliases expanded)", maxNodes)
 	}
 	switch y.Kind {
 	case yaml.DocumentNode:
@@ -306,7 +306,7 @@ func (p *jsonParser) fromToken(tok json.Token, depth int) (*node, error) {
 		return nil, errAt(line, "nested deeper than %d levels", maxDepth)
 	}
 	if p.budget--; p.budget < 0 {
-		return nil, errAt(line, "more than %d values", maxNodes)
+		return nil, errAt(line, "more than %d values, lists and maps", maxNodes)
 	}
 	switch t := tok.(type) {
 	case json.Delim:
