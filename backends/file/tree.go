@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"sort"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -211,10 +213,20 @@ func renderYAMLScalar(y *yaml.Node) (string, string) {
 			case uint64:
 				return strconv.FormatUint(v, 10), "int"
 			case float64:
+				// An integer wider than 64 bits, which yaml.v3 rounds to a float:
+				// kept exactly instead (in decimal).
+				if i, ok := new(big.Int).SetString(y.Value, 0); ok {
+					return i.String(), "int"
+				}
 				return formatFloat(v), "float"
 			}
 		}
 	case "!!float":
+		// yaml.v3 resolves an integer wider than 64 bits as a float, rounding it:
+		// kept exactly instead (in decimal).
+		if i, ok := new(big.Int).SetString(y.Value, 0); ok {
+			return i.String(), "int"
+		}
 		var f float64
 		if y.Decode(&f) == nil {
 			return formatFloat(f), "float"
@@ -244,6 +256,12 @@ func renderJSONNumber(s string) (string, string, error) {
 	}
 	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
 		return strconv.FormatUint(u, 10), "int", nil
+	}
+	if !strings.ContainsAny(s, ".eE") {
+		// An integer wider than 64 bits: exactly, not rounded through a float.
+		if i, ok := new(big.Int).SetString(s, 10); ok {
+			return i.String(), "int", nil
+		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil {
