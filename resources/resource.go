@@ -223,6 +223,9 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		if errors.As(err, &pe) {
 			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "bad TOML: " + pe.Message}
 		}
+		if line, msg, ok := tomlTypeError(err); ok {
+			return nil, &Error{File: file, Line: line, Msg: msg}
+		}
 		return nil, &Error{File: file, Line: tomlErrLine(err), Msg: "bad TOML", Err: err}
 	}
 	var errs []error

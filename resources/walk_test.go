@@ -128,3 +128,19 @@ func TestResourceSetKeepsResourcesOfFailedDirs(t *testing.T) {
 		t.Fatalf("set = %+v", set)
 	}
 }
+
+// A value of the wrong TOML type is reported in TOML's words, never with a Go type name.
+func TestLoadTypeErrorsInTOMLTerms(t *testing.T) {
+	for text, want := range map[string]string{
+		"[[template]]\nsrc = \"a.tmpl\"\n":                 "a.toml:1: template: want a table [template], found an array of tables [[template]]",
+		"[template]\nsrc = 1\n":                            "a.toml:2: template.src: want a string, found an integer",
+		"[template]\nsrc = \"a.tmpl\"\nkeys = \"/x\"\n":    "a.toml:3: template.keys: want an array, found a string",
+		"[template]\nsrc = \"a.tmpl\"\nbackup = \"yes\"\n": "a.toml:3: template.backup: want a boolean, found a string",
+	} {
+		dir := tree(t, map[string]string{"conf.d/a.toml": text, "templates/a.tmpl": "x"})
+		_, err := Load(LoadOptions{ConfDir: dir})
+		if err == nil || !strings.HasSuffix(err.Error(), want) || strings.Contains(err.Error(), "struct") || strings.Contains(err.Error(), "map[") {
+			t.Errorf("%q: %v\nwant ...%s", text, err, want)
+		}
+	}
+}

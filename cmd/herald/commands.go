@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -126,6 +129,10 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", args)}
 	}
+	if o.Interval != 0 && o.Interval < minInterval {
+		// 1ns would re-read the whole registry in a loop.
+		return usageError{fmt.Errorf("--interval %s: want 0 (off) or at least %s", o.Interval, minInterval)}
+	}
 	wait, err := resources.ParseWait(o.Wait)
 	if err != nil {
 		return usageError{fmt.Errorf("--wait: %w", err)}
@@ -183,6 +190,9 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	return rn.Run(ctx, rs, updates)
 }
 
+// minInterval is the shortest --interval: each one re-reads every watched target.
+const minInterval = time.Second
+
 // watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
 // templates/ changes.
 func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet) (func(), error) {
@@ -234,13 +244,24 @@ func cmdGet(ctx context.Context, e env, o *Options, args []string) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v := kvs[k]
-		if strings.ContainsAny(v, "\n\t\"") || strings.TrimSpace(v) != v {
-			v = strconv.Quote(v)
-		}
-		fmt.Fprintf(e.stdout, "%s = %s\n", k, v)
+		fmt.Fprintf(e.stdout, "%s = %s\n", printable(k, false), printable(kvs[k], true))
 	}
 	return nil
+}
+
+// printable returns s as is when it is plain text, else Go-quoted: a control character
+// (a terminal escape sequence, a carriage return that hides what precedes it), a
+// bidirectional override or invalid UTF-8 must not reach the terminal raw. Values are
+// also quoted when a quote or edge space would make them ambiguous.
+func printable(s string, value bool) string {
+	plain := utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) })
+	if value {
+		plain = plain && !strings.Contains(s, `"`) && strings.TrimSpace(s) == s
+	}
+	if plain {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func filepathJoinPrefix(prefix, key string) string {

@@ -44,3 +44,26 @@ func TestConfigFileMustBeRegular(t *testing.T) {
 		}
 	}
 }
+
+// herald get never prints a control character raw: a value holding a terminal escape
+// sequence or a carriage return is quoted, keys too.
+func TestGetEscapesControlCharacters(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"data.yaml": "app:\n  plain: hello world\n  esc: \"\\e[2J\\e[31mred\"\n  cr: \"safe\\rEVIL\"\n  bidi: \"abc\\u202Edef\"\n  \"k\\e]0;title\\a\": v\n"})
+	code, stdout, stderr := herald(t, nil, "get", "--backend", "file://"+filepath.Join(dir, "data.yaml"), "/app")
+	if code != 0 {
+		t.Fatalf("get: %d %s", code, stderr)
+	}
+	want := "/app/bidi = \"abc\\u202edef\"\n/app/cr = \"safe\\rEVIL\"\n/app/esc = \"\\x1b[2J\\x1b[31mred\"\n\"/app/k\\x1b]0;title\\a\" = v\n/app/plain = hello world\n"
+	if stdout != want {
+		t.Fatalf("get printed:\n%q\nwant\n%q", stdout, want)
+	}
+}
+
+// --interval has a lower bound: 1ns re-read the registry in a loop.
+func TestIntervalLowerBound(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"data.yaml": "a: 1\n"})
+	code, _, stderr := herald(t, nil, "watch", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"), "--interval", "1ns")
+	if code != 2 || !strings.Contains(stderr, "herald watch: --interval 1ns: want 0 (off) or at least 1s") {
+		t.Fatalf("--interval 1ns: exit %d %q", code, stderr)
+	}
+}
