@@ -119,7 +119,7 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 		{"malformed TOML", "[template]\nsrc = \"t.tmpl\"\ndest = /tmp/x\n",
 			[]string{"bad.toml:3:", "bad TOML"}},
 		{"wrong type", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\nuid = \"root\"\n",
-			[]string{"bad.toml:4:", "bad TOML"}},
+			[]string{"bad.toml:4:", "template.uid: want an integer, found a string"}},
 		{"no template table", "src = \"t.tmpl\"\n",
 			[]string{"bad.toml:1:", `unknown key "src"`}},
 		{"template syntax", "[template]\nsrc = \"broken.tmpl\"\ndest = \"/tmp/x\"\n",
