@@ -467,7 +467,7 @@ func TestBadInputResourceFile(t *testing.T) {
 				writeTree(b.t, b.dir, map[string]string{"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"fifo.tmpl\"\ndest = %q\n", b.dest)})
 			},
 			want: func(b *badEnv) string {
-				return b.toml + `:2: template: read template ` + filepath.Join(b.dir, "templates", "fifo.tmpl") + `: not a regular file`
+				return b.toml + `:2: template: read template ` + filepath.Join(b.dir, "templates", "fifo.tmpl") + `: not a regular file (a FIFO)`
 			},
 		},
 		{
