@@ -521,3 +521,34 @@ func TestRenderRefusesAliasBombWithinMemory(t *testing.T) {
 		t.Fatalf("render: exit %d after %v\n%s\nwant exit 1 and %s", c.ProcessState.ExitCode(), time.Since(start), tail(string(out), 10), want)
 	}
 }
+
+// Item 8: a FIFO and a link to /dev/zero named *.toml in conf.d — present at start and
+// added while watching — are refused with an error naming them: herald neither hangs
+// nor fills its memory, the other resources follow changes, and SIGTERM ends it.
+func TestWatchRefusesSpecialResourceFiles(t *testing.T) {
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":        "app: {a: '1'}\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"templates/a.tmpl": `a={{getv "/app/a"}}`,
+	})
+	cd := filepath.Join(dir, "conf.d")
+	if err := syscall.Mkfifo(filepath.Join(cd, "fifo.toml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", backend)
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", 10*time.Second)
+	if !strings.Contains(p.Output(), filepath.Join(cd, "fifo.toml")+": cannot read: not a regular file (a FIFO)") {
+		t.Errorf("the FIFO was not named:\n%s", p.Output())
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(cd, "zero.toml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p, "the /dev/zero link named", func() bool {
+		return strings.Contains(p.Output(), filepath.Join(cd, "zero.toml")+": cannot read: not a regular file (a character device)")
+	})
+	writeTree(t, dir, map[string]string{"data.yaml": "app: {a: '2'}\n"})
+	waitFile(t, filepath.Join(dir, "out", "a"), "a=2", 10*time.Second)
+	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
+	}
+}

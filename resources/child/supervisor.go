@@ -324,7 +324,9 @@ func (s *supervisor) execute(ctx context.Context, r *resources.Resource) ([]byte
 			reads *template.Reads
 			err   error
 		)
-		s.cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, template.Options{}) })
+		// ctx (bounded by --timeout) also stops a template looping practically forever at
+		// its next output or store read.
+		s.cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, template.Options{Context: ctx}) })
 		var missing []backends.Target
 		if reads != nil {
 			for _, t := range reads.Targets() {
