@@ -251,7 +251,8 @@ func TestRenderTimeoutEndsRunawayTemplates(t *testing.T) {
 	dir, backend := fileTree(t, map[string]string{
 		"data.yaml":         "app: {a: '1'}\n",
 		"templates/ok.tmpl": `a={{getv "/app/a"}}`,
-		// 10^12 iterations printing: stopped by herald at its next write.
+		// 10^12 iterations printing: stops at its next write (or, if its goroutine
+		// gets no CPU within the grace period on a busy machine, is abandoned).
 		"templates/print.tmpl": `{{range seq 1 1000000}}{{range seq 1 1000000}}x{{end}}{{end}}`,
 		// 10^12 iterations calling nothing: cannot be stopped, only abandoned.
 		"templates/spin.tmpl": `{{$l := seq 1 1000000}}{{range $l}}{{range $l}}{{end}}{{end}}`,
@@ -262,7 +263,7 @@ func TestRenderTimeoutEndsRunawayTemplates(t *testing.T) {
 	start := time.Now()
 	code, out := runHerald(t, false, "render", "--confdir", dir, "--backend", backend, "--render-timeout", "2s")
 	for _, want := range []string{
-		`(?m)^herald render: print.toml: render ` + regexp.QuoteMeta(filepath.Join(dir, "templates", "print.tmpl")) + `: stopped: took longer than render_timeout 2s$`,
+		`(?m)^herald render: print.toml: render ` + regexp.QuoteMeta(filepath.Join(dir, "templates", "print.tmpl")) + `: (stopped|abandoned, as it does not stop by itself): took longer than render_timeout 2s$`,
 		`(?m)^spin.toml: render ` + regexp.QuoteMeta(filepath.Join(dir, "templates", "spin.tmpl")) + `: abandoned, as it does not stop by itself: took longer than render_timeout 1s$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {

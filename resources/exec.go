@@ -79,8 +79,9 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 		return res.out, res.reads, res.err
 	case <-ctx.Done():
 	}
-	// Its own checks usually end it at once: wait a moment for that.
-	grace := time.NewTimer(100 * time.Millisecond)
+	// Its own checks usually end it at once: wait a moment for that (on a busy
+	// machine, its goroutine may wait that long for a CPU).
+	grace := time.NewTimer(500 * time.Millisecond)
 	defer grace.Stop()
 	select {
 	case res := <-done:

@@ -282,7 +282,10 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	var checked map[string]bool
 	var readTargets []backends.Target
 	for round := 0; ; round++ {
-		out, reads, err = rn.execute(readCtx, st, opts)
+		// Bounded by its render timeout, not by the registry wait; in watch mode an
+		// execution in flight at SIGTERM finishes (within that timeout) like the rest
+		// of its render.
+		out, reads, err = rn.execute(ctx, st, opts)
 		if errors.Is(err, errAbandoned) {
 			break // no second try: it would take as long
 		}
