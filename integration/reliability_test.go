@@ -295,8 +295,9 @@ func TestRenderTimeoutEndsRunawayTemplates(t *testing.T) {
 	}
 }
 
-// startHeraldAs is startHerald, as nobody when asked.
-func startHeraldAs(t *testing.T, nobody bool, args ...string) *heraldProc {
+// startHeraldNobody is startHerald, as nobody when asked (startHeraldAs cannot set
+// credentials: it starts the process itself).
+func startHeraldNobody(t *testing.T, nobody bool, args ...string) *heraldProc {
 	t.Helper()
 	p := &heraldProc{cmd: exec.Command(heraldBinaryFor(t, nobody), args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
@@ -336,7 +337,7 @@ func TestWatchRetriesFailedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	listen := freeAddr(t)
-	p := startHeraldAs(t, true, "watch", "--confdir", dir, "--backend", backend, "--listen", listen)
+	p := startHeraldNobody(t, true, "watch", "--confdir", dir, "--backend", backend, "--listen", listen)
 	waitFor(t, p, "/healthz 503 with a.toml behind", func() bool {
 		c, body := healthz(t, listen)
 		return c == 503 && strings.Contains(body, `"behind":true`) && strings.Contains(body, "create stage file")
