@@ -179,6 +179,9 @@ type Config struct {
 	DialTimeout    time.Duration // per attempt; default 5s
 	SessionTimeout time.Duration // ZooKeeper session; default 10s
 	ServicesRoot   string        // where etcd/ZooKeeper keep instances; default /services
+	// ServicesLayout says what the levels below the root mean (see Layout); relative to
+	// ServicesRoot unless it starts with "/". Default "{name}/{id}".
+	ServicesLayout string
 	ConsulWait     time.Duration // blocking query wait; default 5m
 	MinGap         time.Duration // minimum time between two events of one watch; default 0 (etcd), 100ms (Consul)
 
@@ -228,12 +231,31 @@ func (c Config) Log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Root returns the services root, defaulted and cleaned.
+// Root returns the services root, defaulted and cleaned: the layout's when it has one.
 func (c Config) Root() string {
+	if l, err := c.Layout(); err == nil {
+		return l.Root()
+	}
 	if c.ServicesRoot == "" {
 		return "/services"
 	}
 	return CleanKey(c.ServicesRoot)
+}
+
+// Layout returns the services layout: ServicesLayout, a relative one under ServicesRoot.
+func (c Config) Layout() (Layout, error) {
+	root := c.ServicesRoot
+	if root == "" {
+		root = "/services"
+	}
+	spec := c.ServicesLayout
+	switch {
+	case spec == "":
+		spec = root
+	case !strings.HasPrefix(spec, "/"):
+		spec = strings.TrimSuffix(CleanKey(root), "/") + "/" + spec
+	}
+	return ParseLayout(spec)
 }
 
 // ErrNotFound is returned for a missing key or service where a caller needs to tell.

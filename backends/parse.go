@@ -2,6 +2,7 @@ package backends
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,16 +58,29 @@ var ErrNotAlive = errors.New("serverset member is not ALIVE")
 // registrationTimeUTC, uriSpec, enabled) is indistinguishable from herald JSON and is
 // read as such, with the same result. Thrift-encoded ServerSet members are binary and
 // are refused.
-func ParseInstance(root, key string, value []byte) (Service, error) {
-	name, id, err := splitInstanceKey(root, key)
+func ParseInstance(layout, key string, value []byte) (Service, error) {
+	l, err := ParseLayout(layout)
 	if err != nil {
+		return Service{}, err
+	}
+	return l.ParseInstance(key, value)
+}
+
+// ParseInstance reads the instance stored at key with value (see the package function);
+// the key's levels give Name, ID and Datacenter as the layout says.
+func (l Layout) ParseInstance(key string, value []byte) (Service, error) {
+	name, dc, id, ok, err := l.match(key)
+	if err != nil || !ok {
+		if err == nil || errors.Is(err, errShallow) {
+			err = fmt.Errorf("service instance key %q is not %s", key, l.pattern())
+		}
 		return Service{}, err
 	}
 	s, err := parseInstanceValue(id, value)
 	if err != nil {
 		return Service{}, fmt.Errorf("service instance %s: %w", key, err)
 	}
-	s.Name, s.Key = name, key
+	s.Name, s.Datacenter, s.Key = name, dc, key
 	if s.ID == "" {
 		s.ID = id
 	}
@@ -77,19 +91,30 @@ func ParseInstance(root, key string, value []byte) (Service, error) {
 	return s, nil
 }
 
-// ServicesUnder groups the instances found in kvs under cfg.Root()/<name>/<id> by name,
-// each list sorted with SortServices. Keys elsewhere, <root>/<name> itself and keys
-// deeper than <root>/<name>/<id> are ignored. A malformed instance is skipped with a
-// warning naming its key and reported to cfg.OnMalformed; a ServerSet member that is not ALIVE is skipped at debug level. Backend
-// is left empty for the caller to set.
+// ServicesUnder groups the instances found in kvs at cfg's layout by name, each list
+// sorted with SortServices. Keys outside the root and keys above the instance level
+// (directories, empty services) are ignored. A malformed instance, or a key at a level
+// the layout does not have, is skipped with a warning naming its key and reported to
+// cfg.OnMalformed; a ServerSet member that is not ALIVE is skipped at debug level.
+// Backend is left empty for the caller to set.
 func ServicesUnder(cfg Config, kvs map[string]string, log *slog.Logger) map[string][]Service {
+	l, err := cfg.Layout()
+	if err != nil {
+		// open.Open refuses such a configuration; nothing can be read with it.
+		cfg.Log().Error("bad services layout", "err", err)
+		return map[string][]Service{}
+	}
+	return l.ServicesUnder(cfg, kvs, log)
+}
+
+// ServicesUnder is the package function with an explicit layout (a resource's own).
+func (l Layout) ServicesUnder(cfg Config, kvs map[string]string, log *slog.Logger) map[string][]Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	root := cfg.Root()
 	keys := make([]string, 0, len(kvs))
 	for k := range kvs {
-		if _, _, err := splitInstanceKey(root, k); err == nil {
+		if UnderPrefix(k, l.root) {
 			keys = append(keys, k)
 		}
 	}
@@ -97,13 +122,7 @@ func ServicesUnder(cfg Config, kvs map[string]string, log *slog.Logger) map[stri
 	sort.Strings(keys)
 	out := make(map[string][]Service)
 	for _, k := range keys {
-		s, err := ParseInstance(root, k, []byte(kvs[k]))
-		switch {
-		case errors.Is(err, ErrNotAlive):
-			log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
-		case err != nil:
-			cfg.Malformed(log, k, err)
-		default:
+		if s, ok := l.ParseKey(cfg, log, k, kvs[k]); ok {
 			out[s.Name] = append(out[s.Name], s)
 		}
 	}
@@ -111,6 +130,30 @@ func ServicesUnder(cfg Config, kvs map[string]string, log *slog.Logger) map[stri
 		SortServices(list)
 	}
 	return out
+}
+
+// ParseKey parses the instance at k when k is at the instance level, reporting what is
+// wrong the way ServicesUnder does; ok is false for anything that is not a usable
+// instance.
+func (l Layout) ParseKey(cfg Config, log *slog.Logger, k, v string) (Service, bool) {
+	_, _, _, ok, err := l.match(k)
+	switch {
+	case errors.Is(err, errShallow), err == nil && !ok:
+		return Service{}, false
+	case err != nil:
+		cfg.Malformed(log, k, err)
+		return Service{}, false
+	}
+	s, err := l.ParseInstance(k, []byte(v))
+	switch {
+	case errors.Is(err, ErrNotAlive):
+		log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
+	case err != nil:
+		cfg.Malformed(log, k, err)
+	default:
+		return s, true
+	}
+	return Service{}, false
 }
 
 // ServiceSummaries turns per-name instance lists into the catalog: names sorted, each
@@ -262,23 +305,6 @@ func cleanHost(h string) (string, error) {
 	return h, nil
 }
 
-// splitInstanceKey returns <name> and <id> of <root>/<name>/<id>.
-func splitInstanceKey(root, key string) (name, id string, err error) {
-	root = CleanKey(root)
-	prefix := root + "/"
-	if root == "/" {
-		prefix = "/"
-	}
-	rel, ok := strings.CutPrefix(key, prefix)
-	if ok {
-		name, id, ok = strings.Cut(rel, "/")
-	}
-	if !ok || name == "" || id == "" || strings.Contains(id, "/") {
-		return "", "", fmt.Errorf("service instance key %q is not %s/<name>/<id>", key, strings.TrimSuffix(prefix, "/"))
-	}
-	return name, id, nil
-}
-
 func parseInstanceValue(id string, v []byte) (Service, error) {
 	if len(v) > MaxValueSize {
 		return Service{}, fmt.Errorf("value is %d bytes, more than the %d accepted", len(v), MaxValueSize)
@@ -319,24 +345,41 @@ func parseJSONInstance(id string, t []byte) (Service, error) {
 		return parseServerSet(t)
 	case has("sslPort", "payload", "serviceType", "registrationTimeUTC", "uriSpec", "enabled"):
 		return parseCurator(t)
-	case has("address", "port", "tags", "meta", "status", "weight", "id", "name"):
-		return parseHerald(t)
+	case has(heraldFields...):
+		return parseHerald(id, t)
 	default:
 		return parseZCZK(id, probe)
 	}
 }
 
-type heraldJSON struct {
-	ID      string                     `json:"id"`
-	Address string                     `json:"address"`
-	Port    int                        `json:"port"`
-	Tags    []string                   `json:"tags"`
-	Meta    map[string]json.RawMessage `json:"meta"`
-	Status  string                     `json:"status"`
-	Weight  int                        `json:"weight"`
+// heraldFields mark a JSON value read as herald's format or one of its relatives:
+// node-etcd and hand-written registrants ({"hostname":"h","port":"3000"}), registrator's
+// ZooKeeper body ({"Name","IP","PublicPort","PrivatePort","ContainerID","Tags","Attrs"}).
+var heraldFields = []string{
+	"address", "host", "hostname", "ip", "serviceAddress", "Address", "IP",
+	"port", "Port", "PublicPort", "tags", "Tags", "Attrs", "meta", "status", "weight", "id", "name", "Name",
 }
 
-func parseHerald(t []byte) (Service, error) {
+// heraldJSON reads herald's own format and what other registrants write in its place.
+// encoding/json matches names case-insensitively, so "ip" also reads registrator's "IP"
+// and "address" Consul-style "Address".
+type heraldJSON struct {
+	ID             string                     `json:"id"`
+	Address        string                     `json:"address"`
+	Host           string                     `json:"host"`
+	Hostname       string                     `json:"hostname"`
+	IP             string                     `json:"ip"`
+	ServiceAddress string                     `json:"serviceAddress"`
+	Port           json.RawMessage            `json:"port"`
+	PublicPort     json.RawMessage            `json:"PublicPort"`
+	Tags           []string                   `json:"tags"`
+	Meta           map[string]json.RawMessage `json:"meta"`
+	Attrs          map[string]json.RawMessage `json:"Attrs"`
+	Status         string                     `json:"status"`
+	Weight         int                        `json:"weight"`
+}
+
+func parseHerald(id string, t []byte) (Service, error) {
 	var h heraldJSON
 	if err := json.Unmarshal(t, &h); err != nil {
 		return Service{}, jsonError(err)
@@ -345,10 +388,78 @@ func parseHerald(t []byte) (Service, error) {
 	if err != nil {
 		return Service{}, err
 	}
-	return Service{
-		ID: h.ID, Address: h.Address, Port: h.Port, Tags: h.Tags, Meta: meta,
-		Status: h.Status, Weight: h.Weight, Format: FormatHerald,
-	}, nil
+	attrs, err := scalarMap(h.Attrs, "Attrs")
+	if err != nil {
+		return Service{}, err
+	}
+	for k, v := range attrs {
+		if _, ok := meta[k]; !ok {
+			if meta == nil {
+				meta = make(map[string]string, len(attrs))
+			}
+			meta[k] = v
+		}
+	}
+	port, err := jsonPort("port", h.Port)
+	if err != nil {
+		return Service{}, err
+	}
+	if port == 0 {
+		// registrator: PublicPort is the port other hosts reach.
+		if port, err = jsonPort("PublicPort", h.PublicPort); err != nil {
+			return Service{}, err
+		}
+	}
+	s := Service{
+		ID: h.ID, Address: firstNonEmpty(h.Address, h.Host, h.Hostname, h.IP, h.ServiceAddress),
+		Port: port, Tags: h.Tags, Meta: meta, Status: h.Status, Weight: h.Weight, Format: FormatHerald,
+	}
+	if s.Address == "" || s.Port == 0 {
+		// A body without an address under a host:port node (registrator with an empty
+		// IP, zc.zk with properties): the node name says where.
+		if host, p, err := ParseHostPort(id); err == nil {
+			s.Address = cmp.Or(s.Address, host)
+			s.Port = cmp.Or(s.Port, p)
+		}
+	}
+	return s, nil
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if strings.TrimSpace(v) != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// jsonPort reads a port written as a JSON number or, as node-etcd and many hand-written
+// registrants do, as a string of decimal digits; absent or null is 0.
+func jsonPort(field string, raw json.RawMessage) (int, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	if raw[0] == '"' {
+		var str string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			return 0, fmt.Errorf("field %q: %w", field, jsonError(err))
+		}
+		n, err := parsePort(str)
+		if err != nil {
+			return 0, fmt.Errorf("field %q: want an integer or a string of digits: %w", field, err)
+		}
+		return n, nil
+	}
+	var n int
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, fmt.Errorf("field %q: want an integer or a string of digits, got %.20s", field, raw)
+	}
+	if n < 0 || n > 65535 {
+		return 0, fmt.Errorf("port %d out of range 0-65535", n)
+	}
+	return n, nil
 }
 
 // curatorJSON is the shape Curator's JsonInstanceSerializer (Jackson) writes for

@@ -259,7 +259,13 @@ func TestParseInstanceErrors(t *testing.T) {
 		{"herald blank address", key, `{"address":"   ","port":80}`, "empty address"},
 		{"herald port too big", key, `{"address":"h","port":65536}`, "port 65536 out of range"},
 		{"herald negative port", key, `{"address":"h","port":-1}`, "port -1 out of range"},
-		{"herald port as string", key, `{"address":"h","port":"80"}`, `field "port": want an integer, got JSON string`},
+		{"herald port as non-digit string", key, `{"address":"h","port":"http"}`, `field "port": want an integer or a string of digits: port "http" is not a decimal number`},
+		{"herald port as signed string", key, `{"address":"h","port":"-1"}`, `field "port": want an integer or a string of digits`},
+		{"herald port as empty string", key, `{"hostname":"h","port":""}`, `field "port": want an integer or a string of digits: empty port`},
+		{"herald port as object", key, `{"address":"h","port":{}}`, `field "port": want an integer or a string of digits`},
+		{"registrator PublicPort as text", key, `{"IP":"h","PublicPort":"x"}`, `field "PublicPort"`},
+		{"registrator Attrs nested", key, `{"IP":"h","PublicPort":80,"Attrs":{"a":[1]}}`, `Attrs "a": want a string, number or boolean`},
+		{"hostname empty and key not host:port", key, `{"hostname":"","port":"3000"}`, "empty address"},
 		{"herald fractional port", key, `{"address":"h","port":80.5}`, `field "port": want an integer`},
 		{"herald huge port", key, `{"address":"h","port":1e30}`, `field "port": want an integer`},
 		{"herald address with port", key, `{"address":"10.0.0.1:80","port":80}`, "holds a port"},
@@ -446,7 +452,7 @@ func TestServicesUnder(t *testing.T) {
 		"/services/web/broken":            `{"address":"","port":80}`,
 		"/services/web/member_0000000003": string(readFixture(t, "serverset-dead.json")),
 		"/services/web":                   "parent node data",
-		"/services/web/a/extra":           "deeper keys are not instances",
+		"/services/web/a/extra":           "a level the layout does not have: reported",
 		"/services/db/10.0.1.1:5432":      "",
 		"/services/empty/x":               "garbage",
 		"/servicesx/web/z":                "10.9.9.9:1",
@@ -457,8 +463,9 @@ func TestServicesUnder(t *testing.T) {
 	var reported []string
 	cfg := Config{ServicesRoot: "/services", OnMalformed: func(key string, err error) { reported = append(reported, key) }}
 	got := ServicesUnder(cfg, kvs, log)
-	// The DEAD ServerSet member is not malformed: only the two bad values are reported.
-	if want := []string{"/services/empty/x", "/services/web/broken"}; !reflect.DeepEqual(reported, want) {
+	// The DEAD ServerSet member is not malformed: the two bad values and the key deeper
+	// than the layout are reported; the parent node's data is not.
+	if want := []string{"/services/empty/x", "/services/web/a/extra", "/services/web/broken"}; !reflect.DeepEqual(reported, want) {
 		t.Errorf("reported malformed %q, want %q", reported, want)
 	}
 
@@ -489,14 +496,16 @@ func TestServicesUnder(t *testing.T) {
 			debugs = append(debugs, l)
 		}
 	}
-	if len(warns) != 2 || !strings.Contains(warns[0], "key=/services/empty/x") || !strings.Contains(warns[1], "key=/services/web/broken") {
-		t.Errorf("warnings = %q, want one each for /services/empty/x and /services/web/broken, in key order", warns)
+	if len(warns) != 3 || !strings.Contains(warns[0], "key=/services/empty/x") ||
+		!strings.Contains(warns[1], "key=/services/web/a/extra") || !strings.Contains(warns[1], "3 levels below /services, the layout has 2") ||
+		!strings.Contains(warns[2], "key=/services/web/broken") {
+		t.Errorf("warnings = %q, want one each for /services/empty/x, /services/web/a/extra (with the layout) and /services/web/broken, in key order", warns)
 	}
 	if len(debugs) != 1 || !strings.Contains(debugs[0], "key=/services/web/member_0000000003") {
 		t.Errorf("debug lines = %q, want one for the DEAD member", debugs)
 	}
 	for _, l := range lines {
-		if strings.Contains(l, "extra") || strings.Contains(l, "servicesx") || strings.Contains(l, "/config/") {
+		if strings.Contains(l, "servicesx") || strings.Contains(l, "/config/") || strings.Contains(l, "parent node") {
 			t.Errorf("key outside <root>/<name>/<id> was logged: %s", l)
 		}
 	}

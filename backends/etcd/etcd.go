@@ -43,8 +43,9 @@ var errClosed = errors.New("etcd backend closed")
 
 // Store is a connection to one etcd cluster. It is safe for concurrent use.
 type Store struct {
-	cfg   backends.Config
-	log   *slog.Logger
+	cfg    backends.Config
+	layout backends.Layout // where service instances are and what their levels mean
+	log    *slog.Logger
 	hosts []string
 	name  string // "etcd h1:2379,h2:2379", the prefix of every error
 	tls   *tls.Config
@@ -92,8 +93,13 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = defaultDialTimeout
 	}
+	layout, err := cfg.Layout()
+	if err != nil {
+		return nil, fmt.Errorf("etcd backend %s: %w", ep.String(), err)
+	}
 	s := &Store{
 		cfg:         cfg,
+		layout:      layout,
 		log:         cfg.Log().With("backend", "etcd"),
 		hosts:       append([]string(nil), ep.Hosts...),
 		name:        "etcd " + strings.Join(ep.Hosts, ","),

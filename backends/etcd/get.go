@@ -203,9 +203,13 @@ func (s *Store) dropDeniedSelf(ctx context.Context, cli *clientv3.Client, spans 
 	return out, nil
 }
 
-// Services returns the instances of one service under <root>/<name>/, filtered and
-// sorted. etcd has no datacenters: q.Datacenter is ignored.
+// Services returns the instances of one service at the services layout, filtered and
+// sorted. A datacenter is the layout's {dc} level; a query naming one fails when the
+// layout has none.
 func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backends.Service, uint64, error) {
+	if err := s.layout.CheckQuery(q); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", s.name, err)
+	}
 	sp, err := s.serviceSpan(q.Name)
 	if err != nil {
 		return nil, 0, err
@@ -219,7 +223,7 @@ func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backen
 
 // ServiceNames lists the services under the services root.
 func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
-	sp := span{prefix: s.cfg.Root()}
+	sp := span{prefix: s.layout.Root()}
 	kvs, rev, err := s.read(ctx, []span{sp}, 0)
 	if err != nil {
 		return nil, 0, s.fail("service names under "+sp.prefix, err)
@@ -228,22 +232,18 @@ func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, ui
 }
 
 func (s *Store) serviceSpan(name string) (span, error) {
-	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
-		return span{}, fmt.Errorf("%s: bad service name %q", s.name, name)
-	}
-	root := s.cfg.Root()
-	p := root + "/" + name
-	if root == "/" {
-		p = "/" + name
+	p, err := s.layout.ServicePrefix(name)
+	if err != nil {
+		return span{}, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return span{prefix: p}, nil
 }
 
 func (s *Store) filterServices(q backends.ServiceQuery, kvs map[string]string, log *slog.Logger) []backends.Service {
-	all := backends.ServicesUnder(s.cfg, kvs, log)[q.Name]
+	all := s.layout.ServicesUnder(s.cfg, kvs, log)[q.Name]
 	out := make([]backends.Service, 0, len(all))
 	for _, svc := range all {
-		if !q.Accepts(svc) {
+		if !s.layout.Selects(q, svc) {
 			continue
 		}
 		svc.Backend = "etcd"
@@ -254,7 +254,7 @@ func (s *Store) filterServices(q backends.ServiceQuery, kvs map[string]string, l
 }
 
 func (s *Store) summaries(kvs map[string]string, log *slog.Logger) []backends.ServiceSummary {
-	names := backends.ServiceSummaries(backends.ServicesUnder(s.cfg, kvs, log))
+	names := backends.ServiceSummaries(s.layout.ServicesUnder(s.cfg, kvs, log))
 	if names == nil {
 		names = []backends.ServiceSummary{}
 	}

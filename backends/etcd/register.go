@@ -72,14 +72,17 @@ func (s *Store) Register(ctx context.Context, svc backends.Service, opts backend
 	if ttl <= 0 {
 		ttl = defaultRegisterTTL
 	}
-	sp, _ := s.serviceSpan(svc.Name)
+	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, svc.ID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: register %s/%s: %w", s.name, svc.Name, svc.ID, err)
+	}
 	val, err := encodeInstance(svc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: register %s/%s: %w", s.name, svc.Name, svc.ID, err)
 	}
 	r := &registration{
 		s:       s,
-		key:     sp.prefix + "/" + svc.ID,
+		key:     key,
 		val:     string(val),
 		ttl:     int64((ttl + time.Second - 1) / time.Second),
 		replace: opts.Replace,

@@ -85,13 +85,16 @@ func (s *Store) newFollower(t backends.Target) (*follower, error) {
 	f := &follower{s: s, target: t, log: slog.New(newQuietRepeats(s.log.Handler()))}
 	switch {
 	case t.Service != nil:
+		if err := s.layout.CheckQuery(*t.Service); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
 		sp, err := s.serviceSpan(t.Service.Name)
 		if err != nil {
 			return nil, err
 		}
 		f.kind, f.prefix, f.q = kindService, sp.prefix, *t.Service
 	case t.ServiceNames:
-		f.kind, f.prefix = kindNames, s.cfg.Root()
+		f.kind, f.prefix = kindNames, s.layout.Root()
 	default:
 		if t.Prefix == "" {
 			return nil, fmt.Errorf("%s: watch: empty target", s.name)

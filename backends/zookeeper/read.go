@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -669,25 +668,27 @@ func (s *Store) Get(ctx context.Context, prefixes []string) (map[string]string, 
 	return out, rev, nil
 }
 
-// serviceKey checks a service name and returns the key of its instances' directory.
+// serviceKey checks a service name and returns the narrowest key holding its instances.
 func (s *Store) serviceKey(name string) (string, error) {
-	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
-		return "", fmt.Errorf("zookeeper: service name %q: want one path segment", name)
+	p, err := s.layout.ServicePrefix(name)
+	if err != nil {
+		return "", fmt.Errorf("zookeeper: %w", err)
 	}
-	return path.Join(s.cfg.Root(), name), nil
+	return p, nil
 }
 
-func checkQuery(q backends.ServiceQuery) error {
-	if q.Datacenter != "" {
-		return fmt.Errorf("zookeeper: service %s: ZooKeeper has no datacenters; drop @%s", q.Name, q.Datacenter)
+// checkQuery refuses a datacenter the layout has no {dc} level for.
+func (s *Store) checkQuery(q backends.ServiceQuery) error {
+	if err := s.layout.CheckQuery(q); err != nil {
+		return fmt.Errorf("zookeeper: %w", err)
 	}
 	return nil
 }
 
-// Services returns the instances of q.Name under <root>/<name>, parsed by the shared
+// Services returns the instances of q.Name at the services layout, parsed by the shared
 // instance parsers, filtered by q and sorted. A service with no znode has no instances.
 func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backends.Service, uint64, error) {
-	if err := checkQuery(q); err != nil {
+	if err := s.checkQuery(q); err != nil {
 		return nil, 0, err
 	}
 	dir, err := s.serviceKey(q.Name)
@@ -698,27 +699,24 @@ func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backen
 	if err != nil {
 		return nil, 0, err
 	}
-	return filterServices(backends.ServicesUnder(s.cfg, kvs, s.log)[q.Name], q), rev, nil
-}
-
-func filterServices(all []backends.Service, q backends.ServiceQuery) []backends.Service {
+	all := s.layout.ServicesUnder(s.cfg, kvs, s.log)[q.Name]
 	out := make([]backends.Service, 0, len(all))
 	for _, sv := range all {
 		sv.Backend = "zookeeper"
-		if q.Accepts(sv) {
+		if s.layout.Selects(q, sv) {
 			out = append(out, sv)
 		}
 	}
 	backends.SortServices(out)
-	return out
+	return out, rev, nil
 }
 
 // ServiceNames lists the services that have at least one readable instance under the
 // services root, with the union of their tags.
 func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
-	kvs, rev, err := s.Get(ctx, []string{s.cfg.Root()})
+	kvs, rev, err := s.Get(ctx, []string{s.layout.Root()})
 	if err != nil {
 		return nil, 0, err
 	}
-	return backends.ServiceSummaries(backends.ServicesUnder(s.cfg, kvs, s.log)), rev, nil
+	return backends.ServiceSummaries(s.layout.ServicesUnder(s.cfg, kvs, s.log)), rev, nil
 }

@@ -56,12 +56,12 @@ type registration struct {
 // opts.Replace. With opts.Sequential the server appends a sequence number to the ID.
 // opts.TTL is not used: the session timeout (Config.SessionTimeout) is the liveness.
 func (s *Store) Register(ctx context.Context, svc backends.Service, opts backends.RegisterOptions) (backends.Registration, error) {
-	dir, err := s.serviceKey(svc.Name)
-	if err != nil {
-		return nil, err
-	}
 	if svc.ID == "" || svc.ID == "." || svc.ID == ".." || strings.Contains(svc.ID, "/") {
 		return nil, fmt.Errorf("zookeeper: register %s: instance ID %q: want one path segment", svc.Name, svc.ID)
+	}
+	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, svc.ID)
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper: register %s/%s: %w", svc.Name, svc.ID, err)
 	}
 	norm, err := backends.NormalizeService(svc)
 	if err != nil {
@@ -83,7 +83,7 @@ func (s *Store) Register(ctx context.Context, svc backends.Service, opts backend
 	}
 	r := &registration{
 		s: s, svc: norm, data: data, seq: opts.Sequential, healthy: true,
-		base: s.serverPath(dir + "/" + svc.ID),
+		base: s.serverPath(key),
 	}
 	s.rmu.Lock()
 	for o := range s.regs {

@@ -558,38 +558,15 @@ func (t *tree) publish(touched map[string]struct{}, rev uint64) {
 	}
 }
 
-// isInstanceKey reports whether k is <root>/<name>/<id>.
-func isInstanceKey(root, k string) bool {
-	pre := root + "/"
-	if root == "/" {
-		pre = "/"
-	}
-	rel, ok := strings.CutPrefix(k, pre)
-	if !ok {
-		return false
-	}
-	name, id, ok := strings.Cut(rel, "/")
-	return ok && name != "" && id != "" && !strings.Contains(id, "/")
-}
-
 // indexLocked parses the instance at k (when k is one) with the shared parsers; a
-// malformed value is skipped with a warning naming its key, once per value.
+// malformed value, or a key at a level the layout does not have, is skipped with a
+// warning naming its key, once per value.
 func (t *tree) indexLocked(k, v string) {
-	root := t.s.cfg.Root()
-	if !isInstanceKey(root, k) {
-		return
-	}
 	if old, ok := t.index[k]; ok && old.val == v {
 		return
 	}
 	in := instance{val: v}
-	sv, err := backends.ParseInstance(root, k, []byte(v))
-	switch {
-	case errors.Is(err, backends.ErrNotAlive):
-		t.s.log.Debug("skipping service instance that is not ALIVE", "key", k, "err", err)
-	case err != nil:
-		t.s.cfg.Malformed(t.s.log, k, err)
-	default:
+	if sv, ok := t.s.layout.ParseKey(t.s.cfg, t.s.log, k, v); ok {
 		sv.Backend = "zookeeper"
 		in.svc, in.ok = sv, true
 	}
@@ -611,7 +588,7 @@ func (t *tree) rebuildIndexLocked() {
 func (t *tree) servicesLocked(q backends.ServiceQuery) []backends.Service {
 	out := []backends.Service{}
 	for _, in := range t.index {
-		if in.ok && in.svc.Name == q.Name && q.Accepts(in.svc) {
+		if in.ok && t.s.layout.Selects(q, in.svc) {
 			out = append(out, in.svc)
 		}
 	}
@@ -784,7 +761,7 @@ func (s *Store) Watch(ctx context.Context, target backends.Target, from uint64, 
 	var key string
 	switch {
 	case target.Service != nil:
-		if err := checkQuery(*target.Service); err != nil {
+		if err := s.checkQuery(*target.Service); err != nil {
 			return err
 		}
 		dir, err := s.serviceKey(target.Service.Name)
@@ -793,7 +770,7 @@ func (s *Store) Watch(ctx context.Context, target backends.Target, from uint64, 
 		}
 		key, sb.kind = dir, kindService
 	case target.ServiceNames:
-		key, sb.kind = s.cfg.Root(), kindNames
+		key, sb.kind = s.layout.Root(), kindNames
 	default:
 		key, sb.kind = backends.CleanKey(target.Prefix), kindPrefix
 	}

@@ -82,6 +82,7 @@ var ErrClosed = errors.New("zookeeper: store closed")
 // backends.Registrar.
 type Store struct {
 	cfg     backends.Config
+	layout  backends.Layout // where service instances are and what their levels mean
 	log     *slog.Logger
 	servers string // "h1:2181,h2:2181", for messages
 	chroot  string // "" or "/x/y"
@@ -138,8 +139,13 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 	if len(ep.Hosts) == 0 {
 		return nil, fmt.Errorf("zookeeper: backend %s: no servers", ep)
 	}
+	layout, err := cfg.Layout()
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper: backend %s: %w", ep, err)
+	}
 	s := &Store{
 		cfg:     cfg,
+		layout:  layout,
 		log:     cfg.Log().With("backend", "zookeeper"),
 		servers: strings.Join(ep.Hosts, ","),
 		connSet: make(chan struct{}),

@@ -303,22 +303,6 @@ func TestKeyRules(t *testing.T) {
 			t.Errorf("keys=leaves isKey(%q, children=%v) = %v", tt.val, tt.children, got)
 		}
 	}
-	for k, want := range map[string]bool{
-		"/services/web/w1":     true,
-		"/services/web":        false,
-		"/services/web/w1/x":   false,
-		"/services":            false,
-		"/servicesx/web/w1":    false,
-		"/services//w1":        false,
-		"/services/web/1.2:80": true,
-	} {
-		if got := isInstanceKey("/services", k); got != want {
-			t.Errorf("isInstanceKey(%q) = %v", k, got)
-		}
-	}
-	if !isInstanceKey("/", "/web/w1") || isInstanceKey("/", "/web") {
-		t.Errorf("isInstanceKey with root /")
-	}
 }
 
 // newTestTree is a tree mirror with no server behind it, for the publishing logic.
@@ -458,7 +442,8 @@ func TestSubscriberMerging(t *testing.T) {
 // once per value.
 func TestServiceIndex(t *testing.T) {
 	logs := &logBuf{}
-	s := &Store{log: slog.New(slog.NewTextHandler(logs, nil))}
+	layout, _ := backends.ParseLayout("/services")
+	s := &Store{log: slog.New(slog.NewTextHandler(logs, nil)), layout: layout}
 	tr := newTestTree(s, "/services/web")
 	tr.kv = map[string]string{
 		"/services/web/a":          `{"address":"10.0.0.1","port":80,"tags":["x"]}`,

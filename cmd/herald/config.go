@@ -51,6 +51,7 @@ type Options struct {
 	TLSServerName   string
 
 	ServicesRoot   string
+	ServicesLayout string
 	SessionTimeout time.Duration
 	ConsulWait     time.Duration
 
@@ -112,6 +113,7 @@ func (o *Options) table() []option {
 		{name: "tls-key", credential: true, aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
 		{name: "tls-server-name", usage: "server name to verify, when it differs from the host dialled", bind: str(&o.TLSServerName, "")},
 		{name: "services-root", usage: "where etcd and ZooKeeper keep service instances", bind: str(&o.ServicesRoot, "/services")},
+		{name: "services-layout", usage: "what the levels under --services-root mean, e.g. {name}/{dc}/{id} or /services/{name}/{dc}/{id} (default {name}/{id})", bind: str(&o.ServicesLayout, "")},
 		{name: "session-timeout", usage: "ZooKeeper session timeout", bind: dur(&o.SessionTimeout, 10*time.Second)},
 		{name: "consul-wait", usage: "Consul blocking query wait", bind: dur(&o.ConsulWait, 5*time.Minute)},
 		{name: "interval", usage: "watch: also re-read everything this often (0: only watch)", bind: dur(&o.Interval, 0)},
@@ -389,9 +391,13 @@ func (o *Options) backendConfig(log *slog.Logger) (backends.Config, error) {
 		DialTimeout:    min(o.Timeout, 5*time.Second),
 		SessionTimeout: o.SessionTimeout,
 		ServicesRoot:   o.ServicesRoot,
+		ServicesLayout: o.ServicesLayout,
 		ConsulWait:     o.ConsulWait,
 		Environ:        os.Environ(),
 		Logger:         log,
+	}
+	if _, err := cfg.Layout(); err != nil {
+		return cfg, fmt.Errorf("--services-layout: %w", err)
 	}
 	if o.Backend == "" {
 		return cfg, errors.New("no backend: pass --backend (e.g. file://data.yaml or etcd://127.0.0.1:2379), set HERALD_BACKEND, or put backend in herald.toml")

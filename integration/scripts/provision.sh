@@ -7,7 +7,10 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-packages=(etcd-server etcd-client zookeeper haproxy nginx libslf4j-java)
+# Registrant client libraries for the service-discovery tests (issue 16): kazoo, python-consul,
+# python-etcd3 (for /usr/bin/python3) and Curator (jars under /usr/share/java).
+packages=(etcd-server etcd-client zookeeper haproxy nginx libslf4j-java
+  python3-kazoo python3-consul python3-etcd3 libcurator-discovery-java libcurator-recipes-java)
 only_packages=
 # `provision.sh --packages haproxy nginx` installs just those (make demo), no consul.
 if [ "${1:-}" = --packages ]; then
