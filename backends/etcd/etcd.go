@@ -46,10 +46,10 @@ type Store struct {
 	cfg    backends.Config
 	layout backends.Layout // where service instances are and what their levels mean
 	log    *slog.Logger
-	hosts []string
-	name  string // "etcd h1:2379,h2:2379", the prefix of every error
-	tls   *tls.Config
-	track *tracker
+	hosts  []string
+	name   string // "etcd h1:2379,h2:2379", the prefix of every error
+	tls    *tls.Config
+	track  *tracker
 
 	// ctx ends on Close; it bounds dialing and is the client's own context.
 	ctx    context.Context
