@@ -108,6 +108,22 @@ type ServiceQuery struct {
 	Datacenter string
 	// Statuses accepted; empty means passing only. "any" is spelled as all four.
 	Statuses []string
+	// Dotted: Name came from a spec with a dot and no explicit tag, so it may also read
+	// as tag.name (see TagReading); the catalog decides.
+	Dotted bool
+}
+
+// TagReading returns consul-template's reading of a dotted spec: the part before the
+// last dot as a tag, the rest as the name ("prod.web" is tag prod of web). Callers use it
+// only when the catalog has no service named by the whole spec.
+func (q ServiceQuery) TagReading() (ServiceQuery, bool) {
+	i := strings.LastIndexByte(q.Name, '.')
+	if !q.Dotted || i <= 0 || i == len(q.Name)-1 {
+		return q, false
+	}
+	t := q
+	t.Tag, t.Name, t.Dotted = q.Name[:i], q.Name[i+1:], false
+	return t, true
 }
 
 // Any reports whether the query accepts every status.
@@ -135,9 +151,12 @@ func (q ServiceQuery) Accepts(s Service) bool {
 }
 
 // String is the canonical spelling, used as identity: "tag.name@dc|passing,warning".
+// A name with a dot is spelled "name@dc|statuses|tag=tag", so that tag "a.b" of "c",
+// tag "a" of "b.c" and the service "a.b.c" stay three identities.
 func (q ServiceQuery) String() string {
 	var b strings.Builder
-	if q.Tag != "" {
+	dotted := strings.Contains(q.Name, ".")
+	if q.Tag != "" && !dotted {
 		b.WriteString(q.Tag)
 		b.WriteByte('.')
 	}
@@ -154,12 +173,21 @@ func (q ServiceQuery) String() string {
 	} else {
 		b.WriteString(strings.Join(q.Statuses, ","))
 	}
+	if dotted {
+		b.WriteString("|tag=")
+		b.WriteString(q.Tag)
+	}
 	return b.String()
 }
 
 // ParseServiceQuery reads consul-template's forms: `service "web"`, `service "web|any"`,
 // `service "tag.web@dc1" "passing,warning"`. Filters are any, passing, warning,
-// critical, maintenance, comma-separated.
+// critical, maintenance, comma-separated, and "tag=T": an explicit tag, which makes the
+// whole spec the name ("tag=" for none), for names with dots.
+//
+// A spec with a dot and no explicit tag is returned whole as Name with Dotted set: the
+// catalog decides between the service of that exact name (com.example.Greeter) and
+// TagReading (tag prod of web), the exact name winning.
 func ParseServiceQuery(spec string, filters ...string) (ServiceQuery, error) {
 	var q ServiceQuery
 	if i := strings.IndexByte(spec, '|'); i >= 0 {
@@ -173,19 +201,19 @@ func ParseServiceQuery(spec string, filters ...string) (ServiceQuery, error) {
 			return q, fmt.Errorf("service %q: empty datacenter after @", spec)
 		}
 	}
-	// A tag comes before the last dot; service names themselves may not contain dots in
-	// consul-template's syntax either.
-	if i := strings.LastIndexByte(spec, '.'); i >= 0 {
-		q.Tag, spec = spec[:i], spec[i+1:]
-	}
 	q.Name = spec
-	if q.Name == "" {
+	if q.Name == "" || strings.HasSuffix(q.Name, ".") {
 		return q, fmt.Errorf("service query %q: empty service name", spec)
 	}
+	explicitTag := false
 	seen := map[string]bool{}
 	for _, f := range filters {
 		for _, s := range strings.Split(f, ",") {
 			s = strings.TrimSpace(s)
+			if tag, ok := strings.CutPrefix(s, "tag="); ok {
+				q.Tag, explicitTag = tag, true
+				continue
+			}
 			switch s {
 			case "":
 			case "any":
@@ -207,5 +235,31 @@ func ParseServiceQuery(spec string, filters ...string) (ServiceQuery, error) {
 	if len(q.Statuses) == 1 && q.Statuses[0] == StatusPassing {
 		q.Statuses = nil
 	}
+	if !explicitTag && strings.Contains(q.Name, ".") {
+		q.Dotted = true
+		if strings.HasPrefix(q.Name, ".") {
+			// ".web": consul-template's empty tag; there is no other reading.
+			q.Name, q.Dotted = q.Name[1:], false
+		}
+	}
 	return q, nil
+}
+
+// InCatalog reports whether names (sorted by name, as every backend returns them) lists
+// a service called name.
+func InCatalog(names []ServiceSummary, name string) bool {
+	i := sort.Search(len(names), func(i int) bool { return names[i].Name >= name })
+	return i < len(names) && names[i].Name == name
+}
+
+// ResolveQuery picks the reading of a dotted query with the catalog: the exact name
+// when the catalog has it (com.example.Greeter), else the tag reading when the catalog
+// has that name (tag prod of web), else the exact name, which is then reported absent.
+func ResolveQuery(q ServiceQuery, names []ServiceSummary) ServiceQuery {
+	t, ok := q.TagReading()
+	if !ok || InCatalog(names, q.Name) || !InCatalog(names, t.Name) {
+		q.Dotted = false
+		return q
+	}
+	return t
 }

@@ -16,6 +16,12 @@ type Reads struct {
 	Prefixes     []string                // listed by gets, getvs, ls, lsdir
 	Services     []backends.ServiceQuery // read by service
 	ServiceNames bool                    // read by services
+	// Absent lists the services a render asked for that the registry's catalog does not
+	// have at all (sorted): a typo or a wrong layout, never silently an empty list.
+	Absent []string
+	// Counts is how many instances each service query returned, by its String, for
+	// the runner's guard against a registry glitch emptying a list.
+	Counts map[string]int
 }
 
 // Targets returns the fewest watch targets that cover the reads: one prefix per region of

@@ -39,6 +39,8 @@ type execState struct {
 	prefixes []string
 	services []backends.ServiceQuery
 	names    bool
+	absent   []string
+	counts   map[string]int
 
 	// ctx stops the render (see alive); done is its Done channel, nil when none.
 	ctx  context.Context
@@ -81,7 +83,11 @@ func (s *execState) begin(src Source, opts Options) {
 
 // end returns what the render read and forgets it, keeping the buffers for the next one.
 func (s *execState) end() *Reads {
-	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names}
+	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names, Absent: sortedSet(s.absent)}
+	if len(s.counts) > 0 {
+		r.Counts = s.counts
+		s.counts = nil
+	}
 	// A key under a listed prefix adds nothing to Touches or Targets; a template that
 	// lists servers and reads each one's keys would otherwise keep them all.
 	slices.Sort(s.keys)
@@ -107,7 +113,8 @@ func (s *execState) end() *Reads {
 	clear(s.prefixes[:cap(s.prefixes)])
 	clear(s.services[:cap(s.services)])
 	s.src, s.ctx, s.done = nil, nil, nil
-	s.keys, s.prefixes, s.services, s.names = s.keys[:0], s.prefixes[:0], s.services[:0], false
+	clear(s.absent[:cap(s.absent)])
+	s.keys, s.prefixes, s.services, s.names, s.absent = s.keys[:0], s.prefixes[:0], s.services[:0], false, s.absent[:0]
 	return r
 }
 
@@ -411,9 +418,26 @@ func (s *execState) service(spec string, filters ...string) ([]backends.Service,
 	if err != nil {
 		return nil, err
 	}
+	if q.Dotted {
+		// com.example.Greeter or tag prod of web: the catalog says which exists. Not
+		// loaded yet, the exact name stands in; the runner loads the catalog and
+		// renders again.
+		if names := s.catalog(); names != nil {
+			q = backends.ResolveQuery(q, names)
+		}
+	}
 	s.services = append(s.services, q)
 	list := s.src.Services(q)
-	if list == nil {
+	if s.counts == nil {
+		s.counts = make(map[string]int)
+	}
+	s.counts[q.String()] = len(list)
+	if len(list) == 0 {
+		// Empty because nothing passes, or because the registry has no such service
+		// at all: only the catalog tells, so it is read (and watched) for this case.
+		if names := s.catalog(); names != nil && !backends.InCatalog(names, q.Name) {
+			s.absent = append(s.absent, q.Name)
+		}
 		return nil, nil
 	}
 	// The Source's slices are shared with every other render; reverse and sortByLength
@@ -423,6 +447,12 @@ func (s *execState) service(spec string, filters ...string) ([]backends.Service,
 		out[i].Tags = slices.Clone(out[i].Tags)
 	}
 	return out, nil
+}
+
+// catalog reads the service catalog for herald's own decisions (nil: not loaded yet).
+func (s *execState) catalog() []backends.ServiceSummary {
+	s.names = true
+	return s.src.ServiceNames()
 }
 
 // serviceNames is `services`: the catalog, sorted by name.

@@ -185,6 +185,8 @@ func TestReadsRecordedOnFailure(t *testing.T) {
 		Keys:     []string{"/p/a", "/p/missing"},
 		Prefixes: []string{"/p/dir"},
 		Services: []backends.ServiceQuery{{Name: "web"}},
+		// web's list is empty: the catalog is read to tell absent from empty.
+		ServiceNames: true,
 	}
 	if !readsEqual(reads, want) {
 		t.Errorf("Reads = %+v, want %+v", reads, want)
@@ -525,7 +527,9 @@ func TestMapSource(t *testing.T) {
 		{"web", "", []string{"1", "2", "4"}},
 		{"web", "any", []string{"1", "2", "3", "4"}},
 		{"web@us", "", []string{"1", "2"}},
-		{"t.web", "", []string{"4"}},
+		{"t.web", "tag=t", nil}, // the service "t.web", tag t: none
+		{".web", "tag=t", nil},
+		{"web", "tag=t", []string{"4"}},
 		{"api", "", nil},
 	} {
 		q, err := backends.ParseServiceQuery(tc.spec, tc.filter)

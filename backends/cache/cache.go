@@ -146,7 +146,9 @@ func (c *Cache) applyLocked(ev backends.Event) Change {
 		}
 	case t.ServiceNames:
 		if _, had := c.loaded[t.ID()]; !had || !namesEqual(c.names, ev.Names) {
-			c.names = slices.Clone(ev.Names)
+			// Loaded is never nil, even empty: nil tells a render the catalog is not
+			// loaded yet, and an empty registry must still report an absent service.
+			c.names = append([]backends.ServiceSummary{}, ev.Names...)
 			ch.Other = true
 		}
 	default:
