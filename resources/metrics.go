@@ -15,6 +15,7 @@ type Metrics struct {
 	reloadDuration prometheus.Histogram
 	lastSuccess    *prometheus.GaugeVec
 	keys           prometheus.Gauge
+	heldRenders    *prometheus.CounterVec
 }
 
 // NewMetrics registers the runner's series with reg.
@@ -43,8 +44,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keys: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "herald_cache_keys", Help: "Keys held in the cache.",
 		}),
+		heldRenders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_renders_held_total", Help: "Renders held back by the empty-drop guard (a service list shrank too far at once), by resource; counted once per hold.",
+		}, []string{"resource"}),
 	}
-	reg.MustRegister(m.renders, m.renderDuration, m.checkFailures, m.reloads, m.reloadDuration, m.lastSuccess, m.keys)
+	reg.MustRegister(m.renders, m.renderDuration, m.checkFailures, m.reloads, m.reloadDuration, m.lastSuccess, m.keys, m.heldRenders)
 	return m
 }
 
@@ -83,5 +87,11 @@ func (m *Metrics) success(resource string) {
 func (m *Metrics) cacheKeys(n int) {
 	if m != nil {
 		m.keys.Set(float64(n))
+	}
+}
+
+func (m *Metrics) held(resource string) {
+	if m != nil {
+		m.heldRenders.WithLabelValues(resource).Inc()
 	}
 }

@@ -50,6 +50,11 @@ type Resource struct {
 	// without it such a dest is refused, see Sync.
 	FollowSymlink bool
 
+	// OptionalServices may be absent from the registry without failing `herald render`
+	// ("*": any).
+	OptionalServices []string
+	Guard            GuardOverride // the resource's own empty-drop guard settings
+
 	Template *template.Template
 
 	// Warnings are problems confd ignores and so herald does too, e.g. an owner name
@@ -141,6 +146,11 @@ type fileResource struct {
 		CheckTimeout  string `toml:"check_timeout"`
 		ReloadTimeout string `toml:"reload_timeout"`
 		RenderTimeout string `toml:"render_timeout"`
+
+		OptionalServices []string `toml:"optional_services"`
+		MinInstances     *int     `toml:"min_instances"`
+		MaxDrop          string   `toml:"max_drop"`
+		DropHold         string   `toml:"drop_hold"`
 	} `toml:"template"`
 }
 
@@ -373,6 +383,27 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 			continue
 		}
 		*d.to = v
+	}
+	r.OptionalServices = t.OptionalServices
+	if t.MinInstances != nil {
+		if *t.MinInstances < 0 {
+			fail("min_instances", fmt.Sprintf("min_instances %d is negative", *t.MinInstances), nil)
+		}
+		r.Guard.MinInstances = t.MinInstances
+	}
+	if t.MaxDrop != "" {
+		if v, err := ParseShare(t.MaxDrop); err != nil {
+			fail("max_drop", "bad max_drop", err)
+		} else {
+			r.Guard.MaxDrop = &v
+		}
+	}
+	if t.DropHold != "" {
+		if v, err := time.ParseDuration(t.DropHold); err != nil || v < 0 {
+			fail("drop_hold", fmt.Sprintf("drop_hold %q is not a duration like \"30s\"", t.DropHold), nil)
+		} else {
+			r.Guard.Hold = &v
+		}
 	}
 	for _, c := range []struct{ key, cmd string }{{"check_cmd", r.CheckCmd}, {"reload_cmd", r.ReloadCmd}} {
 		if _, err := expandCmd(c.cmd, "", ""); err != nil {

@@ -44,6 +44,9 @@ type Runner struct {
 	// Emit, when set, receives each successful render instead of Syncer (herald template
 	// prints to stdout) and reports whether the output changed.
 	Emit func(r *Resource, content []byte) (changed bool, err error)
+	// Guard holds back watch-mode renders whose service lists shrink too far at once;
+	// nil is DefaultGuard. Resources may override it field by field.
+	Guard *Guard
 
 	mu       sync.Mutex
 	states   map[string]*state // by resource name
@@ -77,6 +80,12 @@ type state struct {
 	rendered bool
 	lastOK   time.Time
 	lastErr  error
+
+	// guarded by Runner.mu: the empty-drop guard and absent services (guard.go)
+	written   map[string]int // instances per service query in the last written render
+	heldWhy   string         // why the current render is held back, "" when not
+	heldSince time.Time
+	missing   []string // services read that the catalog does not have
 }
 
 type watch struct {
@@ -94,6 +103,10 @@ type Status struct {
 	// Behind: the last render or write failed, so dest may not hold what the registry
 	// says (it is retried, or waits for a change).
 	Behind bool `json:"behind,omitempty"`
+	// Held says why the latest render is held back by the empty-drop guard.
+	Held string `json:"held,omitempty"`
+	// MissingServices are services the template reads that the registry does not have.
+	MissingServices []string `json:"missing_services,omitempty"`
 }
 
 func (rn *Runner) log() *slog.Logger {
@@ -146,7 +159,8 @@ func (rn *Runner) Statuses() []Status {
 	defer rn.mu.Unlock()
 	out := make([]Status, 0, len(rn.states))
 	for _, st := range rn.states {
-		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK}
+		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK,
+			Held: st.heldWhy, MissingServices: slices.Clone(st.missing)}
 		if st.lastErr != nil {
 			s.LastError, s.Behind = Summary(st.lastErr), true
 		}
@@ -337,10 +351,19 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		st.reads, st.targets = reads, targets
 	}
 	rn.mu.Unlock()
+	if err == nil {
+		err = rn.absent(st, reads, watching)
+	}
 	if err != nil {
 		rn.Metrics.render(r.Name, "error", time.Since(start))
 		rn.fail(st, err)
 		return Outcome{}, err
+	}
+	if watching {
+		if left := rn.guard(st, reads); left > 0 {
+			rn.Metrics.render(r.Name, "held", time.Since(start))
+			return Outcome{heldFor: left}, nil
+		}
 	}
 	var o Outcome
 	if rn.Emit != nil {
@@ -362,6 +385,7 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		result = "changed"
 	}
 	rn.Metrics.render(r.Name, result, time.Since(start))
+	rn.wrote(st, reads)
 	rn.mu.Lock()
 	st.rendered, st.lastOK, st.lastErr = true, time.Now(), nil
 	rn.mu.Unlock()

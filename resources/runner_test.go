@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -71,8 +72,26 @@ func (m *memStore) Services(ctx context.Context, q backends.ServiceQuery) ([]bac
 	return out, m.rev, nil
 }
 
+// ServiceNames is the catalog: every service with at least one instance, as etcd and
+// ZooKeeper list them.
 func (m *memStore) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
-	return nil, m.rev, nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return nil, 0, errDown
+	}
+	return m.namesLocked(), m.rev, nil
+}
+
+func (m *memStore) namesLocked() []backends.ServiceSummary {
+	out := []backends.ServiceSummary{}
+	for name, list := range m.svcs {
+		if len(list) > 0 {
+			out = append(out, backends.ServiceSummary{Name: name})
+		}
+	}
+	slices.SortFunc(out, func(a, b backends.ServiceSummary) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 func (m *memStore) Watch(ctx context.Context, t backends.Target, from uint64, out chan<- backends.Event) error {
@@ -133,6 +152,11 @@ func (m *memStore) setServices(name string, svcs []backends.Service) {
 					}
 				}
 				ev := backends.Event{Target: t, Revision: m.rev, Full: true, Services: out}
+				ch := ch
+				sends = append(sends, func() { ch <- ev })
+			}
+			if t.ServiceNames {
+				ev := backends.Event{Target: t, Revision: m.rev, Full: true, Names: m.namesLocked()}
 				ch := ch
 				sends = append(sends, func() { ch <- ev })
 			}

@@ -50,6 +50,8 @@ type Outcome struct {
 	Changed bool   // dest was (or, in a dry run, would be) replaced
 	Reload  string // the expanded reload command to run, "" for none
 	Dir     string // dest's directory, when its fsync was deferred
+
+	heldFor time.Duration // held back by the guard: render again after this long
 }
 
 // maxRead bounds what herald reads of an existing dest beyond a file of content's size,

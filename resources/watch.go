@@ -268,6 +268,12 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 				schedule(st, jitter(st.retry))
 			case res.err == nil:
 				st.retry = 0
+				if res.o.heldFor > 0 {
+					// A change meanwhile renders sooner; this one writes the smaller
+					// list if it is still there when the hold is over.
+					st.why = "hold over for a shrunken service list"
+					schedule(st, res.o.heldFor)
+				}
 			}
 			if inflight == 0 {
 				// The burst is over: its renames are made durable, then each distinct

@@ -137,6 +137,10 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--wait: %w", err)}
 	}
+	guard, err := o.guard()
+	if err != nil {
+		return usageError{err}
+	}
 	rs, loadErr := resources.Load(o.loadOptions())
 	if loadErr != nil && len(rs) == 0 {
 		return loadErr
@@ -160,6 +164,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		Wait:          wait,
 		Interval:      o.Interval,
 		RenderTimeout: o.RenderTimeout,
+		Guard:         guard,
 	}
 	rn.SetLoadError(loadErr)
 	if o.Pprof && o.Listen == "" {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,10 +56,13 @@ type Options struct {
 	SessionTimeout time.Duration
 	ConsulWait     time.Duration
 
-	Interval time.Duration
-	Wait     string
-	Listen   string
-	Pprof    bool
+	Interval     time.Duration
+	Wait         string
+	MinInstances string
+	MaxDrop      string
+	DropHold     time.Duration
+	Listen       string
+	Pprof        bool
 
 	// Not options: what the file held beyond them (register tables).
 	file fileConfig
@@ -118,6 +122,9 @@ func (o *Options) table() []option {
 		{name: "consul-wait", usage: "Consul blocking query wait", bind: dur(&o.ConsulWait, 5*time.Minute)},
 		{name: "interval", usage: "watch: also re-read everything this often (0: only watch)", bind: dur(&o.Interval, 0)},
 		{name: "wait", usage: "watch: default quiescence min[:max], e.g. 2s:10s", bind: str(&o.Wait, "")},
+		{name: "min-instances", usage: "watch: hold back a render whose service list falls below this many instances (0: off)", bind: str(&o.MinInstances, "1")},
+		{name: "max-drop", usage: "watch: hold back a render whose service list loses more than this share at once (100%: off)", bind: str(&o.MaxDrop, "50%")},
+		{name: "drop-hold", usage: "watch: how long a held-back smaller service list must persist before it is written", bind: dur(&o.DropHold, 30*time.Second)},
 		{name: "listen", usage: "watch: serve /healthz and /metrics on this address, e.g. 127.0.0.1:9100", bind: str(&o.Listen, "")},
 		{name: "pprof", usage: "watch: also serve Go profiles under /debug/pprof/ on --listen (for bug reports)", bind: boolean(&o.Pprof)},
 	}
@@ -427,4 +434,20 @@ func (o *Options) backendConfig(log *slog.Logger) (backends.Config, error) {
 		cfg.TLS = t
 	}
 	return cfg, nil
+}
+
+// guard is the runner's empty-drop guard from --min-instances, --max-drop, --drop-hold.
+func (o *Options) guard() (*resources.Guard, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(o.MinInstances))
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("--min-instances %q: want a whole number, 0 or more", o.MinInstances)
+	}
+	share, err := resources.ParseShare(o.MaxDrop)
+	if err != nil {
+		return nil, fmt.Errorf("--max-drop: %w", err)
+	}
+	if o.DropHold < 0 {
+		return nil, fmt.Errorf("--drop-hold %s is negative", o.DropHold)
+	}
+	return &resources.Guard{MinInstances: n, MaxDrop: share, Hold: o.DropHold}, nil
 }

@@ -141,7 +141,7 @@ func TestRenderExampleTreeWithFileBackend(t *testing.T) {
 		t.Fatalf("rendered %q", got)
 	}
 	// --dry-run after a data change prints the diff and keeps the file.
-	os.WriteFile(filepath.Join(dir, "data.yaml"), []byte("app:\n  port: 81\n  host: example\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "data.yaml"), []byte("app:\n  port: 81\n  host: example\n_services:\n  web:\n    - {address: 10.0.0.1, port: 8080}\n"), 0o644)
 	code, stdout, _ = herald(t, nil, "render", "--confdir", dir, "--backend", "file://"+filepath.Join(dir, "data.yaml"), "--noop")
 	if code != 0 || !strings.Contains(stdout, "-port=80") || !strings.Contains(stdout, "+port=81") {
 		t.Fatalf("dry run: %d %q", code, stdout)
