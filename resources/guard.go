@@ -159,7 +159,7 @@ func (rn *Runner) absent(st *state, reads *template.Reads, watching bool) error 
 	}
 	var names []backends.ServiceSummary
 	rn.Cache.Read(func(v cache.View) { names = v.ServiceNames() })
-	msg := missingMessage(missing, names)
+	msg := MissingServicesMessage(missing, names)
 	if !watching {
 		return fmt.Errorf("%s", msg)
 	}
@@ -172,8 +172,8 @@ func (rn *Runner) absent(st *state, reads *template.Reads, watching bool) error 
 	return nil
 }
 
-// missingMessage names the absent services and what the catalog has instead.
-func missingMessage(missing []string, names []backends.ServiceSummary) string {
+// MissingServicesMessage names the absent services and what the catalog has instead.
+func MissingServicesMessage(missing []string, names []backends.ServiceSummary) string {
 	have := make([]string, 0, min(len(names), 20))
 	for i, n := range names {
 		if i == 20 {
@@ -186,6 +186,6 @@ func missingMessage(missing []string, names []backends.ServiceSummary) string {
 	if len(have) > 0 {
 		list = strings.Join(have, ", ")
 	}
-	return fmt.Sprintf("service(s) %s not in the registry's catalog (it has: %s); check the name and, on etcd or ZooKeeper, --services-layout, or list intentionally absent services in the resource's optional_services",
+	return fmt.Sprintf("service(s) %s not in the registry's catalog (it has: %s); check the name and, on etcd or ZooKeeper, --services-layout; a resource may list intentionally absent services in optional_services",
 		strings.Join(missing, ", "), list)
 }

@@ -122,7 +122,7 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 		resources.RemoveStaleStages(rs, log)
 	}
 	// Valid resources render even when another file is broken; the exit status says so.
-	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err())
+	return errors.Join(loadErr, rn.RenderOnce(ctx, rs), malformed.err("rendered without them"))
 }
 
 func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
@@ -280,26 +280,36 @@ func cmdServices(ctx context.Context, e env, o *Options, args []string) error {
 	if len(args) > 2 {
 		return usageError{errors.New("want [NAME [FILTER]], e.g. herald services web any")}
 	}
-	_, store, err := setup(ctx, e, o)
+	var q backends.ServiceQuery
+	if len(args) > 0 {
+		var err error
+		if q, err = backends.ParseServiceQuery(args[0], args[1:]...); err != nil {
+			return usageError{err}
+		}
+	}
+	var malformed skipped
+	_, store, err := setup(ctx, e, o, malformed.tweak)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	names, _, err := store.ServiceNames(ctx)
+	if err != nil {
+		return err
+	}
 	if len(args) == 0 {
-		names, _, err := store.ServiceNames(ctx)
-		if err != nil {
-			return err
-		}
 		for _, n := range names {
 			fmt.Fprintf(e.stdout, "%s\t%s\n", n.Name, strings.Join(n.Tags, ","))
 		}
-		return nil
+		return malformed.err("not listed")
 	}
-	q, err := backends.ParseServiceQuery(args[0], args[1:]...)
-	if err != nil {
-		return usageError{err}
+	q = backends.ResolveQuery(q, names)
+	if !backends.InCatalog(names, q.Name) {
+		// Not an empty table: a typo or a wrong layout must not look like a service
+		// with nothing running.
+		return errors.Join(errors.New(resources.MissingServicesMessage([]string{q.Name}, names)), malformed.err("not listed"))
 	}
 	svcs, _, err := store.Services(ctx, q)
 	if err != nil {
@@ -315,5 +325,8 @@ func cmdServices(ctx context.Context, e env, o *Options, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Address, s.Port, s.Status,
 			strings.Join(s.Tags, ","), meta, s.Node, s.Key)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return malformed.err("not listed")
 }

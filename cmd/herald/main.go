@@ -117,7 +117,8 @@ func run(ctx context.Context, e env) int {
 	fs.SetOutput(e.stderr)
 	tbl := o.bindOptions(fs)
 	fs.Usage = func() { printFlags(e.stderr, cmd, fs, tbl) }
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -127,7 +128,7 @@ func run(ctx context.Context, e env) int {
 		fmt.Fprintln(e.stderr, "herald:", err)
 		return 2
 	}
-	if err := f(ctx, e, &o, fs.Args()); err != nil {
+	if err := f(ctx, e, &o, positional); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(e.stderr, "herald %s: %v\n", cmd, err)
@@ -140,6 +141,26 @@ func run(ctx context.Context, e env) int {
 }
 
 type usageError struct{ error }
+
+// parseInterspersed parses flags wherever they stand among the positional arguments, as
+// people type them (`herald services web --backend URL`); "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
 
 func printFlags(w io.Writer, cmd string, fs *flag.FlagSet, tbl []option) {
 	fmt.Fprintf(w, "Usage: herald %s [flags]\n\nFlags (each also HERALD_<NAME> and a herald.toml key):\n", cmd)

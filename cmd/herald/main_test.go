@@ -322,3 +322,37 @@ func TestRenderWarnsWhenConfDHoldsNoResource(t *testing.T) {
 		t.Fatalf("render: exit %d %q", code, stderr)
 	}
 }
+
+// `herald services NAME --backend URL`: flags after the name work (issue 16); a name the
+// registry does not have exits 1 naming it and the names it has; dotted names resolve
+// against the catalog.
+func TestServicesFlagsAfterNameAndAbsent(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"data.yaml": "_services:\n  web:\n    - {address: 10.0.0.1, port: 8080, tags: [prod]}\n  com.example.Greeter:\n    - {address: 10.0.0.2, port: 9090}\n",
+	})
+	backend := "file://" + filepath.Join(dir, "data.yaml")
+	code, stdout, stderr := herald(t, nil, "services", "web", "--backend", backend)
+	if code != 0 || !strings.Contains(stdout, "10.0.0.1") {
+		t.Fatalf("services web --backend: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, _ = herald(t, nil, "services", "com.example.Greeter", "any", "--backend", backend)
+	if code != 0 || !strings.Contains(stdout, "10.0.0.2") {
+		t.Fatalf("dotted name: exit %d, stdout %q", code, stdout)
+	}
+	code, stdout, _ = herald(t, nil, "services", "--backend", backend, "prod.web")
+	if code != 0 || !strings.Contains(stdout, "10.0.0.1") {
+		t.Fatalf("tag.name: exit %d, stdout %q", code, stdout)
+	}
+	code, _, stderr = herald(t, nil, "services", "wbe", "--backend", backend)
+	if code != 1 || !strings.Contains(stderr, "wbe") || !strings.Contains(stderr, "it has: com.example.Greeter, web") {
+		t.Fatalf("absent service: exit %d, stderr %q; want 1 naming wbe and the catalog", code, stderr)
+	}
+	code, _, stderr = herald(t, nil, "get", "/x", "--backend", backend, "--timeout", "2s")
+	if code != 0 {
+		t.Fatalf("get with flags after the prefix: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = herald(t, nil, "services", "web", "--backend", backend, "--", "--any")
+	if code != 2 {
+		t.Fatalf("positional after --: exit %d, %q; want 2: after -- \"--any\" is the filter argument, not a flag, and no valid filter", code, stderr)
+	}
+}

@@ -30,13 +30,14 @@ func (s *skipped) tweak(c *backends.Config) {
 	}
 }
 
-// err names every skipped instance; nil when none was.
-func (s *skipped) err() error {
+// err names every skipped instance and what became of them ("rendered without them",
+// "not listed"); nil when none was.
+func (s *skipped) err(what string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.keys) == 0 {
 		return nil
 	}
 	keys := slices.Sorted(maps.Keys(s.keys))
-	return fmt.Errorf("skipped %d malformed service instance(s), rendered without them: %s", len(keys), strings.Join(keys, ", "))
+	return fmt.Errorf("skipped %d malformed service instance(s), %s: %s", len(keys), what, strings.Join(keys, ", "))
 }

@@ -167,11 +167,15 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	globalCT := ct.Value
 	ct.Value = (*stringValue)(&rf.checkTimeout)
 	fs.Usage = func() { printRegisterUsage(e, fs, tbl, rflags) }
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil, nil, err
 		}
 		return nil, nil, nil, errFlagParse
+	}
+	if len(positional) > 0 {
+		return nil, nil, nil, fmt.Errorf("register: unexpected arguments %q (everything is a flag, e.g. --service web)", positional)
 	}
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "check-timeout" })
@@ -227,9 +231,6 @@ Registration flags (each also HERALD_<NAME>):
 }
 
 func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *registerFlags) error {
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
-	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var entries []RegisterConfig

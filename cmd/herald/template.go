@@ -103,7 +103,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		rn.Log = nil
 		ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		return errors.Join(rn.RenderOnce(ctx, []*resources.Resource{r}), malformed.err())
+		return errors.Join(rn.RenderOnce(ctx, []*resources.Resource{r}), malformed.err("rendered without them"))
 	}
 	rn.Wait, rn.Interval = wait, o.Interval
 	updates := make(chan resources.ResourceSet, 1)
