@@ -90,4 +90,19 @@ consul="$("${build[@]}")"
 "$consul" version | sed -n '1s/^/provision: /p' >&2
 log "consul: $consul ($(took "$step_start"))"
 
+# --- npm etcd3 (the node-etcd-style registrant of the service-discovery tests) ------------
+# Into the test cache, never the repository: integration tests find it by HERALD_TEST_CACHE.
+step_start=$(now)
+npm_dir="${HERALD_TEST_CACHE:-$HOME/.cache/herald-test}/npm"
+if [ -f "$npm_dir/node_modules/etcd3/package.json" ]; then
+  log "npm etcd3: present in $npm_dir"
+elif command -v npm >/dev/null; then
+  mkdir -p "$npm_dir"
+  npm install --no-audit --no-fund --silent --prefix "$npm_dir" etcd3@1 >&2
+  log "npm etcd3: installed in $npm_dir ($(took "$step_start"))"
+else
+  log "npm not found: apt-get install -y npm (the etcd3 registrant test needs it)"
+  exit 1
+fi
+
 log "all done in $(took "$total_start")"

@@ -1,0 +1,357 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+var (
+	curatorOnce sync.Once
+	curatorCP   string
+	curatorErr  error
+)
+
+// registrantClient is one client library and how herald is pointed at what it writes.
+type registrantClient struct {
+	name     string
+	registry string   // etcd, zookeeper, consul
+	service  string   // the name it registers
+	query    string   // the template's service spec
+	flags    []string // herald flags for its layout
+	// start runs one registrant of the instance on port and returns its command line.
+	argv func(t *testing.T, srv regServer, port int) []string
+}
+
+// registrantAddr is a registry URL's host:port, as the client libraries take it.
+func registrantAddr(srv regServer) string {
+	_, hp, _ := strings.Cut(srv.url, "://")
+	return hp
+}
+
+func registrantClients(t *testing.T) []registrantClient {
+	const py = "/usr/bin/python3" // Debian's python3-* packages are for this one
+	script := func(name string) string {
+		p, err := filepath.Abs(filepath.Join("testdata", "registrants", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return []registrantClient{
+		{
+			name: "kazoo", registry: "zookeeper", service: "web", query: "web",
+			argv: func(t *testing.T, srv regServer, port int) []string {
+				return []string{py, script("registrant.py"), "kazoo", registrantAddr(srv), "web", "127.0.0.1", fmt.Sprint(port)}
+			},
+		},
+		{
+			name: "python-etcd3", registry: "etcd", service: "web", query: "web",
+			argv: func(t *testing.T, srv regServer, port int) []string {
+				return []string{py, script("registrant.py"), "etcd3", registrantAddr(srv), "web", "127.0.0.1", fmt.Sprint(port)}
+			},
+		},
+		{
+			name: "python-consul", registry: "consul", service: "web", query: "web",
+			argv: func(t *testing.T, srv regServer, port int) []string {
+				return []string{py, script("registrant.py"), "consul", registrantAddr(srv), "web", "127.0.0.1", fmt.Sprint(port)}
+			},
+		},
+		{
+			// node-etcd's layout with a datacenter level and {"hostname","port":"3000"}.
+			name: "npm-etcd3", registry: "etcd", service: "service_a", query: "service_a@datacenter_x",
+			flags: []string{"--services-layout", "/services/{name}/{dc}/{id}"},
+			argv: func(t *testing.T, srv regServer, port int) []string {
+				return []string{"node", script("registrant.mjs"), registrantAddr(srv), "service_a", "datacenter_x", "127.0.0.1", fmt.Sprint(port)}
+			},
+		},
+		{
+			// A dotted Java service name: the exact catalog name wins over tag.name.
+			name: "curator", registry: "zookeeper", service: "com.example.Greeter", query: "com.example.Greeter",
+			argv: func(t *testing.T, srv regServer, port int) []string {
+				return []string{"java", "-Xmx64m", "-cp", curatorClasspath(t), "CuratorRegistrant", "register",
+					registrantAddr(srv), "com.example.Greeter", "127.0.0.1", fmt.Sprint(port)}
+			},
+		},
+	}
+}
+
+// curatorClasspath compiles the Curator registrant against Debian's jars (once per test
+// binary run, into a temporary directory) and returns the class path to run it.
+func curatorClasspath(t *testing.T) string {
+	t.Helper()
+	curatorOnce.Do(func() {
+		jars := []string{"curator-x-discovery", "curator-framework", "curator-client", "zookeeper", "zookeeper-jute",
+			"jackson-databind", "jackson-core", "jackson-annotations", "guava", "slf4j-api", "slf4j-nop"}
+		var cp []string
+		for _, j := range jars {
+			p := filepath.Join("/usr/share/java", j+".jar")
+			if _, err := os.Stat(p); err != nil {
+				curatorErr = fmt.Errorf("%s missing: run integration/scripts/provision.sh (libcurator-discovery-java): %w", p, err)
+				return
+			}
+			cp = append(cp, p)
+		}
+		dir, err := os.MkdirTemp("", "herald-curator-")
+		if err != nil {
+			curatorErr = err
+			return
+		}
+		src, _ := filepath.Abs(filepath.Join("testdata", "registrants", "CuratorRegistrant.java"))
+		out, err := exec.Command("javac", "-d", dir, "-cp", strings.Join(cp, ":"), src).CombinedOutput()
+		if err != nil {
+			curatorErr = fmt.Errorf("javac: %v: %s", err, out)
+			return
+		}
+		curatorCP = strings.Join(append(cp, dir), ":")
+	})
+	if curatorErr != nil {
+		t.Fatal(curatorErr)
+	}
+	return curatorCP
+}
+
+// registrant is one running registrant process.
+type registrant struct {
+	cmd  *exec.Cmd
+	port int
+}
+
+// startRegistrant runs argv and waits until it printed "registered"; cleanup kills it.
+func startRegistrant(t *testing.T, argv []string, port int) *registrant {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "HERALD_NPM_DIR="+npmDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.CreateTemp(t.TempDir(), "registrant-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	r := &registrant{cmd: cmd, port: port}
+	t.Cleanup(func() { r.kill() })
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "registered" {
+				ready <- true
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			b, _ := os.ReadFile(logf.Name())
+			t.Fatalf("registrant %v exited before registering:\n%s", argv, tail(string(b), 30))
+		}
+	case <-time.After(90 * time.Second):
+		b, _ := os.ReadFile(logf.Name())
+		t.Fatalf("registrant %v did not register within 90s:\n%s", argv, tail(string(b), 30))
+	}
+	return r
+}
+
+// kill ends the registrant the way a crash does (SIGKILL, no deregistration), by PID.
+func (r *registrant) kill() {
+	if r.cmd.ProcessState == nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+}
+
+func npmDir() string {
+	cache := os.Getenv("HERALD_TEST_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "herald-test")
+	}
+	return filepath.Join(cache, "npm")
+}
+
+var serverLine = regexp.MustCompile(`(?m)^\s+server s(\d+) 127\.0\.0\.1:(\d+) check$`)
+
+// haproxyServers returns the ports of the server lines of an HAProxy config.
+func haproxyServers(cfg string) []string {
+	var out []string
+	for _, m := range serverLine.FindAllStringSubmatch(cfg, -1) {
+		out = append(out, m[2])
+	}
+	return out
+}
+
+const registrantHAProxyTmpl = `global
+  maxconn 100
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+frontend fe
+  bind 127.0.0.1:{{getv "/lb/port" "18080"}}
+  default_backend be
+backend be
+{{- range service "%s"}}
+  server s{{.Port}} {{.HostPort}} check
+{{- end}}
+`
+
+// registrantConf writes a confdir whose one resource renders the query's instances as
+// HAProxy servers, checked by `haproxy -c`.
+func registrantConf(t *testing.T, query string) (dir, dest string) {
+	dir = t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"conf.d/haproxy.toml": "[template]\nsrc = \"haproxy.tmpl\"\ndest = \"out/haproxy.cfg\"\nmake_dirs = true\n" +
+			"check_cmd = \"" + harness.Binary(t, "haproxy") + " -c -q -f {{.src}}\"\n",
+		"templates/haproxy.tmpl": fmt.Sprintf(registrantHAProxyTmpl, query),
+	})
+	return dir, filepath.Join(dir, "out", "haproxy.cfg")
+}
+
+// waitServers waits until dest lists exactly the ports want (in any order) and returns
+// how long that took.
+func waitServers(t *testing.T, dest string, want []int, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	wantS := make([]string, len(want))
+	for i, p := range want {
+		wantS[i] = fmt.Sprint(p)
+	}
+	var got []string
+	for time.Since(start) < within {
+		b, _ := os.ReadFile(dest)
+		got = haproxyServers(string(b))
+		if sameSet(got, wantS) {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s lists servers on %v after %v, want %v", dest, got, within, wantS)
+	return 0
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, x := range a {
+		seen[x]++
+	}
+	for _, x := range b {
+		seen[x]--
+	}
+	for _, n := range seen {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestRealRegistrants(t *testing.T) {
+	for _, c := range registrantClients(t) {
+		t.Run(c.name, func(t *testing.T) {
+			srv := startRegServer(t, c.registry)
+			ports := []int{13001, 13002, 13003, 13004}
+			var regs []*registrant
+			for _, p := range ports[:3] {
+				regs = append(regs, startRegistrant(t, c.argv(t, srv, p), p))
+			}
+
+			// herald render: the three instances, in a config HAProxy accepts.
+			dir, dest := registrantConf(t, c.query)
+			args := append([]string{"render", "--confdir", dir, "--backend", srv.url, "--timeout", "20s"}, c.flags...)
+			var out []byte
+			var err error
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				// Consul's catalog and the ZooKeeper tree answer at once; a registrant's
+				// own write is already acknowledged, so this loop is for the slow CI.
+				out, err = exec.Command(heraldBinary(t), args...).CombinedOutput()
+				b, _ := os.ReadFile(dest)
+				if err == nil && len(haproxyServers(string(b))) == 3 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("herald render: %v\n%s", err, out)
+			}
+			waitServers(t, dest, ports[:3], time.Second)
+			if out, err := exec.Command(harness.Binary(t, "haproxy"), "-c", "-f", dest).CombinedOutput(); err != nil {
+				t.Fatalf("haproxy -c: %v\n%s", err, out)
+			}
+
+			// herald watch: a fourth instance appears, a killed registrant expires.
+			w := startHerald(t, nil, append([]string{"watch", "--confdir", dir, "--backend", srv.url}, c.flags...)...)
+			_ = w
+			regStart := time.Now()
+			regs = append(regs, startRegistrant(t, c.argv(t, srv, ports[3]), ports[3]))
+			registered := time.Since(regStart)
+			took := waitServers(t, dest, ports, 60*time.Second)
+			t.Logf("%s: 4th instance in the file %v after its registrant reported it registered (start to registered: %v)",
+				c.name, took.Round(time.Millisecond), registered.Round(time.Millisecond))
+
+			regs[1].kill()
+			took = waitServers(t, dest, []int{ports[0], ports[2], ports[3]}, 60*time.Second)
+			t.Logf("%s: killed registrant gone from the file %v after SIGKILL", c.name, took.Round(time.Millisecond))
+		})
+	}
+}
+
+// Every "not found" path exits non-zero naming the service: render and services, on a
+// registry that has other services.
+func TestRegistrantNotFound(t *testing.T) {
+	e := harness.StartEtcd(t)
+	srv := regServer{"etcd", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), e.Members[0]}
+	cli := e.Client(t)
+	if _, err := cli.Put(context.Background(), "/services/web/i1", `{"address":"127.0.0.1","port":"80"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(context.Background(), "/services/web/bad", `{"address":"","port":80}`); err != nil {
+		t.Fatal(err)
+	}
+	dir, dest := registrantConf(t, "wbe")
+	out, err := exec.Command(heraldBinary(t), "render", "--confdir", dir, "--backend", srv.url).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "wbe") || !strings.Contains(string(out), "it has: web") {
+		t.Errorf("render of an absent service: %v\n%s\nwant non-zero naming wbe and listing web", err, out)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Errorf("dest written for an absent service")
+	}
+	cmd := exec.Command(heraldBinary(t), "services", "wbe", "--backend", srv.url)
+	out, err = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "wbe not in") || !strings.Contains(string(out), "it has: web") {
+		t.Errorf("services wbe: exit %d\n%s\nwant 1 naming wbe and listing web", cmd.ProcessState.ExitCode(), out)
+	}
+	// web is there, with one malformed instance skipped: listed, and exit 1.
+	cmd = exec.Command(heraldBinary(t), "services", "web", "--backend", srv.url)
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "127.0.0.1") || !strings.Contains(string(out), "/services/web/bad") {
+		t.Errorf("services web with a malformed instance: exit %d\n%s\nwant 1, the good instance listed and the bad key named", cmd.ProcessState.ExitCode(), out)
+	}
+	// A datacenter the layout has no level for is an error, not an empty list.
+	dir, _ = registrantConf(t, "web@dc1")
+	out, err = exec.Command(heraldBinary(t), "render", "--confdir", dir, "--backend", srv.url).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "web@dc1") || !strings.Contains(string(out), "no {dc} level") {
+		t.Errorf("render web@dc1 without a {dc} level: %v\n%s", err, out)
+	}
+}

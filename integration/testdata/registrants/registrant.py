@@ -1,0 +1,53 @@
+"""One service instance registered the way a Python registrant does it, with the real
+client library from Debian (run with /usr/bin/python3): kazoo (zc.zk's convention: an
+ephemeral node host:port holding {"pid": N}), python-etcd3 (a lease and a put of
+"host:port", the confd/registrator convention), python-consul (an agent service with a
+TTL check kept passing). Prints "registered" once the registry has it, then keeps it
+alive until killed; a SIGKILL leaves the registry to expire it (session, lease, check).
+
+usage: registrant.py kazoo|etcd3|consul SERVER NAME HOST PORT
+"""
+import json
+import os
+import sys
+import time
+import uuid
+
+kind, server, name, host, port = sys.argv[1:6]
+port = int(port)
+
+
+def kazoo_register():
+    from kazoo.client import KazooClient
+    zk = KazooClient(hosts=server, timeout=4.0)
+    zk.start(timeout=15)
+    path = "/services/%s/%s:%d" % (name, host, port)
+    zk.create(path, json.dumps({"pid": os.getpid()}).encode(), ephemeral=True, makepath=True)
+    return lambda: None
+
+
+def etcd3_register():
+    import etcd3
+    h, p = server.split(":")
+    client = etcd3.client(host=h, port=int(p))
+    lease = client.lease(2)
+    client.put("/services/%s/%s" % (name, uuid.uuid4()), "%s:%d" % (host, port), lease=lease)
+    return lease.refresh
+
+
+def consul_register():
+    import consul
+    h, p = server.split(":")
+    c = consul.Consul(host=h, port=int(p))
+    sid = "%s-%d" % (name, port)
+    c.agent.service.register(name, service_id=sid, address=host, port=port,
+                             check=consul.Check.ttl("2s"))
+    c.agent.check.ttl_pass("service:" + sid)
+    return lambda: c.agent.check.ttl_pass("service:" + sid)
+
+
+keepalive = {"kazoo": kazoo_register, "etcd3": etcd3_register, "consul": consul_register}[kind]()
+print("registered", flush=True)
+while True:
+    time.sleep(0.5)
+    keepalive()
