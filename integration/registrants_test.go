@@ -295,7 +295,10 @@ func TestRealRegistrants(t *testing.T) {
 			if err != nil {
 				t.Fatalf("herald render: %v\n%s", err, out)
 			}
-			waitServers(t, dest, ports[:3], time.Second)
+			if b, _ := os.ReadFile(dest); len(haproxyServers(string(b))) != 3 {
+				list, _ := exec.Command(heraldBinary(t), append([]string{"services", c.service, "any", "--backend", srv.url}, c.flags...)...).CombinedOutput()
+				t.Fatalf("herald render wrote:\n%s\nherald services %s any:\n%s", b, c.service, list)
+			}
 			if out, err := exec.Command(harness.Binary(t, "haproxy"), "-c", "-f", dest).CombinedOutput(); err != nil {
 				t.Fatalf("haproxy -c: %v\n%s", err, out)
 			}

@@ -37,13 +37,21 @@ def etcd3_register():
 
 def consul_register():
     import consul
+    from consul.base import CB
     h, p = server.split(":")
     c = consul.Consul(host=h, port=int(p))
     sid = "%s-%d" % (name, port)
     c.agent.service.register(name, service_id=sid, address=host, port=port,
                              check=consul.Check.ttl("2s"))
-    c.agent.check.ttl_pass("service:" + sid)
-    return lambda: c.agent.check.ttl_pass("service:" + sid)
+
+    # python-consul 0.7.1 (Debian 12) sends ttl_pass as GET, which Consul refuses since
+    # 1.0 ("method GET not allowed"): its instances stay critical. The same call with
+    # PUT, through the library's own HTTP client.
+    def ttl_pass():
+        c.http.put(CB.bool(), "/v1/agent/check/pass/service:" + sid)
+
+    ttl_pass()
+    return ttl_pass
 
 
 keepalive = {"kazoo": kazoo_register, "etcd3": etcd3_register, "consul": consul_register}[kind]()
