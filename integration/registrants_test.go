@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/heraldhq/herald/integration/harness"
 )
 
@@ -357,4 +359,73 @@ func TestRegistrantNotFound(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "web@dc1") || !strings.Contains(string(out), "no {dc} level") {
 		t.Errorf("render web@dc1 without a {dc} level: %v\n%s", err, out)
 	}
+}
+
+// The empty-drop guard against a real etcd and a real `herald watch`: a registry answer
+// that empties the list for a moment is held back (dest unchanged, counted in /metrics,
+// shown on /healthz); a real scale-down is written once it has lasted the hold time.
+func TestEmptyDropGuard(t *testing.T) {
+	e := harness.StartEtcd(t)
+	url := "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://")
+	cli := e.Client(t)
+	ctx := context.Background()
+	put := func(port int) {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/services/web/i%d", port), fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []int{13001, 13002, 13003} {
+		put(p)
+	}
+	dir, dest := registrantConf(t, "web")
+	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	const hold = 3 * time.Second
+	startHerald(t, nil, "watch", "--confdir", dir, "--backend", url, "--listen", listen, "--drop-hold", hold.String())
+	waitServers(t, dest, []int{13001, 13002, 13003}, 30*time.Second)
+	heldMetric := `herald_renders_held_total{resource="haproxy.toml"}`
+
+	// Transient: everything gone, then back within the hold.
+	if _, err := cli.Delete(ctx, "/services/web/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, listen, heldMetric) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the empty list was not held back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, body := httpGet(t, "http://"+listen+"/healthz"); !strings.Contains(body, "fell from 3 to 0") {
+		t.Errorf("/healthz while held does not say why: %s", body)
+	}
+	if b, _ := os.ReadFile(dest); !sameSet(haproxyServers(string(b)), []string{"13001", "13002", "13003"}) {
+		t.Fatalf("dest changed while held:\n%s", b)
+	}
+	for _, p := range []int{13001, 13002, 13003} {
+		put(p)
+	}
+	put(13004) // a later change that must be written: proof the list came back unheld
+	waitServers(t, dest, []int{13001, 13002, 13003, 13004}, 20*time.Second)
+	if n := metric(t, listen, heldMetric); n != 1 {
+		t.Errorf("held %v times, want 1", n)
+	}
+
+	// Real scale-down: 4 to 1 (more than half at once, in one transaction) stays;
+	// written after the hold.
+	start := time.Now()
+	var dels []clientv3.Op
+	for _, p := range []int{13002, 13003, 13004} {
+		dels = append(dels, clientv3.OpDelete(fmt.Sprintf("/services/web/i%d", p)))
+	}
+	if _, err := cli.Txn(ctx).Then(dels...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitServers(t, dest, []int{13001}, hold+20*time.Second)
+	if took < hold {
+		t.Errorf("scale-down written after %v, before the hold of %v", took, hold)
+	}
+	if n := metric(t, listen, heldMetric); n != 2 {
+		t.Errorf("held %v times, want 2", n)
+	}
+	t.Logf("scale-down 4 -> 1 written %v after the deletes (hold %v)", time.Since(start).Round(time.Millisecond), hold)
 }
