@@ -60,6 +60,10 @@ type RegisterOptions struct {
 	TTL     time.Duration // lease / session / TTL-check length
 	Replace bool          // take over an ID that another process holds
 
+	// Format of the value on etcd and ZooKeeper, for other readers: herald (default),
+	// hostport or curator (see EncodeRegistration).
+	Format string
+
 	// ZooKeeper only: create the node ephemeral-sequential, the server appending a
 	// 10-digit sequence number to the ID (ServerSet "member_" style).
 	Sequential bool

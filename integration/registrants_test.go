@@ -429,3 +429,80 @@ func TestEmptyDropGuard(t *testing.T) {
 	}
 	t.Logf("scale-down 4 -> 1 written %v after the deletes (hold %v)", time.Since(start).Round(time.Millisecond), hold)
 }
+
+// etcd v2 writers are invisible to herald (v3 only): an empty prefix says so once, with
+// the hint, and is not an error.
+func TestEtcdEmptyPrefixV2Hint(t *testing.T) {
+	e := harness.StartEtcd(t)
+	url := "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://")
+	cmd := exec.Command(heraldBinary(t), "get", "/services", "--backend", url)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "v2 API") || !strings.Contains(string(out), "prefix=/services") {
+		t.Errorf("herald get of an empty prefix: %v\n%s\nwant exit 0 and the v2 hint naming the prefix", err, out)
+	}
+}
+
+// `herald register --format` read back by other tools' readers: kazoo with zc.zk's
+// host, port = name.split(':') rule, Curator's ServiceDiscovery, etcdctl, and Consul's
+// health API.
+func TestRegisterFormatsReadByOthers(t *testing.T) {
+	waitOutput := func(t *testing.T, what string, want string, run func() (string, error)) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := run()
+			if err == nil && strings.Contains(out, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v\n%s\nwant it to contain %q", what, err, out, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Run("zookeeper-hostport-kazoo", func(t *testing.T) {
+		srv := startRegServer(t, "zookeeper")
+		regRegister(t, srv, "--service", "web", "--address", "127.0.0.1", "--port", "8081", "--format", "hostport")
+		script := `import sys
+from kazoo.client import KazooClient
+zk = KazooClient(hosts=sys.argv[1]); zk.start(timeout=15)
+for name in zk.get_children("/services/web"):
+    host, port = name.split(":")  # zc.zk's rule
+    print("%s %d" % (host, int(port)))
+zk.stop()`
+		waitOutput(t, "kazoo reads the node name", "127.0.0.1 8081", func() (string, error) {
+			out, err := exec.Command("/usr/bin/python3", "-c", script, registrantAddr(srv)).CombinedOutput()
+			return string(out), err
+		})
+	})
+	t.Run("zookeeper-curator", func(t *testing.T) {
+		srv := startRegServer(t, "zookeeper")
+		regRegister(t, srv, "--service", "com.example.Greeter", "--address", "127.0.0.1", "--port", "8082", "--format", "curator")
+		cp := curatorClasspath(t)
+		waitOutput(t, "Curator ServiceDiscovery reads the instance", "127.0.0.1:8082", func() (string, error) {
+			out, err := exec.Command("java", "-Xmx64m", "-cp", cp, "CuratorRegistrant", "list", registrantAddr(srv), "com.example.Greeter").CombinedOutput()
+			return string(out), err
+		})
+	})
+	t.Run("etcd-hostport-etcdctl", func(t *testing.T) {
+		srv := startRegServer(t, "etcd")
+		regRegister(t, srv, "--service", "web", "--address", "127.0.0.1", "--port", "8083", "--format", "hostport")
+		waitOutput(t, "etcdctl reads ip:port", "\n127.0.0.1:8083", func() (string, error) {
+			cmd := exec.Command(harness.Binary(t, "etcdctl"), "--endpoints", registrantAddr(srv), "get", "--prefix", "/services/web/")
+			cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		})
+	})
+	t.Run("consul-health-api", func(t *testing.T) {
+		srv := startRegServer(t, "consul")
+		regRegister(t, srv, "--service", "web", "--address", "127.0.0.1", "--port", "8084")
+		waitOutput(t, "Consul's health API lists the passing instance", `"Port":8084`, func() (string, error) {
+			code, body := httpGet(t, "http://"+registrantAddr(srv)+"/v1/health/service/web?passing=true")
+			if code != 200 {
+				return body, fmt.Errorf("status %d", code)
+			}
+			return strings.ReplaceAll(body, " ", ""), nil
+		})
+	})
+}

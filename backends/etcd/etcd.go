@@ -70,6 +70,8 @@ type Store struct {
 	// on "/app/" (etcdctl role grant-permission --prefix r read /app/) covers "/app/x"
 	// but not "/app". Such prefixes are read and watched without their own key.
 	subtreeOnly map[string]bool
+	// emptyHinted holds the prefixes already found empty, so the v2 hint is logged once.
+	emptyHinted map[string]bool
 
 	st stateKeeper
 }
@@ -104,6 +106,7 @@ func New(cfg backends.Config, ep backends.Endpoint) (*Store, error) {
 		hosts:       append([]string(nil), ep.Hosts...),
 		name:        "etcd " + strings.Join(ep.Hosts, ","),
 		subtreeOnly: make(map[string]bool),
+		emptyHinted: make(map[string]bool),
 	}
 	s.tls = cfg.TLSFor(ep)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

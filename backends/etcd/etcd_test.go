@@ -236,7 +236,7 @@ func TestOutboxMinGap(t *testing.T) {
 }
 
 func TestEncodeInstance(t *testing.T) {
-	b, err := encodeInstance(backends.Service{Name: "web", ID: "w1", Address: "::1", Port: 80})
+	_, b, err := backends.EncodeRegistration(backends.Service{Name: "web", ID: "w1", Address: "::1", Port: 80}, "", false, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

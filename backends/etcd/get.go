@@ -87,7 +87,33 @@ func (s *Store) Get(ctx context.Context, prefixes []string) (map[string]string, 
 	if err != nil {
 		return nil, 0, s.fail("get "+spanNames(spans), err)
 	}
+	s.hintEmpty(spans, kvs)
 	return kvs, uint64(rev), nil
+}
+
+// hintEmpty logs, once per prefix, that a prefix holds nothing in the v3 keyspace: data
+// written through etcd's v2 API (node-etcd, python-etcd, registrator's etcd backend) is
+// a separate keyspace a v3 client never sees, and otherwise looks like no data at all.
+func (s *Store) hintEmpty(spans []span, kvs map[string]string) {
+	for _, sp := range spans {
+		empty := true
+		for k := range kvs {
+			if backends.UnderPrefix(k, sp.prefix) {
+				empty = false
+				break
+			}
+		}
+		s.mu.Lock()
+		first := empty && !s.emptyHinted[sp.prefix]
+		if first {
+			s.emptyHinted[sp.prefix] = true
+		}
+		s.mu.Unlock()
+		if first {
+			s.log.Info("no keys under this prefix in etcd's v3 keyspace; herald reads v3 only, so keys written with the v2 API (node-etcd, python-etcd, registrator's etcd backend, etcdctl with ETCDCTL_API=2) are invisible to it",
+				"prefix", sp.prefix)
+		}
+	}
 }
 
 func spanNames(spans []span) string {
@@ -218,6 +244,7 @@ func (s *Store) Services(ctx context.Context, q backends.ServiceQuery) ([]backen
 	if err != nil {
 		return nil, 0, s.fail("services "+sp.prefix, err)
 	}
+	s.hintEmpty([]span{sp}, kvs)
 	return s.filterServices(q, kvs, s.log), uint64(rev), nil
 }
 
@@ -228,6 +255,7 @@ func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, ui
 	if err != nil {
 		return nil, 0, s.fail("service names under "+sp.prefix, err)
 	}
+	s.hintEmpty([]span{sp}, kvs)
 	return s.summaries(kvs, s.log), uint64(rev), nil
 }
 

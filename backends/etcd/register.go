@@ -2,10 +2,10 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,34 +21,6 @@ const defaultRegisterTTL = 10 * time.Second
 // ErrTaken is returned by Register when the instance's key is held by another lease
 // (another process registered the same ID) and RegisterOptions.Replace is false.
 var ErrTaken = errors.New("already registered by another process")
-
-// heraldValue is the value Register writes: herald's own instance format.
-type heraldValue struct {
-	Name    string            `json:"name"`
-	ID      string            `json:"id"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta"`
-	Status  string            `json:"status"`
-}
-
-func encodeInstance(svc backends.Service) ([]byte, error) {
-	v := heraldValue{
-		Name: svc.Name, ID: svc.ID, Address: svc.Address, Port: svc.Port,
-		Tags: svc.Tags, Meta: svc.Meta, Status: svc.Status,
-	}
-	if v.Tags == nil {
-		v.Tags = []string{}
-	}
-	if v.Meta == nil {
-		v.Meta = map[string]string{}
-	}
-	if v.Status == "" {
-		v.Status = backends.StatusPassing
-	}
-	return json.Marshal(v)
-}
 
 func validSegment(s string) bool {
 	return s != "" && s != "." && s != ".." && !strings.Contains(s, "/")
@@ -72,11 +44,11 @@ func (s *Store) Register(ctx context.Context, svc backends.Service, opts backend
 	if ttl <= 0 {
 		ttl = defaultRegisterTTL
 	}
-	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, svc.ID)
+	id, val, err := backends.EncodeRegistration(svc, opts.Format, false, os.Getpid())
 	if err != nil {
 		return nil, fmt.Errorf("%s: register %s/%s: %w", s.name, svc.Name, svc.ID, err)
 	}
-	val, err := encodeInstance(svc)
+	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, id)
 	if err != nil {
 		return nil, fmt.Errorf("%s: register %s/%s: %w", s.name, svc.Name, svc.ID, err)
 	}

@@ -2,9 +2,9 @@ package zookeeper
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
@@ -19,18 +19,6 @@ var ErrTaken = errors.New("already registered by another process")
 
 // maxCreateAttempts bounds the create / inspect / delete round of one registration.
 const maxCreateAttempts = 5
-
-// heraldDoc is what herald writes for an instance: herald's JSON, which every herald
-// reader (etcd, ZooKeeper, file) parses.
-type heraldDoc struct {
-	Name    string            `json:"name"`
-	ID      string            `json:"id"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta"`
-	Status  string            `json:"status"`
-}
 
 // registration is one ephemeral znode that herald keeps: re-created after a session
 // expiry, withdrawn while unhealthy, deleted by Deregister or when Register's ctx ends.
@@ -59,25 +47,16 @@ func (s *Store) Register(ctx context.Context, svc backends.Service, opts backend
 	if svc.ID == "" || svc.ID == "." || svc.ID == ".." || strings.Contains(svc.ID, "/") {
 		return nil, fmt.Errorf("zookeeper: register %s: instance ID %q: want one path segment", svc.Name, svc.ID)
 	}
-	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, svc.ID)
-	if err != nil {
-		return nil, fmt.Errorf("zookeeper: register %s/%s: %w", svc.Name, svc.ID, err)
-	}
+
 	norm, err := backends.NormalizeService(svc)
 	if err != nil {
 		return nil, fmt.Errorf("zookeeper: register %s/%s: %w", svc.Name, svc.ID, err)
 	}
-	doc := heraldDoc{
-		Name: norm.Name, ID: norm.ID, Address: norm.Address, Port: norm.Port,
-		Tags: norm.Tags, Meta: norm.Meta, Status: norm.Status,
+	id, data, err := backends.EncodeRegistration(norm, opts.Format, true, os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper: register %s/%s: %w", svc.Name, svc.ID, err)
 	}
-	if doc.Tags == nil {
-		doc.Tags = []string{}
-	}
-	if doc.Meta == nil {
-		doc.Meta = map[string]string{}
-	}
-	data, err := json.Marshal(doc)
+	key, err := s.layout.InstanceKey(svc.Name, svc.Datacenter, id)
 	if err != nil {
 		return nil, fmt.Errorf("zookeeper: register %s/%s: %w", svc.Name, svc.ID, err)
 	}

@@ -55,6 +55,7 @@ func (rf *registerFlags) bind(fs *flag.FlagSet) []regFlag {
 	fs.IntVar(&rc.CheckFall, "check-fall", register.DefaultFall, "")
 	fs.StringVar(&rc.DeregisterAfter, "deregister-after", register.DefaultDeregisterAfter.String(), "")
 	fs.BoolVar(&rc.Replace, "replace", false, "")
+	fs.StringVar(&rc.Format, "format", "", "")
 	// The global --check-timeout is check_cmd's timeout for resources. For register, the
 	// flag on the command line is the health check's; HERALD_CHECK_TIMEOUT and a
 	// check_timeout key keep their resource meaning (see registerCheckTimeout).
@@ -75,6 +76,7 @@ func (rf *registerFlags) bind(fs *flag.FlagSet) []regFlag {
 		{name: "check-fall", usage: "failing checks in a row that withdraw the instance (Consul: critical)", env: true},
 		{name: "deregister-after", usage: "Consul: remove an instance critical this long (Consul's minimum is 1m)", env: true},
 		{name: "replace", usage: "take the ID over from another process instead of failing", env: true},
+		{name: "format", usage: "etcd, ZooKeeper: herald (JSON, default), hostport (value ip:port; ZooKeeper: node host:port, zc.zk) or curator (Apache Curator ServiceInstance)", env: true},
 	}
 }
 

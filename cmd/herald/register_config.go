@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type RegisterConfig struct {
 	CheckFall       int               `toml:"check_fall"`
 	DeregisterAfter string            `toml:"deregister_after"`
 	Replace         bool              `toml:"replace"`
+	Format          string            `toml:"format"`
 }
 
 // claimMargin is added to a dead holder's lease or session length before a refused ID
@@ -115,6 +117,9 @@ func (rc RegisterConfig) spec(where, scheme string, flagNames bool, o *Options, 
 	if rc.Check != "" && rc.CheckCmd != "" {
 		errs = append(errs, fmt.Errorf("%s and %s: give one or the other", name("check"), name("check_cmd")))
 	}
+	if !slices.Contains(append(backends.RegisterFormats, ""), rc.Format) {
+		errs = append(errs, fmt.Errorf("%s %q: want herald, hostport or curator", name("format"), rc.Format))
+	}
 	id := rc.ID
 	if id == "" {
 		id = register.DefaultID(rc.Service, rc.Address, rc.Port)
@@ -124,7 +129,7 @@ func (rc RegisterConfig) spec(where, scheme string, flagNames bool, o *Options, 
 			Name: rc.Service, ID: id, Address: rc.Address, Port: rc.Port,
 			Tags: rc.Tags, Meta: rc.Meta, Status: backends.StatusPassing,
 		},
-		Register:       backends.RegisterOptions{TTL: ttl, Replace: rc.Replace},
+		Register:       backends.RegisterOptions{TTL: ttl, Replace: rc.Replace, Format: rc.Format},
 		CheckInterval:  interval,
 		CheckTimeout:   timeout,
 		Rise:           rc.CheckRise,
