@@ -2,6 +2,7 @@ package resources
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,12 +67,7 @@ func ParseShare(s string) (float64, error) {
 // service query, in order, whose list fell below MinInstances or by more than MaxDrop.
 // Queries new to the template, or no longer read, are not compared.
 func (g Guard) check(written, counts map[string]int) string {
-	ids := make([]string, 0, len(counts))
-	for id := range counts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(counts)) {
 		n := counts[id]
 		o, ok := written[id]
 		if !ok || n >= o {
