@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -184,4 +185,39 @@ func MissingServicesMessage(missing []string, names []backends.ServiceSummary) s
 	}
 	return fmt.Sprintf("service(s) %s not in the registry's catalog (it has: %s); check the name and, on etcd or ZooKeeper, --services-layout; a resource may list intentionally absent services in optional_services",
 		strings.Join(missing, ", "), list)
+}
+
+// ensureCatalog loads the service catalog when only herald's own checks read it (absent
+// services, dotted names), and returns the other targets. A catalog the registry will not
+// give (an ACL granting single services) does not fail the render: absent services then
+// go undetected, said once in the log.
+func (rn *Runner) ensureCatalog(ctx context.Context, missing []backends.Target, reads *template.Reads, watching bool) []backends.Target {
+	if reads == nil || reads.ServiceNames {
+		return missing
+	}
+	rest := missing[:0:0]
+	for _, t := range missing {
+		if !t.ServiceNames {
+			rest = append(rest, t)
+			continue
+		}
+		if err := rn.ensure(ctx, []backends.Target{t}, watching); err != nil && ctx.Err() == nil {
+			rn.mu.Lock()
+			first := rn.noCatalog == nil
+			rn.noCatalog, rn.noCatalogAt = err, time.Now()
+			rn.mu.Unlock()
+			if first {
+				rn.log().Warn("cannot read the service catalog; a service the registry does not have reads as an empty list", "err", err)
+			}
+		}
+	}
+	return rest
+}
+
+// catalogUnreadable: the catalog failed lately; it is tried again after a minute, since
+// the failure may have been the registry's, not an ACL's.
+func (rn *Runner) catalogUnreadable() bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.noCatalog != nil && time.Since(rn.noCatalogAt) < time.Minute
 }

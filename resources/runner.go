@@ -49,6 +49,8 @@ type Runner struct {
 	Guard *Guard
 
 	mu       sync.Mutex
+	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read
+	noCatalogAt time.Time
 	states   map[string]*state // by resource name
 	watching map[string]*watch // by target ID
 	events   chan backends.Event
@@ -310,7 +312,7 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 			readTargets = reads.Targets()
 			for _, t := range readTargets {
 				read[t.ID()] = true
-				if !rn.Cache.Covered(t) {
+				if !rn.Cache.Covered(t) && !(t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()) {
 					missing = append(missing, t)
 				}
 			}
@@ -337,6 +339,7 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 			continue
 		}
 		checked = nil
+		missing = rn.ensureCatalog(readCtx, missing, reads, watching)
 		if lerr := rn.ensure(readCtx, missing, watching); lerr != nil {
 			err = loadError{lerr}
 			break

@@ -64,7 +64,7 @@ func TestServiceAbsent(t *testing.T) {
 	if want := []string{"com.example.Nope", "wbe"}; !slices.Equal(reads.Absent, want) {
 		t.Errorf("Absent = %v, want %v", reads.Absent, want)
 	}
-	if !reads.ServiceNames {
+	if !reads.Catalog || reads.ServiceNames {
 		t.Error("the catalog was consulted but not recorded as read (it would not be watched)")
 	}
 	if reads.Counts["web|passing"] != 0 || len(reads.Counts) != 4 {
@@ -77,7 +77,7 @@ func TestServiceAbsent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reads.ServiceNames || len(reads.Absent) != 0 || reads.Counts["web|passing"] != 1 {
+	if reads.Catalog || len(reads.Absent) != 0 || reads.Counts["web|passing"] != 1 {
 		t.Errorf("Reads = %+v, want web counted 1, no catalog read", reads)
 	}
 }

@@ -16,6 +16,9 @@ type Reads struct {
 	Prefixes     []string                // listed by gets, getvs, ls, lsdir
 	Services     []backends.ServiceQuery // read by service
 	ServiceNames bool                    // read by services
+	// Catalog: herald itself read the catalog (dotted names, absent services). Unlike
+	// ServiceNames it may be unreadable (a registry ACL) without failing the render.
+	Catalog bool
 	// Absent lists the services a render asked for that the registry's catalog does not
 	// have at all (sorted): a typo or a wrong layout, never silently an empty list.
 	Absent []string
@@ -42,7 +45,7 @@ func (r *Reads) Targets() []backends.Target {
 	for _, q := range r.Services {
 		out = append(out, backends.ServiceTarget(q))
 	}
-	if r.ServiceNames {
+	if r.ServiceNames || r.Catalog {
 		out = append(out, backends.Target{ServiceNames: true})
 	}
 	return out

@@ -47,7 +47,7 @@ func TestReads(t *testing.T) {
 				{Name: "api", Statuses: []string{"passing", "warning"}},
 				{Name: "tag.web", Datacenter: "dc1", Statuses: []string{"passing", "warning", "critical", "maintenance"}},
 				{Name: "web"},
-			}, ServiceNames: true}},
+			}, Catalog: true}},
 		{"services records the catalog", `{{services}}`, Options{}, Reads{ServiceNames: true}},
 		{"scope: reads outside are not recorded", `{{getv "/app/port" ""}}{{getv "/app/db/user"}}{{gets "/other/*"}}{{ls "/other"}}`,
 			Options{Scope: []string{"/app/db"}},

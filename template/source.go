@@ -22,3 +22,11 @@ type Source interface {
 type Memoizer interface {
 	Memo(key string, compute func() any) any
 }
+
+// LoadReporter is an optional extension of Source: ServiceLoaded tells an empty list
+// from one not loaded yet, so that herald consults the catalog (to report a service
+// the registry does not have) only for lists that really are empty. A Source without it
+// counts every list as loaded.
+type LoadReporter interface {
+	ServiceLoaded(q backends.ServiceQuery) bool
+}

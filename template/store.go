@@ -39,6 +39,7 @@ type execState struct {
 	prefixes []string
 	services []backends.ServiceQuery
 	names    bool
+	catalog  bool
 	absent   []string
 	counts   map[string]int
 
@@ -83,7 +84,7 @@ func (s *execState) begin(src Source, opts Options) {
 
 // end returns what the render read and forgets it, keeping the buffers for the next one.
 func (s *execState) end() *Reads {
-	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names, Absent: sortedSet(s.absent)}
+	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names, Catalog: s.catalog, Absent: sortedSet(s.absent)}
 	if len(s.counts) > 0 {
 		r.Counts = s.counts
 		s.counts = nil
@@ -115,6 +116,7 @@ func (s *execState) end() *Reads {
 	s.src, s.ctx, s.done = nil, nil, nil
 	clear(s.absent[:cap(s.absent)])
 	s.keys, s.prefixes, s.services, s.names, s.absent = s.keys[:0], s.prefixes[:0], s.services[:0], false, s.absent[:0]
+	s.catalog = false
 	return r
 }
 
@@ -422,7 +424,7 @@ func (s *execState) service(spec string, filters ...string) ([]backends.Service,
 		// com.example.Greeter or tag prod of web: the catalog says which exists. Not
 		// loaded yet, the exact name stands in; the runner loads the catalog and
 		// renders again.
-		if names := s.catalog(); names != nil {
+		if names := s.readCatalog(); names != nil {
 			q = backends.ResolveQuery(q, names)
 		}
 	}
@@ -432,10 +434,10 @@ func (s *execState) service(spec string, filters ...string) ([]backends.Service,
 		s.counts = make(map[string]int)
 	}
 	s.counts[q.String()] = len(list)
-	if len(list) == 0 {
+	if len(list) == 0 && s.loaded(q) {
 		// Empty because nothing passes, or because the registry has no such service
 		// at all: only the catalog tells, so it is read (and watched) for this case.
-		if names := s.catalog(); names != nil && !backends.InCatalog(names, q.Name) {
+		if names := s.readCatalog(); names != nil && !backends.InCatalog(names, q.Name) {
 			s.absent = append(s.absent, q.Name)
 		}
 		return nil, nil
@@ -449,10 +451,16 @@ func (s *execState) service(spec string, filters ...string) ([]backends.Service,
 	return out, nil
 }
 
-// catalog reads the service catalog for herald's own decisions (nil: not loaded yet).
-func (s *execState) catalog() []backends.ServiceSummary {
-	s.names = true
+// readCatalog reads the service catalog for herald's own decisions (nil: not loaded).
+func (s *execState) readCatalog() []backends.ServiceSummary {
+	s.catalog = true
 	return s.src.ServiceNames()
+}
+
+// loaded reports whether q's (empty) list is loaded rather than not read yet.
+func (s *execState) loaded(q backends.ServiceQuery) bool {
+	lr, ok := s.src.(LoadReporter)
+	return !ok || lr.ServiceLoaded(q)
 }
 
 // serviceNames is `services`: the catalog, sorted by name.

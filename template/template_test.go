@@ -186,7 +186,7 @@ func TestReadsRecordedOnFailure(t *testing.T) {
 		Prefixes: []string{"/p/dir"},
 		Services: []backends.ServiceQuery{{Name: "web"}},
 		// web's list is empty: the catalog is read to tell absent from empty.
-		ServiceNames: true,
+		Catalog: true,
 	}
 	if !readsEqual(reads, want) {
 		t.Errorf("Reads = %+v, want %+v", reads, want)
@@ -196,7 +196,7 @@ func TestReadsRecordedOnFailure(t *testing.T) {
 func readsEqual(a, b *Reads) bool {
 	return slices.Equal(a.Keys, b.Keys) && slices.Equal(a.Prefixes, b.Prefixes) &&
 		slices.EqualFunc(a.Services, b.Services, func(x, y backends.ServiceQuery) bool { return x.String() == y.String() }) &&
-		a.ServiceNames == b.ServiceNames
+		a.ServiceNames == b.ServiceNames && a.Catalog == b.Catalog
 }
 
 func TestService(t *testing.T) {

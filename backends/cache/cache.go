@@ -410,6 +410,13 @@ func (v View) ServiceNames() []backends.ServiceSummary {
 	return v.c.names
 }
 
+// ServiceLoaded reports whether q's list is loaded: an empty list then means empty, not
+// not read yet.
+func (v View) ServiceLoaded(q backends.ServiceQuery) bool {
+	_, ok := v.c.loaded[backends.ServiceTarget(q).ID()]
+	return ok
+}
+
 // Snapshot copies the keys under prefix, for `herald get`.
 func (c *Cache) Snapshot(prefix string) map[string]string {
 	c.mu.RLock()
