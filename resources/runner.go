@@ -48,17 +48,17 @@ type Runner struct {
 	// nil is DefaultGuard. Resources may override it field by field.
 	Guard *Guard
 
-	mu       sync.Mutex
+	mu          sync.Mutex
 	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read
 	noCatalogAt time.Time
-	states   map[string]*state // by resource name
-	watching map[string]*watch // by target ID
-	events   chan backends.Event
-	wg       sync.WaitGroup // watch goroutines
-	syncs    *executor      // renders with their syncs, workers() at once
-	renders  chan struct{}  // template executions, GOMAXPROCS at once
-	execs    *executor      // where template executions run (see execute)
-	loadErr  error          // what the last load of the resource files found wrong
+	states      map[string]*state // by resource name
+	watching    map[string]*watch // by target ID
+	events      chan backends.Event
+	wg          sync.WaitGroup // watch goroutines
+	syncs       *executor      // renders with their syncs, workers() at once
+	renders     chan struct{}  // template executions, GOMAXPROCS at once
+	execs       *executor      // where template executions run (see execute)
+	loadErr     error          // what the last load of the resource files found wrong
 }
 
 type state struct {
