@@ -1132,7 +1132,7 @@ func TestEtcdServices(t *testing.T) {
 	if all, _, err := s.Services(ctx, qa); err != nil || len(all) != 3 {
 		t.Errorf("Services(web|any) = %d instances, %v; want 3", len(all), err)
 	}
-	qt, _ := backends.ParseServiceQuery("blue.web")
+	qt, _ := backends.ParseServiceQuery("web", "tag=blue") // a Store reads q.Name exactly; "blue.web" resolves against the catalog first (ResolveQuery)
 	if blue, _, err := s.Services(ctx, qt); err != nil || len(blue) != 1 || blue[0].ID != "w1" {
 		t.Errorf("Services(blue.web) = %+v, %v", blue, err)
 	}

@@ -113,7 +113,10 @@ func regWatch(t *testing.T, s regServer) string {
 		"conf.d/web.toml":    "[template]\nsrc = \"web.tmpl\"\ndest = \"out/web\"\nmake_dirs = true\n",
 		"templates/web.tmpl": `{{range service "web"}}{{.ID}} {{.HostPort}} {{join .Tags ","}} {{index .Meta "zone"}}` + "\n{{end}}",
 	})
-	startHerald(t, nil, "watch", "--confdir", dir, "--backend", s.url)
+	// These tests time liveness (lease, session, check) to the file; with one instance
+	// the empty-drop guard would hold its removal for --drop-hold, so it is off here
+	// (TestEmptyDropGuard covers it).
+	startHerald(t, nil, "watch", "--confdir", dir, "--backend", s.url, "--min-instances", "0", "--max-drop", "100%")
 	return filepath.Join(dir, "out", "web")
 }
 
