@@ -129,18 +129,12 @@ func templateArgs(e env, args []string) (*Options, templateFlags, string, error)
 	f.bind(fs)
 	fs.Usage = func() { printTemplateUsage(e.stderr) }
 	// Flags may also follow the template: herald template app.tmpl --watch.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return &o, f, "", nil
-			}
-			return nil, f, "", usageError{errors.New("bad flags (see herald template -h)")}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &o, f, "", nil
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+		return nil, f, "", usageError{errors.New("bad flags (see herald template -h)")}
 	}
 	if len(pos) != 1 || pos[0] == "" {
 		return nil, f, "", usageError{errors.New("want exactly one template: a FILE, or - for stdin")}
