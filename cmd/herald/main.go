@@ -12,16 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/heraldhq/herald/internal/earlyhup"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `herald keeps config files true to what a service registry knows.
 
@@ -93,7 +88,7 @@ func run(ctx context.Context, e env) int {
 	}
 	switch cmd {
 	case "version", "--version", "-version":
-		fmt.Fprintln(e.stdout, "herald", versionString())
+		printVersion(e.stdout)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
@@ -177,22 +172,6 @@ func printFlags(w io.Writer, cmd string, fs *flag.FlagSet, tbl []option) {
 		}
 		fmt.Fprintf(w, "  %s\n      %s%s [%s]\n", names, opt.usage, def, envName(opt.name))
 	}
-}
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-		return strings.TrimSpace(v)
-	}
-	return "devel"
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
