@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"syscall"
 	"text/template"
 	"text/template/parse"
 	"time"
+
+	"github.com/heraldhq/herald/internal/shell"
 )
 
 // DefaultCommandTimeout bounds check and reload commands that set no timeout: a hung
@@ -171,14 +172,13 @@ func runCommand(ctx context.Context, kind, cmd string, timeout time.Duration) (s
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
-	c.WaitDelay = time.Second
+	c, err := shell.Command(ctx, cmd)
+	if err != nil {
+		return "", &CommandError{Kind: kind, Cmd: cmd, Err: err}
+	}
 	var out capped
 	c.Stdout, c.Stderr = &out, &out
-	err := c.Run()
-	if err != nil {
+	if err := c.Run(); err != nil {
 		ce := &CommandError{Kind: kind, Cmd: cmd, Output: out.String(), Err: err}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			ce.Timeout = timeout

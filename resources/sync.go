@@ -120,7 +120,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	}
 	// Created 0600 (less if the umask says so) and given its mode below, after the
 	// content: nobody can read a half-written file.
-	stage, err := renameio.NewPendingFile(dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
+	stage, err := newStage(dest, dir)
 	if err != nil {
 		return Outcome{}, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
 	}
@@ -344,14 +344,6 @@ func resourceFile(r *Resource) string {
 		return r.File
 	}
 	return r.Name
-}
-
-func ownerMatches(fi fs.FileInfo, uid, gid int) bool {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return true
-	}
-	return (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid)
 }
 
 func diff(dest string, old, content []byte, oldInfo fs.FileInfo, mode fs.FileMode) string {

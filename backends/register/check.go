@@ -9,12 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/internal/shell"
 )
 
 // Check is a local health check of the instance being announced. Check returns nil when
@@ -126,13 +124,13 @@ type CommandCheck string
 func (c CommandCheck) String() string { return "check command" }
 
 func (c CommandCheck) Check(ctx context.Context) error {
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", string(c))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
+	cmd, err := shell.Command(ctx, string(c))
+	if err != nil {
+		return fmt.Errorf("check command: %w", err)
+	}
 	var out tailBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err = cmd.Run()
 	if ctx.Err() != nil {
 		return fmt.Errorf("check command: %w", ctx.Err())
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package harness starts real servers (etcd, ZooKeeper, Consul, HAProxy, nginx) on
 // 127.0.0.1, with free ports and fresh data directories, for herald's integration tests.
 //

@@ -1,3 +1,5 @@
+//go:build unix
+
 package child
 
 import (
@@ -9,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Forwarded returns the signals herald passes on to its child. The list is explicit: the
@@ -31,29 +35,9 @@ func ParseSignal(s string) (syscall.Signal, error) {
 		}
 		return syscall.Signal(n), nil
 	}
-	switch strings.TrimPrefix(strings.ToUpper(s), "SIG") {
-	case "HUP":
-		return syscall.SIGHUP, nil
-	case "INT":
-		return syscall.SIGINT, nil
-	case "QUIT":
-		return syscall.SIGQUIT, nil
-	case "KILL":
-		return syscall.SIGKILL, nil
-	case "USR1":
-		return syscall.SIGUSR1, nil
-	case "USR2":
-		return syscall.SIGUSR2, nil
-	case "TERM":
-		return syscall.SIGTERM, nil
-	case "ALRM":
-		return syscall.SIGALRM, nil
-	case "WINCH":
-		return syscall.SIGWINCH, nil
-	case "PWR":
-		return syscall.SIGPWR, nil
-	case "ABRT":
-		return syscall.SIGABRT, nil
+	// The platform's own names: SIGPWR exists on Linux only, SIGINFO on the BSDs.
+	if sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(s), "SIG")); sig != 0 {
+		return sig, nil
 	}
 	return 0, fmt.Errorf("signal %q: unknown (want e.g. SIGTERM, HUP or 15)", s)
 }
@@ -94,13 +78,14 @@ type Command struct {
 // start runs c with env. The child leads its own process group, so a terminal's ^C
 // reaches it once, through herald, not twice; SIGKILL at the end of a stop goes to the
 // whole group, so a wrapper script's children do not outlive it. If herald itself dies,
-// the kernel sends the child SIGTERM. Unless reaped (herald is PID 1 and reaps every
-// child itself), a goroutine waits for the child and reports its end on exits.
+// the kernel sends the child SIGTERM (on Linux: childAttr). Unless reaped (herald is
+// PID 1 and reaps every child itself), a goroutine waits for the child and reports its
+// end on exits.
 func start(c Command, env []string, reaped bool, exits chan<- exit) (*proc, error) {
 	cmd := exec.Command(c.Path, c.Args...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package child runs a program with keys from the registry as its environment (and,
 // optionally, files rendered from templates next to it), and keeps it current: it starts
 // the program once all data is loaded, restarts it or sends it a signal when the data

@@ -1,0 +1,25 @@
+//go:build !unix
+
+package resources
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"runtime"
+)
+
+// errNoAtomicReplace: herald's sync replaces a file with one rename over it, fsynced,
+// with mode and owner set first; this platform does not offer those guarantees, so it
+// refuses to write rather than write differently. get, services and check still work.
+var errNoAtomicReplace = errors.New("writing files is not supported on " + runtime.GOOS + ": it needs an atomic rename over the destination")
+
+// stageFile has the shape of renameio.PendingFile, which exists on unix only.
+type stageFile struct{ *os.File }
+
+func (stageFile) Cleanup() error                { return nil }
+func (stageFile) CloseAtomicallyReplace() error { return errNoAtomicReplace }
+
+func newStage(string, string) (stageFile, error) { return stageFile{}, errNoAtomicReplace }
+
+func ownerMatches(fs.FileInfo, int, int) bool { return true }

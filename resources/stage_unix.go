@@ -1,0 +1,23 @@
+//go:build unix
+
+package resources
+
+import (
+	"io/fs"
+	"syscall"
+
+	"github.com/google/renameio/v2"
+)
+
+// newStage creates the stage file of dest in dir, mode 0600 until its content is written.
+func newStage(dest, dir string) (*renameio.PendingFile, error) {
+	return renameio.NewPendingFile(dest, renameio.WithPermissions(0o600), renameio.WithTempDir(dir))
+}
+
+func ownerMatches(fi fs.FileInfo, uid, gid int) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	return (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid)
+}
