@@ -47,6 +47,11 @@ type Runner struct {
 	// Guard holds back watch-mode renders whose service lists shrink too far at once;
 	// nil is DefaultGuard. Resources may override it field by field.
 	Guard *Guard
+	// Beat, when set, is called from Run's loop itself after each burst of renders ends
+	// and every BeatEvery (default 5 s): a caller learns the loop is alive (systemd's
+	// watchdog) and when to report progress. It must return quickly.
+	Beat      func()
+	BeatEvery time.Duration
 
 	mu          sync.Mutex
 	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read

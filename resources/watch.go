@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"path/filepath"
@@ -193,6 +194,17 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		defer t.Stop()
 		tick = t.C
 	}
+	beat := func() {
+		if rn.Beat != nil {
+			rn.Beat()
+		}
+	}
+	var beats <-chan time.Time
+	if rn.Beat != nil {
+		t := time.NewTicker(cmp.Or(rn.BeatEvery, 5*time.Second))
+		defer t.Stop()
+		beats = t.C
+	}
 	var rereading sync.WaitGroup
 	defer rereading.Wait()
 
@@ -285,11 +297,15 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 				}
 				pending = pending[:0]
 				rn.pruneWatches()
+				beat()
 			}
 
 		case set := <-updates:
 			rn.replace(set, add)
 			rn.pruneWatches()
+
+		case <-beats:
+			beat()
 
 		case <-tick:
 			rereading.Add(1)

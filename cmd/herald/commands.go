@@ -177,8 +177,13 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		}
 		defer stopServe()
 	}
+	dmn := newDaemon(e, log)
+	defer dmn.close()
+	rn.Beat = func() { dmn.update(watchStatus(rn.Statuses(), store.State())) }
+	rn.BeatEvery = dmn.every()
+	defer context.AfterFunc(ctx, dmn.stopping)()
 	updates := make(chan resources.ResourceSet, 1)
-	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates)
+	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates, dmn)
 	if err != nil {
 		return err
 	}
@@ -199,10 +204,12 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 const minInterval = time.Second
 
 // watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
-// templates/ changes.
-func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet) (func(), error) {
+// templates/ changes, and tells systemd it is reloading until the runner has the new set.
+func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet, dmn *daemon) (func(), error) {
 	trees := []string{filepath.Join(o.ConfDir, "conf.d"), filepath.Join(o.ConfDir, "templates")}
 	return watchFiles(ctx, trees, nil, hup, log, func(ctx context.Context, why string) {
+		dmn.reloading()
+		defer dmn.reloaded()
 		rs, err := resources.Load(o.loadOptions())
 		warnResources(log, rs)
 		set := resources.NewResourceSet(rs, err)

@@ -304,10 +304,34 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 			errs <- err
 		}()
 	}
+	return waitAnnouncers(ctx, e, store, anns, errs, log)
+}
+
+// waitAnnouncers collects the announcers' ends and, while they run, tells systemd
+// (Type=notify) how they are doing: READY=1 once every instance is registered.
+func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*register.Announcer, errs <-chan error, log *slog.Logger) error {
+	dmn := newDaemon(e, log)
+	defer dmn.close()
+	defer context.AfterFunc(ctx, dmn.stopping)()
+	beat := func() {
+		sts := make([]register.Status, len(anns))
+		for i, a := range anns {
+			sts[i] = a.Status()
+		}
+		dmn.update(registerStatus(sts, store.State()))
+	}
+	tick := time.NewTicker(min(dmn.every(), time.Second))
+	defer tick.Stop()
 	var all []error
-	for range anns {
-		if err := <-errs; err != nil {
-			all = append(all, err)
+	for left := len(anns); left > 0; {
+		select {
+		case err := <-errs:
+			left--
+			if err != nil {
+				all = append(all, err)
+			}
+		case <-tick.C:
+			beat()
 		}
 	}
 	return errors.Join(all...)

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/register"
+	"github.com/heraldhq/herald/internal/sdnotify"
+	"github.com/heraldhq/herald/resources"
+)
+
+// daemon tells systemd how a watch or register daemon is doing (Type=notify units): READY=1
+// once it has done its job once, RELOADING=1/READY=1 around a resource reload, STOPPING=1,
+// STATUS= lines, and WATCHDOG=1 from the daemon's own loop. Without NOTIFY_SOCKET it sends
+// nothing.
+type daemon struct {
+	n        *sdnotify.Notifier
+	watchdog time.Duration // 0: off
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	ready  bool
+	status string
+	failed bool // a send failed already (logged once)
+}
+
+// newDaemon reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID. A socket it cannot use
+// is logged and notifications are off: herald's job does not depend on them.
+func newDaemon(e env, log *slog.Logger) *daemon {
+	d := &daemon{log: log}
+	sock, _ := e.lookup("NOTIFY_SOCKET")
+	n, err := sdnotify.Open(sock)
+	if err != nil {
+		log.Error("systemd notification off", "err", err)
+		return d
+	}
+	usec, _ := e.lookup("WATCHDOG_USEC")
+	pid, _ := e.lookup("WATCHDOG_PID")
+	wd, err := sdnotify.WatchdogInterval(usec, pid, os.Getpid())
+	if err != nil {
+		log.Error("systemd watchdog off", "err", err)
+	}
+	if n != nil {
+		d.n, d.watchdog = n, wd
+	}
+	return d
+}
+
+// every is how often the daemon's loop should call update: the watchdog's pace, else 5 s.
+func (d *daemon) every() time.Duration {
+	if d.watchdog > 0 {
+		return d.watchdog
+	}
+	return 5 * time.Second
+}
+
+// update is called from the daemon's main loop: it pets the watchdog (so a wedged loop
+// stops the pings and systemd restarts herald), says READY=1 the first time ready is
+// true, and sends status when it changed.
+func (d *daemon) update(ready bool, status string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var lines []string
+	if ready && !d.ready {
+		d.ready = true
+		lines = append(lines, "READY=1")
+	}
+	if status != d.status {
+		d.status = status
+		lines = append(lines, "STATUS="+status)
+	}
+	if d.watchdog > 0 {
+		lines = append(lines, "WATCHDOG=1")
+	}
+	d.sendLocked(lines...)
+}
+
+// reloading and reloaded bracket a reload of the resource files (SIGHUP, an edit).
+func (d *daemon) reloading() { d.send("RELOADING=1", "STATUS=reloading resources") }
+func (d *daemon) reloaded()  { d.send("READY=1") }
+func (d *daemon) stopping()  { d.send("STOPPING=1", "STATUS=stopping") }
+
+func (d *daemon) send(lines ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sendLocked(lines...)
+}
+
+func (d *daemon) sendLocked(lines ...string) {
+	if len(lines) == 0 {
+		return
+	}
+	if err := d.n.Send(lines...); err != nil && !d.failed {
+		d.failed = true
+		d.log.Warn("cannot notify systemd", "err", err)
+	}
+}
+
+func (d *daemon) close() { d.n.Close() }
+
+// watchStatus is watch's STATUS= line and whether every resource has rendered once.
+func watchStatus(sts []resources.Status, st backends.State) (bool, string) {
+	ok := 0
+	var failing []string
+	for _, s := range sts {
+		if s.Rendered {
+			ok++
+		}
+		if s.LastError != "" {
+			failing = append(failing, s.Name)
+		}
+	}
+	msg := fmt.Sprintf("%d/%d resources rendered; backend %s", ok, len(sts), backendStatus(st))
+	if len(failing) > 0 {
+		msg += "; failing: " + strings.Join(failing, ", ")
+	}
+	return ok == len(sts), msg
+}
+
+// registerStatus is register's STATUS= line and whether every instance is registered
+// (announced, or registered and withdrawn while its check fails).
+func registerStatus(sts []register.Status, st backends.State) (bool, string) {
+	n := map[register.State]int{}
+	for _, s := range sts {
+		n[s.State]++
+	}
+	done := n[register.StateAnnounced] + n[register.StateWithdrawn]
+	msg := fmt.Sprintf("%d/%d instances announced", n[register.StateAnnounced], len(sts))
+	if w := n[register.StateWithdrawn]; w > 0 {
+		msg += fmt.Sprintf(", %d withdrawn (check failing)", w)
+	}
+	return done == len(sts), msg + "; backend " + backendStatus(st)
+}
+
+func backendStatus(st backends.State) string {
+	s := st.Conn.String()
+	if st.Endpoint != "" {
+		s += " (" + st.Endpoint + ")"
+	}
+	return s
+}
