@@ -233,3 +233,6 @@ func printExecUsage(w io.Writer, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "  --%s\n      %s%s%s\n", fl.Name, fl.Usage, def, env)
 	})
 }
+
+// execOwnFlags binds exec's own flags, for completion and the man page.
+func execOwnFlags(fs *flag.FlagSet) { (&execFlags{}).bind(fs) }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 
 	"github.com/heraldhq/herald/resources/child"
@@ -14,3 +15,6 @@ func runExecCmd(_ context.Context, e env, _ []string) int {
 	fmt.Fprintln(e.stderr, "herald exec:", child.Unsupported)
 	return 1
 }
+
+// execOwnFlags: exec has no flags here.
+func execOwnFlags(*flag.FlagSet) {}

@@ -30,7 +30,9 @@ Usage:
   herald exec     [flags] -- CMD [ARGS]   run CMD with keys as env vars; restart it on change
   herald template [flags] FILE|-          render one template to stdout (or --out), once or --watch
   herald confd    [confd flags]           confd 0.16's command line (also: herald installed as confd)
-  herald version
+  herald version                          print the version, commit, build date and Go version
+  herald completion bash|zsh|fish         print a shell completion script
+  herald man                              print the man page (roff)
 
 Every flag is also a HERALD_* variable and a herald.toml key; a flag beats the variable,
 which beats the file, which beats the default. "herald CMD -h" lists the flags.
@@ -89,6 +91,11 @@ func run(ctx context.Context, e env) int {
 	switch cmd {
 	case "version", "--version", "-version":
 		printVersion(e.stdout)
+		return 0
+	case "completion":
+		return runCompletion(e, args)
+	case "man":
+		writeMan(e.stdout)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
