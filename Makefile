@@ -37,6 +37,7 @@ test:
 	@$(MAKE) --no-print-directory test-deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory cross
+	@$(MAKE) --no-print-directory package-test
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory fuzz
 
@@ -76,6 +77,26 @@ cross:
 # and SHA256SUMS.
 release:
 	GO=$(GO) packaging/release.sh
+
+# dist/herald_<version>_<arch>.deb (nfpm): binary, unit, /etc/herald, /etc/default/herald,
+# man page, completions, the herald user. DEB_ARCH=arm64 or armhf cross-builds.
+deb:
+	GO=$(GO) packaging/deb.sh
+
+# herald's container image (packaging/Containerfile, FROM scratch), built with podman.
+image:
+	GO=$(GO) packaging/image.sh
+
+# The package installs, works and goes away (dpkg -i, herald version, man page,
+# systemd-analyze verify of its unit, dpkg -r, dpkg -P; as root, leaves nothing), and the
+# image runs with podman (version; exec as PID 1 reaping an orphan).
+package-test:
+	@rm -f dist/herald_*.deb
+	@$(MAKE) --no-print-directory deb
+	packaging/test-deb.sh dist/herald_*_$(shell $(GO) env GOARCH).deb
+	IMAGE=herald-test:$(COMMIT) GO=$(GO) packaging/image.sh
+	code=0; packaging/test-image.sh herald-test:$(COMMIT) || code=$$?; \
+	  podman rmi -f herald-test:$(COMMIT) >/dev/null; exit $$code
 
 integration:
 	$(GO) test -p 2 -timeout 40m $(INTEGRATION_FLAGS) ./integration/...

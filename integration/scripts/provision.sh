@@ -11,6 +11,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # python-etcd3 (for /usr/bin/python3) and Curator (jars under /usr/share/java).
 packages=(etcd-server etcd-client zookeeper haproxy nginx libslf4j-java
   python3-kazoo python3-consul python3-etcd3 libcurator-discovery-java libcurator-recipes-java)
+# make package-test: podman builds and runs the image (runc: crun refuses hybrid cgroups),
+# busybox-static is the image test's child, ca-certificates go into the image, and
+# systemd-analyze checks the packaged unit.
+packages+=(podman runc busybox-static ca-certificates systemd)
 only_packages=
 # `provision.sh --packages haproxy nginx` installs just those (make demo), no consul.
 if [ "${1:-}" = --packages ]; then
