@@ -80,15 +80,23 @@ func (d *daemon) update(ready bool, status string) {
 	d.sendLocked(lines...)
 }
 
-// reloading and reloaded bracket a reload of the resource files (SIGHUP, an edit).
-func (d *daemon) reloading() { d.send("RELOADING=1", "STATUS=reloading resources") }
-func (d *daemon) reloaded()  { d.send("READY=1") }
-func (d *daemon) stopping()  { d.send("STOPPING=1", "STATUS=stopping") }
+// reloading and reloaded bracket a reload of the resource files (SIGHUP, an edit). Before
+// the first READY=1 they say nothing: systemd still waits for that one.
+func (d *daemon) reloading() { d.sendIfReady("RELOADING=1", "STATUS=reloading resources") }
+func (d *daemon) reloaded()  { d.sendIfReady("READY=1") }
 
-func (d *daemon) send(lines ...string) {
+func (d *daemon) stopping() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.sendLocked(lines...)
+	d.sendLocked("STOPPING=1", "STATUS=stopping")
+}
+
+func (d *daemon) sendIfReady(lines ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ready {
+		d.sendLocked(lines...)
+	}
 }
 
 func (d *daemon) sendLocked(lines ...string) {

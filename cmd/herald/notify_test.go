@@ -1,0 +1,69 @@
+package main
+
+import (
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The daemon's notifications, as a real unixgram NOTIFY_SOCKET receives them: STATUS
+// while not ready, no RELOADING/READY before the first READY=1, WATCHDOG=1 on every
+// update when WATCHDOG_USEC is set, and nothing sent twice that did not change.
+func TestDaemonNotifications(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	next := func() string {
+		l.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 1024)
+		n, err := l.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b[:n])
+	}
+	d := newDaemon(env{lookup: func(k string) (string, bool) {
+		v, ok := map[string]string{"NOTIFY_SOCKET": sock, "WATCHDOG_USEC": "2000000"}[k]
+		return v, ok
+	}}, discard())
+	defer d.close()
+	if d.every() != time.Second {
+		t.Fatalf("every() = %v with WATCHDOG_USEC=2000000, want 1s", d.every())
+	}
+	d.update(false, "0/1 resources rendered")
+	d.reloading() // not ready yet: says nothing
+	d.reloaded()
+	d.update(false, "0/1 resources rendered")
+	d.update(true, "1/1 resources rendered")
+	d.reloading()
+	d.reloaded()
+	d.stopping()
+	for _, want := range []string{
+		"STATUS=0/1 resources rendered\nWATCHDOG=1",
+		"WATCHDOG=1",
+		"READY=1\nSTATUS=1/1 resources rendered\nWATCHDOG=1",
+		"RELOADING=1\nSTATUS=reloading resources",
+		"READY=1",
+		"STOPPING=1\nSTATUS=stopping",
+	} {
+		if got := next(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+}
+
+// Without NOTIFY_SOCKET nothing is sent and nothing fails.
+func TestDaemonWithoutSystemd(t *testing.T) {
+	d := newDaemon(env{lookup: func(string) (string, bool) { return "", false }}, discard())
+	d.update(true, "x")
+	d.reloading()
+	d.stopping()
+	d.close()
+	if d.every() != 5*time.Second {
+		t.Fatalf("every() = %v", d.every())
+	}
+}
