@@ -439,8 +439,9 @@ func Fingerprint(t *template.Template, extra ...string) string {
 const maxID = 1<<32 - 2
 
 func checkID(id int) error {
-	if id < 0 || id > maxID {
-		return fmt.Errorf("%d is out of range (0 to %d)", id, maxID)
+	// int64: on 32-bit platforms (armv7) maxID does not fit an int.
+	if id < 0 || int64(id) > maxID {
+		return fmt.Errorf("%d is out of range (0 to %d)", id, int64(maxID))
 	}
 	return nil
 }

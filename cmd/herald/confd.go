@@ -271,7 +271,7 @@ func (c *confdConfig) translate(ctx context.Context, lookupSRV func(context.Cont
 	case c.watch:
 		p.command = "watch"
 	default: // confd polls every -interval; herald watches and re-reads that often too
-		if c.interval <= 0 || c.interval > math.MaxInt64/int(time.Second) {
+		if c.interval <= 0 || int64(c.interval) > math.MaxInt64/int64(time.Second) { // int64: 32-bit platforms
 			return nil, fmt.Errorf("-interval %d: want a positive number of seconds", c.interval)
 		}
 		p.command = "watch"
