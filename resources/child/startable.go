@@ -39,8 +39,9 @@ func argMax() int {
 	const stkLim, argMaxFloor = 8 << 20, 32 * 4096
 	limit := stkLim / 4 * 3
 	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_STACK, &rl); err == nil && rl.Cur/4 < uint64(limit) {
-		limit = int(rl.Cur / 4)
+	// uint64 on Linux, int64 on FreeBSD: compare as uint64 (a negative "infinity" is huge).
+	if err := syscall.Getrlimit(syscall.RLIMIT_STACK, &rl); err == nil && uint64(rl.Cur)/4 < uint64(limit) {
+		limit = int(uint64(rl.Cur) / 4)
 	}
 	return max(limit, argMaxFloor)
 }
