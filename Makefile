@@ -27,10 +27,8 @@ export VERSION COMMIT DATE SOURCE_DATE_EPOCH LDFLAGS
 # vets one per OS and word size (CROSS_TARGETS): each target costs a full compile of the
 # dependencies on a fresh machine, and the others differ only in the compiler's backend.
 # `make cross CROSS_TARGETS="$(RELEASE_TARGETS)"` checks them all; make release builds them all.
-RELEASE_TARGETS ?= linux/amd64 linux/arm64 linux/arm darwin/amd64 darwin/arm64 freebsd/amd64
-# windows/amd64 is out for now: the dest hardening of resources/sync.go (owner via
-# syscall.Stat_t, O_NOFOLLOW, renameio for dest.bak) has no windows build yet.
-CROSS_TARGETS ?= linux/arm darwin/arm64 freebsd/amd64
+RELEASE_TARGETS ?= linux/amd64 linux/arm64 linux/arm darwin/amd64 darwin/arm64 freebsd/amd64 windows/amd64
+CROSS_TARGETS ?= linux/arm darwin/arm64 freebsd/amd64 windows/amd64
 export RELEASE_TARGETS
 
 .PHONY: test test-deps build demo unit cross release deb image package-test integration integration-race fuzz bench bench-consul clean

@@ -1,3 +1,5 @@
+//go:build unix
+
 package resources
 
 // Issue 17's hardening of what Sync does to files: symlinked dests, backups, ids out of

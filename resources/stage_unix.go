@@ -21,3 +21,20 @@ func ownerMatches(fi fs.FileInfo, uid, gid int) bool {
 	}
 	return (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid)
 }
+
+// ownerOf is the uid and gid of a file herald stat'ed.
+func ownerOf(fi fs.FileInfo) (uid, gid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}
+
+func idOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
+}

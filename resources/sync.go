@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aymanbagabas/go-udiff"
-	"github.com/google/renameio/v2"
 )
 
 // Syncer writes rendered content to a resource's dest safely.
@@ -194,12 +193,12 @@ func wanted(r *Resource, oldInfo fs.FileInfo) (mode fs.FileMode, uid, gid int) {
 	if !r.ModeSet {
 		mode = fileMode(oldInfo)
 	}
-	if st, ok := oldInfo.Sys().(*syscall.Stat_t); ok {
+	if ouid, ogid, ok := ownerOf(oldInfo); ok {
 		if uid < 0 {
-			uid = int(st.Uid)
+			uid = ouid
 		}
 		if gid < 0 {
-			gid = int(st.Gid)
+			gid = ogid
 		}
 	}
 	return mode, uid, gid
@@ -247,7 +246,7 @@ func backup(dest string, old []byte, oldInfo fs.FileInfo, log *slog.Logger, name
 		log.Warn("no backup: dest is too large", "resource", name, "dest", dest, "size", oldInfo.Size(), "limit", maxRead)
 		return nil
 	}
-	bak, err := renameio.NewPendingFile(dest+".bak", renameio.WithPermissions(0o600), renameio.WithTempDir(filepath.Dir(dest)))
+	bak, err := newStage(dest+".bak", filepath.Dir(dest))
 	if err != nil {
 		return err
 	}
@@ -255,8 +254,8 @@ func backup(dest string, old []byte, oldInfo fs.FileInfo, log *slog.Logger, name
 	if _, err := bak.Write(old); err != nil {
 		return err
 	}
-	if st, ok := oldInfo.Sys().(*syscall.Stat_t); ok {
-		if err := bak.Chown(int(st.Uid), int(st.Gid)); err != nil {
+	if uid, gid, ok := ownerOf(oldInfo); ok {
+		if err := bak.Chown(uid, gid); err != nil {
 			// Not root: the backup stays herald's own and 0600.
 			log.Warn("backup keeps mode 0600: cannot give it dest's owner", "resource", name, "dest", dest, "err", err)
 			return bak.CloseAtomicallyReplace()

@@ -5,19 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // fileID identifies a file or directory whatever the path it is reached by.
 type fileID struct{ dev, ino uint64 }
-
-func idOf(fi os.FileInfo) (fileID, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
-}
 
 // resourceFiles lists the *.toml files below dir in lexical order, each file once.
 //
