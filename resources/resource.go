@@ -109,10 +109,13 @@ func (r *Resource) Targets() []backends.Target {
 
 // LoadOptions are the global settings that shape every resource.
 type LoadOptions struct {
-	ConfDir       string // holds conf.d/ and templates/
-	Prefix        string // global prefix, joined before each resource's own prefix
-	CheckTimeout  time.Duration
-	ReloadTimeout time.Duration
+	ConfDir string // holds conf.d/ and templates/
+	Prefix  string // global prefix, joined before each resource's own prefix
+	// PrefixReplaces: a non-empty Prefix replaces a resource's own prefix instead of
+	// going before it (confd's rule, for herald confd).
+	PrefixReplaces bool
+	CheckTimeout   time.Duration
+	ReloadTimeout  time.Duration
 	// Partials are the definitions every template may call; Load reads them from
 	// <ConfDir>/templates/partials once for all resources (LoadFile, when nil, too).
 	Partials *template.Partials
@@ -267,6 +270,9 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 		ReloadTimeout: opts.ReloadTimeout,
 		Prefix:        path.Join("/", opts.Prefix, t.Prefix),
 	}
+	if opts.PrefixReplaces && opts.Prefix != "" {
+		r.Prefix = path.Join("/", opts.Prefix)
+	}
 
 	if t.Src == "" {
 		fail("template", "src is required", nil)
@@ -413,7 +419,7 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	r.Fingerprint = Fingerprint(r.Template, string(raw), opts.Prefix)
+	r.Fingerprint = Fingerprint(r.Template, string(raw), r.Prefix)
 	return r, nil
 }
 

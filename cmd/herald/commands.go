@@ -25,10 +25,11 @@ import (
 
 func (o *Options) loadOptions() resources.LoadOptions {
 	return resources.LoadOptions{
-		ConfDir:       o.ConfDir,
-		Prefix:        o.Prefix,
-		CheckTimeout:  o.CheckTimeout,
-		ReloadTimeout: o.ReloadTimeout,
+		ConfDir:        o.ConfDir,
+		Prefix:         o.Prefix,
+		PrefixReplaces: o.PrefixMode == "replace",
+		CheckTimeout:   o.CheckTimeout,
+		ReloadTimeout:  o.ReloadTimeout,
 	}
 }
 

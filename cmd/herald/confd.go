@@ -11,13 +11,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/heraldhq/herald/internal/regfile"
 	"io"
 	iofs "io/fs"
 	"maps"
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -172,12 +172,12 @@ func confdKey(k string) string {
 // missing file is skipped when it is the default (as confd does) and an error when named
 // with -config-file.
 func (c *confdConfig) applyFile(fs *flag.FlagSet, set map[string]bool) ([]string, error) {
-	raw, err := os.ReadFile(c.configFile)
+	raw, err := regfile.Read(c.configFile, maxConfigFile) // herald.toml's guard and bound
 	if errors.Is(err, iofs.ErrNotExist) && !set["config-file"] {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("-config-file: %w", err)
+		return nil, fmt.Errorf("-config-file %s: %w", c.configFile, err)
 	}
 	return applyConfdTOML(fs, set, c.configFile, raw)
 }
@@ -246,6 +246,7 @@ func (c *confdConfig) translate(ctx context.Context, lookupSRV func(context.Cont
 	if c.prefix != "" {
 		p.set("prefix", c.prefix)
 	}
+	p.set("prefix-mode", "replace") // confd: -prefix replaces a resource's own prefix
 	lvl, err := confdLogLevel(c.logLevel)
 	if err != nil {
 		return nil, err

@@ -36,7 +36,7 @@ func optionMap(p *confdPlan) map[string]string {
 
 // Each confd flag, with confd's meaning and default, lands on herald's option.
 func TestConfdFlagsMapOntoHeraldOptions(t *testing.T) {
-	base := map[string]string{"backend": "etcd://127.0.0.1:2379", "confdir": "/etc/confd", "log-level": "info"}
+	base := map[string]string{"backend": "etcd://127.0.0.1:2379", "confdir": "/etc/confd", "log-level": "info", "prefix-mode": "replace"}
 	with := func(cmd string, kv ...string) func() (string, map[string]string) {
 		return func() (string, map[string]string) {
 			m := map[string]string{}
@@ -148,7 +148,7 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-scheme", "ftp"}, `-scheme "ftp": want http or https`},
 		{[]string{"-node", "http://a:2379", "-node", "https://b:2379"}, "some nodes are http and some https"},
 		{[]string{"-node", "ftp://a:2379"}, `-node "a:2379": want host:port`},
-		{[]string{"-config-file", "/nonexistent/confd.toml"}, "-config-file: open /nonexistent/confd.toml"},
+		{[]string{"-config-file", "/nonexistent/confd.toml"}, "-config-file /nonexistent/confd.toml: stat /nonexistent/confd.toml: no such file"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			_, _, err := confdPlanFor(t, nil, c.args...)
@@ -189,6 +189,7 @@ etcd_nodes = ["http://old:4001"]
 		"backend": "consuls://c1:8500,c2:8500", "prefix": "/app", "confdir": "/srv/confd", "interval": "30s",
 		"log-level": "debug", "dry-run": "true", "sync-only": "true", "keep-stage-file": "true",
 		"tls-cert": "c.pem", "tls-key": "k.pem", "tls-ca": "ca.pem", "username": "u", "password": "p", "consul-token": "tok",
+		"prefix-mode": "replace",
 	}
 	if p.command != "watch" || !reflect.DeepEqual(optionMap(p), want) {
 		t.Fatalf("got %s %v\nwant watch %v", p.command, optionMap(p), want)
@@ -272,6 +273,39 @@ func TestConfdCommandLineRendersThroughRun(t *testing.T) {
 	code, _, stderr = herald(t, nil, "confd", "-onetime", "-noop", "-backend", "file", "-file", filepath.Join(dir, "data", "a.yaml"), "-confdir", confdir)
 	if _, err := os.Stat(filepath.Join(confdir, "out", "a.conf")); code != 0 || err == nil {
 		t.Errorf("-noop: exit %d %q, file written: %v", code, stderr, err == nil)
+	}
+}
+
+// confd's -prefix replaces a resource's own prefix (confd's resource.go: "if
+// config.Prefix != "" { tr.Prefix = config.Prefix }"); herald's own command line joins
+// them unless --prefix-mode replace.
+func TestConfdPrefixReplacesResourcePrefix(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"confdir/conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a.conf\"\nprefix = \"/app\"\nkeys = [\"/host\"]\n",
+		"confdir/templates/a.tmpl": "host={{getv \"/host\"}}\n",
+		"data.yaml":                "app:\n  host: from-resource-prefix\nprod:\n  host: from-global-prefix\n  app:\n    host: joined\n",
+		"confdir/out/.keep":        "",
+	})
+	confdir, data := filepath.Join(dir, "confdir"), filepath.Join(dir, "data.yaml")
+	out := filepath.Join(confdir, "out", "a.conf")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"confd", "-onetime", "-backend", "file", "-file", data, "-confdir", confdir}, "host=from-resource-prefix\n"},
+		{[]string{"confd", "-onetime", "-backend", "file", "-file", data, "-confdir", confdir, "-prefix", "/prod"}, "host=from-global-prefix\n"},
+		{[]string{"render", "--backend", "file://" + data, "--confdir", confdir, "--prefix", "/prod"}, "host=joined\n"},
+		{[]string{"render", "--backend", "file://" + data, "--confdir", confdir, "--prefix", "/prod", "--prefix-mode", "replace"}, "host=from-global-prefix\n"},
+	} {
+		if code, stdout, stderr := herald(t, nil, c.args...); code != 0 {
+			t.Fatalf("%v: exit %d %q %q", c.args, code, stdout, stderr)
+		}
+		if b, _ := os.ReadFile(out); string(b) != c.want {
+			t.Errorf("%v: a.conf = %q, want %q", c.args, b, c.want)
+		}
+	}
+	if code, _, stderr := herald(t, nil, "render", "--backend", "file://"+data, "--confdir", confdir, "--prefix-mode", "swap"); code != 2 || !strings.Contains(stderr, "join or replace") {
+		t.Errorf("--prefix-mode swap: exit %d %q", code, stderr)
 	}
 }
 

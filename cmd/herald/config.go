@@ -29,6 +29,7 @@ type Options struct {
 	ConfDir       string
 	Backend       string
 	Prefix        string
+	PrefixMode    string
 	LogLevel      string
 	LogFormat     string
 	Timeout       time.Duration
@@ -92,11 +93,24 @@ func (o *Options) table() []option {
 	boolean := func(p *bool) func(*flag.FlagSet, string) {
 		return func(fs *flag.FlagSet, n string) { fs.BoolVar(p, n, false, "") }
 	}
+	choice := func(p *string, def string, allowed ...string) func(*flag.FlagSet, string) {
+		return func(fs *flag.FlagSet, n string) {
+			*p = def
+			fs.Func(n, "", func(v string) error {
+				if !slices.Contains(allowed, v) {
+					return fmt.Errorf("want %s", strings.Join(allowed, " or "))
+				}
+				*p = v
+				return nil
+			})
+		}
+	}
 	return []option{
 		{name: "config", usage: "herald.toml to read (default /etc/herald/herald.toml when it exists)", bind: str(&o.Config, "")},
 		{name: "confdir", usage: "directory holding conf.d/ and templates/", bind: str(&o.ConfDir, "/etc/herald")},
 		{name: "backend", usage: "registry URL: etcd://h:2379,h2:2379, etcds://, zookeeper://h:2181/chroot, zookeepers://, consul://h:8500?dc=x, consuls://, file://data.yaml, env://", bind: str(&o.Backend, "")},
-		{name: "prefix", usage: "global key prefix, joined before each resource's own prefix", bind: str(&o.Prefix, "")},
+		{name: "prefix", usage: "global key prefix, joined before each resource's own prefix (see --prefix-mode)", bind: str(&o.Prefix, "")},
+		{name: "prefix-mode", usage: "join (default): --prefix goes before a resource's own prefix; replace: a non-empty --prefix replaces it, as in confd (herald confd sets replace)", bind: choice(&o.PrefixMode, "join", "join", "replace")},
 		{name: "log-level", aliases: []string{"log_level"}, usage: "debug, info, warn or error", bind: str(&o.LogLevel, "info")},
 		{name: "log-format", usage: "text or json", bind: str(&o.LogFormat, "text")},
 		{name: "timeout", usage: "how long to wait for the registry before giving up (render, get, exec start)", bind: dur(&o.Timeout, 10*time.Second)},

@@ -23,26 +23,36 @@ func TestConfigFileMustBeRegular(t *testing.T) {
 	if err := os.Symlink("/dev/zero", zero); err != nil {
 		t.Fatal(err)
 	}
-	for cfg, want := range map[string]string{
-		fifo: fifo + ": not a regular file (a FIFO)",
-		zero: zero + ": not a regular file (a character device)",
+	for _, c := range []struct{ cfg, want string }{
+		{fifo, fifo + ": not a regular file (a FIFO)"},
+		{zero, zero + ": not a regular file (a character device)"},
 	} {
+		// herald.toml, and confd.toml under confd's command line.
+		for _, args := range [][]string{{"check", "--config", c.cfg, "--confdir", dir}, {"confd", "-onetime", "-config-file", c.cfg, "-confdir", dir}} {
+			checkConfigRefused(t, args, c.want)
+		}
+	}
+}
+
+func checkConfigRefused(t *testing.T, args []string, want string) {
+	t.Helper()
+	{
 		done := make(chan struct{})
 		var (
 			code   int
 			stderr string
 		)
 		go func() {
-			code, _, stderr = herald(t, nil, "check", "--config", cfg, "--confdir", dir)
+			code, _, stderr = herald(t, nil, args...)
 			close(done)
 		}()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("--config %s hangs", cfg)
+			t.Fatalf("%v hangs", args)
 		}
 		if code != 2 || !strings.Contains(stderr, want) {
-			t.Errorf("--config %s: exit %d %q, want 2 and %q", cfg, code, stderr, want)
+			t.Errorf("%v: exit %d %q, want 2 and %q", args, code, stderr, want)
 		}
 	}
 }
