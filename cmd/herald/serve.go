@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,6 +117,7 @@ func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store ba
 		json.NewEncoder(w).Encode(h)
 	})
 	if profiles {
+		runtime.MemProfileRate = heapProfileRate // main turned heap sampling off
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
