@@ -198,7 +198,6 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		resources.RemoveStaleStages(rs, log)
 	}
 	log.Info("herald watching", "resources", len(rs), "backend", backends.Redact(o.Backend), "version", versionString())
-	defer trimLater(log)()
 	return rn.Run(ctx, rs, updates)
 }
 
