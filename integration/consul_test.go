@@ -351,8 +351,14 @@ func TestConsulServicesHealthTagsAndFilters(t *testing.T) {
 		{consulQuery(t, "Blue.web", "any"), ""}, // tags match exactly
 		{consulQuery(t, "nosuch"), ""},
 	}
+	// A Store reads q.Name exactly; a dotted spec is first resolved against the catalog,
+	// as the template functions and `herald services` do ("blue.web" is tag blue of web).
+	names, _, err := s.ServiceNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
-		got, _, err := s.Services(ctx, tt.q)
+		got, _, err := s.Services(ctx, backends.ResolveQuery(tt.q, names))
 		if err != nil {
 			t.Errorf("Services(%s): %v", tt.q, err)
 			continue
@@ -362,7 +368,7 @@ func TestConsulServicesHealthTagsAndFilters(t *testing.T) {
 		}
 	}
 	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-	_, _, err := s.Services(short, consulQuery(t, "web@nowhere"))
+	_, _, err = s.Services(short, consulQuery(t, "web@nowhere"))
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "nowhere") || !strings.Contains(err.Error(), c.Addr) {
 		t.Errorf("Services(web@nowhere) error = %v, want one naming the datacenter and the agent", err)

@@ -115,6 +115,17 @@ func (s *Store) fetchService(ctx context.Context, q backends.ServiceQuery, index
 	query := s.blocking(url.Values{}, index)
 	if q.Datacenter != "" {
 		query.Set("dc", q.Datacenter)
+		if q.Datacenter != s.dc {
+			// Served by the local agent's streaming view, a blocking query on another
+			// datacenter that restarted (lost its state) answers at once with the data it
+			// had before, at an index above the new one, and keeps it for minutes
+			// (measured with Consul 1.22: a plain read gives the new list, the next
+			// blocking read the old one). Consul never streams a request that asks for
+			// merged central config, so this one is a classic blocking query answered
+			// by that datacenter's servers; for a service that is not a proxy or a
+			// gateway the answer is the same.
+			query.Set("merge-central-config", "")
+		}
 	}
 	r := request{method: http.MethodGet, path: "/v1/health/service/" + url.PathEscape(q.Name), query: query, out: &entries}
 	m, err := s.do(ctx, r, s.blockTimeout(index))
