@@ -100,12 +100,45 @@ func PrefixTarget(p string) Target { return Target{Prefix: CleanKey(p)} }
 // ServiceTarget returns the target for one service query.
 func ServiceTarget(q ServiceQuery) Target { return Target{Service: &q} }
 
-// ID is a stable identity for a target, usable as a map key.
-func (t Target) ID() string {
+// TargetKind says which of a Target's fields is set.
+type TargetKind int
+
+const (
+	KindPrefix       TargetKind = iota // a key prefix (Target.Prefix)
+	KindService                        // one service list (Target.Service)
+	KindServiceNames                   // the list of service names (Target.ServiceNames)
+)
+
+func (k TargetKind) String() string {
+	switch k {
+	case KindService:
+		return "service"
+	case KindServiceNames:
+		return "services"
+	default:
+		return "prefix"
+	}
+}
+
+// Kind says what t follows. A Service query wins over ServiceNames, which wins over
+// Prefix, so that every caller reads a malformed Target the same way.
+func (t Target) Kind() TargetKind {
 	switch {
 	case t.Service != nil:
-		return "service:" + t.Service.String()
+		return KindService
 	case t.ServiceNames:
+		return KindServiceNames
+	default:
+		return KindPrefix
+	}
+}
+
+// ID is a stable identity for a target, usable as a map key.
+func (t Target) ID() string {
+	switch t.Kind() {
+	case KindService:
+		return "service:" + t.Service.String()
+	case KindServiceNames:
 		return "services"
 	default:
 		return "prefix:" + t.Prefix

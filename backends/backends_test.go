@@ -24,3 +24,20 @@ func TestMinimalPrefixes(t *testing.T) {
 		}
 	}
 }
+
+func TestTargetKind(t *testing.T) {
+	for _, c := range []struct {
+		t    Target
+		want TargetKind
+	}{
+		{PrefixTarget("/app"), KindPrefix},
+		{ServiceTarget(ServiceQuery{Name: "web"}), KindService},
+		{Target{ServiceNames: true}, KindServiceNames},
+		// Every caller reads a malformed Target the same way: the service wins.
+		{Target{Prefix: "/x", Service: &ServiceQuery{Name: "web"}, ServiceNames: true}, KindService},
+	} {
+		if got := c.t.Kind(); got != c.want {
+			t.Errorf("%+v.Kind() = %v, want %v", c.t, got, c.want)
+		}
+	}
+}

@@ -17,8 +17,8 @@ import (
 type fetchFunc func(ctx context.Context, index uint64) (backends.Event, uint64, error)
 
 func (s *Store) fetcher(t backends.Target) (fetchFunc, error) {
-	switch {
-	case t.Service != nil:
+	switch t.Kind() {
+	case backends.KindService:
 		q := *t.Service
 		if q.Name == "" {
 			return nil, fmt.Errorf("consul: watch %s: service query without a name", t)
@@ -27,7 +27,7 @@ func (s *Store) fetcher(t backends.Target) (fetchFunc, error) {
 			svcs, idx, err := s.fetchService(ctx, q, index)
 			return backends.Event{Target: t, Revision: idx, Full: true, Services: svcs}, idx, err
 		}, nil
-	case t.ServiceNames:
+	case backends.KindServiceNames:
 		return func(ctx context.Context, index uint64) (backends.Event, uint64, error) {
 			names, idx, err := s.fetchNames(ctx, index)
 			return backends.Event{Target: t, Revision: idx, Full: true, Names: names}, idx, err
@@ -98,11 +98,11 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 		return err
 	}
 	guard := &dcGuard{s: s}
-	if t.Service != nil && t.Service.Datacenter != "" && t.Service.Datacenter != s.dc {
+	if t.Kind() == backends.KindService && t.Service.Datacenter != "" && t.Service.Datacenter != s.dc {
 		guard.m = s.dcRef(t.Service.Datacenter)
 		defer s.dcUnref(guard.m)
 	}
-	if t.Service != nil {
+	if t.Kind() == backends.KindService {
 		defer s.svcWatches.Add(-1)
 		if s.svcWatches.Add(1) > hubAfter {
 			h := s.hubFor(t.Service.Datacenter)
@@ -114,7 +114,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 			}
 		}
 	}
-	if t.Service == nil && !t.ServiceNames {
+	if t.Kind() == backends.KindPrefix {
 		t = backends.PrefixTarget(t.Prefix)
 	}
 	var last *backends.Event

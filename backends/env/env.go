@@ -127,7 +127,7 @@ func (s *Store) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, ui
 // Watch sends the prefix's keys once if from is not the environment's revision, then
 // waits for ctx: the environment of a running process does not change.
 func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out chan<- backends.Event) error {
-	if t.Service != nil || t.ServiceNames {
+	if t.Kind() != backends.KindPrefix {
 		return fmt.Errorf("watch %s: %w", t, ErrNoServices)
 	}
 	if from != revision {

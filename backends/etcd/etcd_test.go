@@ -185,8 +185,8 @@ func TestOutboxMergesIntoARealState(t *testing.T) {
 	o.add(backends.Event{Target: tgt, Revision: 6, KVs: map[string]string{"/app/b": "2"}})
 	want := backends.Event{Target: tgt, Revision: 6,
 		KVs: map[string]string{"/app/b": "2", "/app/c": "1"}, Deleted: []string{"/app/a"}}
-	if !reflect.DeepEqual(o.ev, want) {
-		t.Errorf("merged\n got %+v\nwant %+v", o.ev, want)
+	if !reflect.DeepEqual(o.ev(), want) {
+		t.Errorf("merged\n got %+v\nwant %+v", o.ev(), want)
 	}
 	if o.ch() == nil {
 		t.Fatal("pending event not offered")
@@ -201,8 +201,8 @@ func TestOutboxMergesIntoARealState(t *testing.T) {
 	o.add(backends.Event{Target: tgt, Revision: 9, Full: true, KVs: map[string]string{"/app/y": "1", "/app/z": "1"}})
 	o.add(backends.Event{Target: tgt, Revision: 10, Deleted: []string{"/app/y"}, KVs: map[string]string{"/app/w": "1"}})
 	want = backends.Event{Target: tgt, Revision: 10, Full: true, KVs: map[string]string{"/app/z": "1", "/app/w": "1"}}
-	if !reflect.DeepEqual(o.ev, want) {
-		t.Errorf("merged into Full\n got %+v\nwant %+v", o.ev, want)
+	if !reflect.DeepEqual(o.ev(), want) {
+		t.Errorf("merged into Full\n got %+v\nwant %+v", o.ev(), want)
 	}
 }
 

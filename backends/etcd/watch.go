@@ -56,19 +56,10 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	return w.run(ctx)
 }
 
-type targetKind int
-
-const (
-	kindPrefix targetKind = iota
-	kindService
-	kindNames
-)
-
 // follower turns what etcd sends into events for one target.
 type follower struct {
 	s      *Store
 	target backends.Target
-	kind   targetKind
 	prefix string
 	q      backends.ServiceQuery
 	log    *slog.Logger // for the parsers: warns once per malformed instance
@@ -83,8 +74,8 @@ type follower struct {
 
 func (s *Store) newFollower(t backends.Target) (*follower, error) {
 	f := &follower{s: s, target: t, log: slog.New(newQuietRepeats(s.log.Handler()))}
-	switch {
-	case t.Service != nil:
+	switch t.Kind() {
+	case backends.KindService:
 		if err := s.layout.CheckQuery(*t.Service); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -92,21 +83,21 @@ func (s *Store) newFollower(t backends.Target) (*follower, error) {
 		if err != nil {
 			return nil, err
 		}
-		f.kind, f.prefix, f.q = kindService, sp.prefix, *t.Service
-	case t.ServiceNames:
-		f.kind, f.prefix = kindNames, s.layout.Root()
+		f.prefix, f.q = sp.prefix, *t.Service
+	case backends.KindServiceNames:
+		f.prefix = s.layout.Root()
 	default:
 		if t.Prefix == "" {
 			return nil, fmt.Errorf("%s: watch: empty target", s.name)
 		}
-		f.kind, f.prefix = kindPrefix, backends.CleanKey(t.Prefix)
+		f.prefix = backends.CleanKey(t.Prefix)
 	}
 	return f, nil
 }
 
 // span is recomputed on each attempt: a denied watch may have narrowed it.
 func (f *follower) span() span {
-	if f.kind != kindPrefix {
+	if f.target.Kind() != backends.KindPrefix {
 		return span{prefix: f.prefix}
 	}
 	return span{prefix: f.prefix, self: f.prefix != "/" && !f.s.isSubtreeOnly(f.prefix)}
@@ -114,7 +105,7 @@ func (f *follower) span() span {
 
 // needsBase reports whether the follower must read the target as of the revision the
 // receiver already has before it can turn changes into whole lists.
-func (f *follower) needsBase() bool { return f.kind != kindPrefix && f.kvs == nil }
+func (f *follower) needsBase() bool { return f.target.Kind() != backends.KindPrefix && f.kvs == nil }
 
 // base sets what the receiver already has, without sending it.
 func (f *follower) base(kvs map[string]string) {
@@ -124,10 +115,10 @@ func (f *follower) base(kvs map[string]string) {
 }
 
 func (f *follower) compute() ([]backends.Service, []backends.ServiceSummary) {
-	switch f.kind {
-	case kindService:
+	switch f.target.Kind() {
+	case backends.KindService:
 		return f.s.filterServices(f.q, f.kvs, f.log), nil
-	case kindNames:
+	case backends.KindServiceNames:
 		return nil, f.s.summaries(f.kvs, f.log)
 	}
 	return nil, nil
@@ -136,7 +127,7 @@ func (f *follower) compute() ([]backends.Service, []backends.ServiceSummary) {
 // full turns a complete read into an event; false when nothing the receiver has
 // would change.
 func (f *follower) full(kvs map[string]string, rev int64) (backends.Event, bool) {
-	if f.kind == kindPrefix {
+	if f.target.Kind() == backends.KindPrefix {
 		return backends.Event{Target: f.target, Revision: uint64(rev), Full: true, KVs: kvs}, true
 	}
 	f.kvs = kvs
@@ -155,7 +146,7 @@ func (f *follower) list(rev int64) (backends.Event, bool) {
 // apply turns the events of one watch response (whole revisions, in order) into one
 // event; false when none concerns the target.
 func (f *follower) apply(sp span, evs []*clientv3.Event, rev int64) (backends.Event, bool) {
-	if f.kind != kindPrefix {
+	if f.target.Kind() != backends.KindPrefix {
 		changed := false
 		for _, e := range evs {
 			k := string(e.Kv.Key)
@@ -209,14 +200,13 @@ func sortedKeys(m map[string]struct{}) []string {
 }
 
 // outbox holds the event waiting for the receiver. While the receiver is busy (or
-// MinGap has not passed) later events merge into it, so a slow receiver sees fewer,
-// larger steps, each one a state that existed, and never blocks the watch.
+// MinGap has not passed) later events merge into it (see backends.Pending), so a slow
+// receiver sees fewer, larger steps, each one a state that existed, and never blocks
+// the watch.
 type outbox struct {
 	out      chan<- backends.Event
 	gap      time.Duration
-	has      bool
-	ev       backends.Event
-	del      map[string]struct{} // ev.Deleted as a set, for merging
+	pending  backends.Pending
 	lastSent time.Time
 	timer    *time.Timer
 	armed    bool
@@ -226,37 +216,15 @@ func newOutbox(out chan<- backends.Event, gap time.Duration) *outbox {
 	return &outbox{out: out, gap: gap}
 }
 
-func (o *outbox) add(ev backends.Event) {
-	if !o.has || ev.Full || ev.Target.Service != nil || ev.Target.ServiceNames {
-		o.ev, o.has = ev, true
-		o.del = make(map[string]struct{}, len(ev.Deleted))
-		for _, k := range ev.Deleted {
-			o.del[k] = struct{}{}
-		}
-		return
-	}
-	// Incremental prefix event on top of a pending one (Full or not).
-	if o.ev.KVs == nil {
-		o.ev.KVs = make(map[string]string, len(ev.KVs))
-	}
-	for k, v := range ev.KVs {
-		o.ev.KVs[k] = v
-		delete(o.del, k)
-	}
-	for _, k := range ev.Deleted {
-		delete(o.ev.KVs, k)
-		if !o.ev.Full {
-			o.del[k] = struct{}{}
-		}
-	}
-	o.ev.Deleted = sortedKeys(o.del)
-	o.ev.Revision = ev.Revision
-}
+func (o *outbox) add(ev backends.Event) { o.pending.Add(ev) }
 
-// ch is the channel to offer o.ev on in a select: nil (never ready) when there is
+// ev is the event to offer on ch().
+func (o *outbox) ev() backends.Event { return o.pending.Event() }
+
+// ch is the channel to offer o.ev() on in a select: nil (never ready) when there is
 // nothing to send or MinGap has not passed yet.
 func (o *outbox) ch() chan<- backends.Event {
-	if !o.has {
+	if !o.pending.Has() {
 		return nil
 	}
 	if o.gap > 0 && !o.lastSent.IsZero() {
@@ -286,7 +254,7 @@ func (o *outbox) wake() <-chan time.Time {
 func (o *outbox) woke() { o.armed = false }
 
 func (o *outbox) sent() {
-	o.has, o.ev, o.del = false, backends.Event{}, nil
+	o.pending.Clear()
 	o.lastSent = time.Now()
 }
 
@@ -395,7 +363,7 @@ func (w *watcher) stream(ctx context.Context, cli *clientv3.Client, sp span) err
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case w.ob.ch() <- w.ob.ev:
+		case w.ob.ch() <- w.ob.ev():
 			w.ob.sent()
 		case <-w.ob.wake():
 			w.ob.woke()
@@ -456,7 +424,7 @@ func (w *watcher) wait(ctx context.Context, d time.Duration) error {
 			return ctx.Err()
 		case <-t.C:
 			return nil
-		case w.ob.ch() <- w.ob.ev:
+		case w.ob.ch() <- w.ob.ev():
 			w.ob.sent()
 		case <-w.ob.wake():
 			w.ob.woke()

@@ -383,10 +383,10 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 
 // targetState is what an event for t carries.
 func targetState(snap *snapshot, t backends.Target) any {
-	switch {
-	case t.Service != nil:
+	switch t.Kind() {
+	case backends.KindService:
 		return servicesFor(snap, *t.Service)
-	case t.ServiceNames:
+	case backends.KindServiceNames:
 		return slices.Clone(snap.names)
 	default:
 		return kvUnder(snap, []string{t.Prefix})

@@ -611,7 +611,7 @@ func (t *tree) attach(sb *sub) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.subs[sb] = struct{}{}
-	if sb.kind != kindPrefix && t.index == nil {
+	if sb.target.Kind() != backends.KindPrefix && t.index == nil {
 		t.index = make(map[string]instance)
 		t.rebuildIndexLocked()
 	}
@@ -620,29 +620,18 @@ func (t *tree) attach(sb *sub) {
 	}
 }
 
-type subKind int
-
-const (
-	kindPrefix subKind = iota
-	kindService
-	kindNames
-)
-
 // sub is one Watch call's view of a tree: what it still has to send. Changes that pile
-// up while the receiver is slow are merged, never queued without bound.
+// up while the receiver is slow are merged (backends.Pending), never queued without
+// bound. Service lists are recomputed from the tree when sent: their pending event only
+// says that something changed, and whether the whole state was offered (Full).
 type sub struct {
 	target backends.Target
-	kind   subKind
 	from   uint64
 	kick   chan struct{}
 
 	mu      sync.Mutex
 	offered bool // the initial state was offered (or found unnecessary)
-	pending bool
-	full    bool
-	kvs     map[string]string
-	del     map[string]struct{}
-	rev     uint64
+	pending backends.Pending
 
 	last []backends.Service // service lists: what was sent last
 	sent bool
@@ -667,14 +656,16 @@ func (sb *sub) offerFull(t *tree) {
 			return
 		}
 	}
-	sb.pending, sb.full, sb.rev = true, true, t.rev
-	if sb.kind == kindPrefix {
-		sb.kvs, sb.del = maps.Clone(t.kv), nil
+	ev := backends.Event{Target: sb.target, Revision: t.rev, Full: true}
+	if sb.target.Kind() == backends.KindPrefix {
+		ev.KVs = maps.Clone(t.kv)
 	}
+	sb.pending.Add(ev)
 	sb.wake()
 }
 
-// offer merges an incremental change; t.mu is held.
+// offer merges an incremental change; t.mu is held. upserts and deleted are shared by
+// every sub of the tree and only read.
 func (sb *sub) offer(t *tree, upserts map[string]string, deleted []string) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
@@ -682,62 +673,35 @@ func (sb *sub) offer(t *tree, upserts map[string]string, deleted []string) {
 		// The subscriber still waits for its first state; the next Full carries this.
 		return
 	}
-	sb.rev = t.rev
-	if sb.kind != kindPrefix {
-		// Service lists are recomputed from the tree when sent.
-		sb.pending = true
-		sb.wake()
-		return
+	ev := backends.Event{Target: sb.target, Revision: t.rev}
+	if sb.target.Kind() == backends.KindPrefix {
+		ev.KVs, ev.Deleted = upserts, deleted
 	}
-	if sb.kvs == nil {
-		sb.kvs = make(map[string]string, len(upserts))
-	}
-	for k, v := range upserts {
-		sb.kvs[k] = v
-		delete(sb.del, k)
-	}
-	for _, k := range deleted {
-		delete(sb.kvs, k)
-		if !sb.full {
-			if sb.del == nil {
-				sb.del = make(map[string]struct{})
-			}
-			sb.del[k] = struct{}{}
-		}
-	}
-	sb.pending = true
+	sb.pending.Add(ev)
 	sb.wake()
 }
 
 // take builds the next event to send, if any.
 func (sb *sub) take(t *tree) (backends.Event, bool) {
 	sb.mu.Lock()
-	if !sb.pending {
-		sb.mu.Unlock()
+	ev, ok := sb.pending.Take()
+	sb.mu.Unlock()
+	if !ok {
 		return backends.Event{}, false
 	}
-	ev := backends.Event{Target: sb.target, Revision: sb.rev, Full: sb.full}
-	full := sb.full
-	if sb.kind == kindPrefix {
-		ev.KVs = sb.kvs
+	kind := sb.target.Kind()
+	if kind == backends.KindPrefix {
 		if ev.KVs == nil {
 			ev.KVs = map[string]string{}
 		}
-		for k := range sb.del {
-			ev.Deleted = append(ev.Deleted, k)
-		}
-		sort.Strings(ev.Deleted)
-	}
-	sb.pending, sb.full, sb.kvs, sb.del = false, false, nil, nil
-	sb.mu.Unlock()
-	if sb.kind == kindPrefix {
 		return ev, true
 	}
 
+	full := ev.Full
 	t.mu.Lock()
 	ev.Revision = t.rev
 	var list []backends.Service
-	if sb.kind == kindService {
+	if kind == backends.KindService {
 		list = t.servicesLocked(*sb.target.Service)
 		ev.Services = list
 	} else {
@@ -745,7 +709,7 @@ func (sb *sub) take(t *tree) (backends.Event, bool) {
 	}
 	t.mu.Unlock()
 	ev.Full = true
-	if sb.kind == kindService && !full && sb.sent && reflect.DeepEqual(list, sb.last) {
+	if kind == backends.KindService && !full && sb.sent && reflect.DeepEqual(list, sb.last) {
 		// A change under the service that leaves the filtered list as it was.
 		return backends.Event{}, false
 	}
@@ -759,8 +723,8 @@ func (sb *sub) take(t *tree) (backends.Event, bool) {
 func (s *Store) Watch(ctx context.Context, target backends.Target, from uint64, out chan<- backends.Event) error {
 	sb := &sub{target: target, from: from, kick: make(chan struct{}, 1)}
 	var key string
-	switch {
-	case target.Service != nil:
+	switch target.Kind() {
+	case backends.KindService:
 		if err := s.checkQuery(*target.Service); err != nil {
 			return err
 		}
@@ -768,11 +732,11 @@ func (s *Store) Watch(ctx context.Context, target backends.Target, from uint64, 
 		if err != nil {
 			return err
 		}
-		key, sb.kind = dir, kindService
-	case target.ServiceNames:
-		key, sb.kind = s.layout.Root(), kindNames
+		key = dir
+	case backends.KindServiceNames:
+		key = s.layout.Root()
 	default:
-		key, sb.kind = backends.CleanKey(target.Prefix), kindPrefix
+		key = backends.CleanKey(target.Prefix)
 	}
 	t, err := s.acquire(key)
 	if err != nil {

@@ -334,8 +334,8 @@ func touch(ps ...string) map[string]struct{} {
 	return m
 }
 
-func newSub(kind subKind, target backends.Target, from uint64) *sub {
-	return &sub{target: target, kind: kind, from: from, kick: make(chan struct{}, 1)}
+func newSub(target backends.Target, from uint64) *sub {
+	return &sub{target: target, from: from, kick: make(chan struct{}, 1)}
 }
 
 // The mirror's changes become the key changes a cache needs: an intermediate znode's
@@ -352,7 +352,7 @@ func TestPublishKeyChanges(t *testing.T) {
 	if want := map[string]string{"/app/a": "1", "/app/dir/b": "2"}; !mapsEqual(tr.kv, want) {
 		t.Fatalf("kv = %v, want %v", tr.kv, want)
 	}
-	sb := newSub(kindPrefix, backends.PrefixTarget("/app"), 0)
+	sb := newSub(backends.PrefixTarget("/app"), 0)
 	tr.loaded = true
 	tr.attach(sb)
 	ev, ok := sb.take(tr)
@@ -395,13 +395,13 @@ func TestSubscriberMerging(t *testing.T) {
 	tr.rev, tr.loaded = 5, true
 
 	// From the revision the caller read at: no initial Full.
-	quiet := newSub(kindPrefix, backends.PrefixTarget("/p"), 5)
+	quiet := newSub(backends.PrefixTarget("/p"), 5)
 	tr.attach(quiet)
 	if ev, ok := quiet.take(tr); ok {
 		t.Errorf("initial event %+v for a subscriber already at revision 5", ev)
 	}
 	// From an older revision: the whole state.
-	behind := newSub(kindPrefix, backends.PrefixTarget("/p"), 4)
+	behind := newSub(backends.PrefixTarget("/p"), 4)
 	tr.attach(behind)
 	if ev, ok := behind.take(tr); !ok || !ev.Full {
 		t.Errorf("subscriber behind the tree got %+v, want Full", ev)
@@ -454,7 +454,7 @@ func TestServiceIndex(t *testing.T) {
 	}
 	tr.loaded, tr.rev = true, 3
 	q := backends.ServiceQuery{Name: "web"}
-	sb := newSub(kindService, backends.ServiceTarget(q), 0)
+	sb := newSub(backends.ServiceTarget(q), 0)
 	tr.attach(sb)
 	ev, ok := sb.take(tr)
 	if !ok || !ev.Full || got(ev.Services) != "10.0.0.1:80,10.0.0.3:8" {
@@ -472,7 +472,7 @@ func TestServiceIndex(t *testing.T) {
 		t.Errorf("a DEAD ServerSet member is not malformed: %s", logs)
 	}
 
-	anyStatus := newSub(kindService, backends.ServiceTarget(backends.ServiceQuery{Name: "web", Statuses: []string{"passing", "warning", "critical", "maintenance"}}), 0)
+	anyStatus := newSub(backends.ServiceTarget(backends.ServiceQuery{Name: "web", Statuses: []string{"passing", "warning", "critical", "maintenance"}}), 0)
 	tr.attach(anyStatus)
 	if ev, _ := anyStatus.take(tr); got(ev.Services) != "10.0.0.1:80,10.0.0.2:80,10.0.0.3:8" {
 		t.Errorf("any-status list %q", got(ev.Services))
@@ -499,7 +499,7 @@ func TestServiceIndex(t *testing.T) {
 		t.Errorf("re-read warned again about an unchanged bad value")
 	}
 
-	names := newSub(kindNames, backends.Target{ServiceNames: true}, 0)
+	names := newSub(backends.Target{ServiceNames: true}, 0)
 	tr.attach(names)
 	if ev, _ := names.take(tr); len(ev.Names) != 1 || ev.Names[0].Name != "web" || !slices.Equal(ev.Names[0].Tags, []string{"x"}) {
 		t.Errorf("catalog %+v", ev.Names)
