@@ -356,10 +356,10 @@ func TestWatchEndsWhenTheStoreCloses(t *testing.T) {
 }
 
 func TestBackoffStaysWithinBounds(t *testing.T) {
-	var b backoff
+	b := newBackoff()
 	prevMax := time.Duration(0)
 	for i := range 20 {
-		d := b.next()
+		d := b.Next()
 		if d < 125*time.Millisecond || d > 5*time.Second {
 			t.Fatalf("step %d: %v out of [125ms, 5s]", i, d)
 		}
@@ -368,8 +368,8 @@ func TestBackoffStaysWithinBounds(t *testing.T) {
 	if prevMax < 2500*time.Millisecond {
 		t.Errorf("backoff never grew past %v", prevMax)
 	}
-	b.reset()
-	if d := b.next(); d > 250*time.Millisecond {
+	b.Reset()
+	if d := b.Next(); d > 250*time.Millisecond {
 		t.Errorf("after reset: %v, want <= 250ms", d)
 	}
 }

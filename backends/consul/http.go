@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/heraldhq/herald/backends"
 )
 
 // ErrPermission marks a request Consul's ACLs refused, or answered with part of the data
@@ -296,7 +297,7 @@ func (s *Store) remoteDC(r request) string {
 // once runs a one-shot read, retrying with backoff while no agent answers, until ctx ends;
 // then it fails with the last cause and ctx's error. A refusal (4xx) fails at once.
 func (s *Store) once(ctx context.Context, fn func(context.Context) error) error {
-	var bo backoff
+	bo := newBackoff()
 	var lastErr error
 	for {
 		err := fn(ctx)
@@ -320,26 +321,16 @@ func (s *Store) once(ctx context.Context, fn func(context.Context) error) error 
 			return fmt.Errorf("%w; gave up: %w", lastErr, ctx.Err())
 		case <-s.closeCtx.Done():
 			return fmt.Errorf("%w: %w", errClosed, lastErr)
-		case <-time.After(bo.next()):
+		case <-time.After(bo.Next()):
 		}
 	}
 }
 
-// backoff doubles from 250 ms to 5 s, with jitter so that many watches failing together
-// do not retry in step.
-type backoff struct{ d time.Duration }
-
-func (b *backoff) next() time.Duration {
-	switch {
-	case b.d == 0:
-		b.d = 250 * time.Millisecond
-	case b.d < 5*time.Second:
-		b.d = min(2*b.d, 5*time.Second)
-	}
-	return b.d/2 + rand.N(b.d/2+1)
+// newBackoff returns the delay of every retry here: from 250 ms doubling to 5 s,
+// jittered so that many watches failing together do not retry in step.
+func newBackoff() backends.Backoff {
+	return backends.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 }
-
-func (b *backoff) reset() { b.d = 0 }
 
 // blocking adds a blocking query's parameters. Index 0 means a plain read.
 func (s *Store) blocking(q url.Values, index uint64) url.Values {

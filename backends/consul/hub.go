@@ -104,7 +104,7 @@ func (h *hub) publish(snap *hubSnap) {
 // index moved, and every failure (subscribers retry on their own schedule).
 func (h *hub) run(ctx context.Context) {
 	var index uint64
-	var bo backoff
+	bo := newBackoff()
 	pace := newPacer(h.s.minGap, paceBurst)
 	for ctx.Err() == nil {
 		if wait := pace.take(time.Now()); wait > 0 {
@@ -125,12 +125,12 @@ func (h *hub) run(ctx context.Context) {
 				<-ctx.Done()
 				return
 			}
-			if sleep(ctx, bo.next()) != nil {
+			if sleep(ctx, bo.Next()) != nil {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		if snap.index != index || index == 0 {
 			h.publish(snap)
 		}

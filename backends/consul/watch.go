@@ -126,7 +126,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	log := s.log.With("target", t.ID())
 	index := from
 	resync := false
-	var bo backoff
+	bo := newBackoff()
 	pace := newPacer(s.minGap, paceBurst)
 	outagesSeen := s.outages.Load()
 	for {
@@ -165,12 +165,12 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 				log.Debug("consul watch still failing", "err", err)
 			}
 			resync, index = true, 0
-			if err := sleep(ctx, bo.next()); err != nil {
+			if err := sleep(ctx, bo.Next()); err != nil {
 				return err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		outagesSeen = s.outages.Load()
 		var changed bool
 		switch {

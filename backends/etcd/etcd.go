@@ -24,7 +24,9 @@ import (
 
 const (
 	defaultDialTimeout = 5 * time.Second
-	// maxBackoff caps every retry delay: watches, reconnects and re-registration.
+	// Every retry (watches, reconnects, re-registration) waits minBackoff at first,
+	// doubling to maxBackoff.
+	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
 	// keepaliveTime is the gRPC ping interval that detects a hung member (SIGSTOP, a
 	// dead VM) whose TCP connection stays open. gRPC will not ping more often than 10 s
@@ -150,7 +152,8 @@ func (s *Store) Close() error {
 // dialing touch the network (clientv3.New fetches a token then); that happens in the
 // background so that ctx, not the dial timeout, bounds the wait.
 func (s *Store) client(ctx context.Context) (*clientv3.Client, error) {
-	for attempt := 0; ; attempt++ {
+	bo := newBackoff()
+	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -183,11 +186,14 @@ func (s *Store) client(ctx context.Context) (*clientv3.Client, error) {
 		if permanent(err) {
 			return nil, err
 		}
-		if err := sleep(ctx, backoffDelay(attempt)); err != nil {
+		if err := sleep(ctx, bo.Next()); err != nil {
 			return nil, err
 		}
 	}
 }
+
+// newBackoff returns the delay of every retry loop here.
+func newBackoff() backends.Backoff { return backends.Backoff{Min: minBackoff, Max: maxBackoff} }
 
 func (s *Store) dial(done chan struct{}) {
 	defer s.dials.Done()

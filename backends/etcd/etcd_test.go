@@ -115,10 +115,11 @@ func TestBatchSpansStaysWithinTxnLimit(t *testing.T) {
 
 func TestBackoffDelayIsBoundedAndJittered(t *testing.T) {
 	seen := map[time.Duration]bool{}
+	bo := newBackoff()
 	for n := range 40 {
-		d := backoffDelay(n)
+		d := bo.Next()
 		if d <= 0 || d > maxBackoff {
-			t.Fatalf("backoffDelay(%d) = %v, want (0, %v]", n, d, maxBackoff)
+			t.Fatalf("retry %d waits %v, want (0, %v]", n, d, maxBackoff)
 		}
 		if n == 0 && d > 100*time.Millisecond {
 			t.Errorf("first retry waits %v", d)
@@ -128,8 +129,11 @@ func TestBackoffDelayIsBoundedAndJittered(t *testing.T) {
 	if len(seen) < 20 {
 		t.Errorf("only %d distinct delays in 40 draws: no jitter?", len(seen))
 	}
-	if d := backoffDelay(1000); d < maxBackoff/2 {
-		t.Errorf("backoffDelay(1000) = %v, want >= %v", d, maxBackoff/2)
+	for range 1000 {
+		bo.Next()
+	}
+	if d := bo.Next(); d < maxBackoff/2 {
+		t.Errorf("retry 1000 waits %v, want >= %v", d, maxBackoff/2)
 	}
 }
 

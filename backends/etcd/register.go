@@ -223,9 +223,10 @@ func (r *registration) currentLease() clientv3.LeaseID {
 // recover returns a keepalive channel for a live lease with the key written under it,
 // or nil when life ended first.
 func (r *registration) recover(life context.Context, cli *clientv3.Client) <-chan *clientv3.LeaseKeepAliveResponse {
+	bo := newBackoff()
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if sleep(life, backoffDelay(attempt-1)) != nil {
+			if sleep(life, bo.Next()) != nil {
 				return nil
 			}
 		}

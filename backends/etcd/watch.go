@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"reflect"
 	"slices"
 	"time"
@@ -24,17 +23,6 @@ var (
 	errRetryNow = errors.New("retry")
 )
 
-// backoffDelay is the wait before retry n (0-based): doubling from 100 ms to maxBackoff,
-// drawn from the upper half so that many herald instances do not retry in step.
-func backoffDelay(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 0; i < n && d < maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, maxBackoff)
-	return d/2 + rand.N(d/2)
-}
-
 // Watch sends the changes of t after revision from to out until ctx ends, and returns
 // ctx.Err(). With from == 0 it first reads the target and sends it as a Full event.
 //
@@ -49,7 +37,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 	if err != nil {
 		return err
 	}
-	w := &watcher{s: s, f: f, ob: newOutbox(out, s.cfg.MinGap)}
+	w := &watcher{s: s, f: f, ob: newOutbox(out, s.cfg.MinGap), bo: newBackoff()}
 	if from > 0 {
 		w.next = int64(from) + 1
 	}
@@ -272,6 +260,7 @@ type watcher struct {
 
 	next     int64 // first revision not yet seen; 0: unknown, read the target first
 	failures int   // consecutive failed attempts
+	bo       backends.Backoff
 	lastErr  string
 }
 
@@ -288,7 +277,7 @@ func (w *watcher) run(ctx context.Context) error {
 		case errors.Is(err, errResync), errors.Is(err, errRetryNow):
 			continue
 		}
-		d := backoffDelay(w.failures)
+		d := w.bo.Next()
 		w.failures++
 		w.logFailure(err, d)
 		if err := w.wait(ctx, d); err != nil {
@@ -412,6 +401,7 @@ func (w *watcher) established() {
 		w.s.log.Info("etcd watch resumed", "target", w.f.target.String(), "revision", w.next)
 	}
 	w.failures, w.lastErr = 0, ""
+	w.bo.Reset()
 }
 
 // wait sleeps d while still handing the pending event to the receiver.

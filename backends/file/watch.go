@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/heraldhq/herald/backends"
 )
 
 // One fsnotify watcher serves every Watch of a Store: inotify instances are a scarce
@@ -150,8 +152,7 @@ func (s *Store) watchFiles(ctx context.Context, done chan struct{}) {
 	// backoff. Every timer expiry (at start, after a burst of events, on retry) re-syncs
 	// the watched directories and re-reads the files, so whatever happened before a
 	// watch was in place is caught too.
-	retry := retryMin
-	failing := false
+	bo := backends.Backoff{Min: retryMin, Max: retryMax}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -175,15 +176,13 @@ func (s *Store) watchFiles(ctx context.Context, done chan struct{}) {
 			timer.Reset(s.debounce)
 		case <-timer.C:
 			if err := s.syncWatches(w); err != nil {
-				if !failing {
+				if !bo.Retrying() {
 					s.log.Warn("file backend: cannot watch for changes yet; retrying", "path", s.path, "err", err)
 				}
-				failing = true
-				timer.Reset(retry)
-				retry = min(2*retry, retryMax)
+				timer.Reset(bo.Next())
 				continue
 			}
-			failing, retry = false, retryMin
+			bo.Reset()
 			s.reload()
 		}
 	}

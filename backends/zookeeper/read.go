@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -543,14 +542,13 @@ func (s *Store) isKey(val string, hasChildren bool) bool {
 // znodes that keep changing are read again at most maxReadAttempts times.
 func (s *Store) read(ctx context.Context, roots []string) ([]*region, error) {
 	var lastErr error
-	var backoff time.Duration
+	bo := newBackoff()
 	for drops := 0; ; drops++ {
 		if drops > 0 {
-			backoff = nextBackoff(backoff)
 			select {
 			case <-ctx.Done():
 				return nil, s.readErr(roots, lastErr, ctx.Err())
-			case <-time.After(backoff):
+			case <-time.After(bo.Next()):
 			}
 		}
 		if err := s.waitReady(ctx); err != nil {
@@ -601,7 +599,8 @@ func (s *Store) readOnce(ctx context.Context, roots []string) ([]*region, error)
 		}
 		regions[i] = r
 	}
-	var backoff time.Duration
+	// Let a burst of writes pass, briefly: the znodes are being written right now.
+	bo := backends.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}
 	for attempt := 0; ; attempt++ {
 		moved, err := s.changed(ctx, regions)
 		if err != nil {
@@ -615,12 +614,10 @@ func (s *Store) readOnce(ctx context.Context, roots []string) ([]*region, error)
 			return nil, fmt.Errorf("zookeeper %s: read %s: %w (%d attempts)", s.server(), strings.Join(roots, ", "), ErrKeptChanging, maxReadAttempts)
 		}
 		if attempt >= 2 {
-			// Let a burst of writes pass.
-			backoff = min(max(2*backoff, time.Millisecond), 50*time.Millisecond)
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			case <-time.After(bo.Next()):
 			}
 		}
 		// Re-read every moved znode at once, so that they are all read close together

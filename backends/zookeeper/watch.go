@@ -155,7 +155,7 @@ func (t *tree) run() {
 	defer close(t.done)
 	log := t.s.log.With("prefix", t.key)
 	resync := true
-	var backoff time.Duration
+	bo := newBackoff()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -163,14 +163,14 @@ func (t *tree) run() {
 	wait := func(err error) bool {
 		// A failed read restarts the deferral: the reads after it start a fresh round.
 		deferSince = time.Time{}
-		backoff = nextBackoff(backoff)
+		d := bo.Next()
 		level := slog.LevelWarn
 		if transient(err) {
 			// The connection state change is logged already.
 			level = slog.LevelDebug
 		}
-		log.Log(t.ctx, level, "zookeeper watch: read failed; retrying", "err", err, "in", backoff.Round(time.Millisecond))
-		timer.Reset(backoff)
+		log.Log(t.ctx, level, "zookeeper watch: read failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+		timer.Reset(d)
 		select {
 		case <-t.ctx.Done():
 			return false
@@ -198,7 +198,8 @@ func (t *tree) run() {
 				}
 				continue
 			}
-			resync, backoff = false, 0
+			resync = false
+			bo.Reset()
 		} else {
 			select {
 			case <-t.ctx.Done():

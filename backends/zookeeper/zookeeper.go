@@ -64,8 +64,9 @@ import (
 const (
 	defaultDialTimeout    = 5 * time.Second
 	defaultSessionTimeout = 10 * time.Second
-	// maxBackoff caps every retry delay: a watch that lost its server retries at least
-	// this often.
+	// minBackoff is the first retry delay after a failure; maxBackoff caps them: a watch
+	// that lost its server retries at least this often.
+	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
 	// readParallelism is how many znodes are read at once; requests are pipelined on the
 	// one connection.
@@ -579,7 +580,7 @@ func (s *Store) sessionLoop() {
 	defer s.wg.Done()
 	var retry *time.Timer
 	var retryC <-chan time.Time
-	backoff := time.Duration(0)
+	bo := newBackoff()
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -596,15 +597,15 @@ func (s *Store) sessionLoop() {
 			err = s.keepRegistrations(s.ctx)
 		}
 		if err == nil || s.ctx.Err() != nil {
-			backoff = 0
+			bo.Reset()
 			continue
 		}
-		backoff = nextBackoff(backoff)
-		s.log.Warn("zookeeper: retrying", "err", err, "in", backoff.Round(time.Millisecond))
+		d := bo.Next()
+		s.log.Warn("zookeeper: retrying", "err", err, "in", d.Round(time.Millisecond))
 		if retry == nil {
-			retry = time.NewTimer(backoff)
+			retry = time.NewTimer(d)
 		} else {
-			retry.Reset(backoff)
+			retry.Reset(d)
 		}
 		retryC = retry.C
 	}
@@ -636,12 +637,9 @@ func (s *Store) addAuth() error {
 	return nil
 }
 
-// nextBackoff doubles d from 100ms up to maxBackoff, with jitter so that many clients
-// do not retry in step.
-func nextBackoff(d time.Duration) time.Duration {
-	d = min(max(2*d, 100*time.Millisecond), maxBackoff)
-	return d/2 + rand.N(d/2+1)
-}
+// newBackoff returns the delay of the retry loops that wait for the server: from
+// minBackoff doubling to maxBackoff, jittered so that many clients do not retry in step.
+func newBackoff() backends.Backoff { return backends.Backoff{Min: minBackoff, Max: maxBackoff} }
 
 // Close ends the session (its ephemeral nodes vanish), stops every watch and waits for
 // herald's goroutines.

@@ -621,8 +621,9 @@ func TestHandshakeDeadlineCapped(t *testing.T) {
 
 func TestBackoffBounded(t *testing.T) {
 	var d time.Duration
+	bo := newBackoff()
 	for range 20 {
-		d = nextBackoff(d)
+		d = bo.Next()
 		if d <= 0 || d > maxBackoff {
 			t.Fatalf("backoff %v out of (0, %v]", d, maxBackoff)
 		}
