@@ -69,3 +69,14 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+// An agent's error body that echoes the token is repeated without it.
+func TestRedactSecrets(t *testing.T) {
+	got := backends.RedactSecrets(`ACL not found for token "t0k3n" (t0k3n)`, "", "t0k3n")
+	if want := `ACL not found for token "REDACTED" (REDACTED)`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := backends.RedactSecrets("no secret here"); got != "no secret here" {
+		t.Errorf("without secrets: %q", got)
+	}
+}

@@ -135,6 +135,18 @@ func Redact(raw string) string {
 	return prefix + rest
 }
 
+// RedactSecrets is the one way herald repeats text that may echo a credential it sent
+// (an agent's error body, a proxy's page): each non-empty secret is replaced by
+// "REDACTED", the marker Redact uses.
+func RedactSecrets(text string, secrets ...string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			text = strings.ReplaceAll(text, sec, "REDACTED")
+		}
+	}
+	return text
+}
+
 // isScheme says whether s is a URL scheme (RFC 3986: a letter, then letters, digits,
 // '+', '-' or '.'), so that a password holding "://" is not taken for one.
 func isScheme(s string) bool {

@@ -145,7 +145,8 @@ func (s *Store) call(ctx context.Context, addr string, r request) (meta, error) 
 			}
 		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		msg := strings.TrimSpace(s.redact(string(b)))
+		// In case a proxy or a future Consul echoes the token.
+		msg := strings.TrimSpace(backends.RedactSecrets(string(b), s.token))
 		switch resp.StatusCode {
 		case http.StatusForbidden:
 			return fail(resp.StatusCode, fmt.Errorf("%w: HTTP 403: %s", ErrPermission, msg))
@@ -215,15 +216,6 @@ func (s *Store) anonymousDenied(ctx context.Context, m meta, r request, what str
 		}
 	}
 	return nil
-}
-
-// redact removes the token from text an agent sent back, in case a proxy or a future
-// Consul echoes it.
-func (s *Store) redact(text string) string {
-	if s.token == "" {
-		return text
-	}
-	return strings.ReplaceAll(text, s.token, "<token>")
 }
 
 // do sends r to the agent that answered last and, when it gives no answer (or a server
