@@ -1,0 +1,204 @@
+package zookeeper
+
+import (
+	"errors"
+	"maps"
+	"sort"
+
+	"github.com/heraldhq/herald/backends"
+)
+
+// This file holds the tree's apply side: re-reading what a batch of notifications
+// announced into the mirror, and turning the touched znodes into the key changes (and
+// service lists) subscribers receive.
+
+// apply re-reads what a batch of watch events announced into the mirror and adds what it
+// touched to what flush will publish.
+func (t *tree) apply(dirty map[string]uint8) error {
+	s := t.s
+	touched := make(map[string]struct{})
+	var rev uint64
+	for p, bits := range dirty {
+		if bits&dirtyGone != 0 {
+			t.remove(p, touched)
+		}
+	}
+	var fs []*fetch
+	var loads []string
+	for p, bits := range dirty {
+		if t.nodes[p] == nil {
+			if p == t.path {
+				loads = append(loads, p)
+			}
+			continue
+		}
+		f := &fetch{path: p, data: bits&dirtyData != 0, kids: bits&dirtyChildren != 0, watch: true}
+		if f.data || f.kids {
+			fs = append(fs, f)
+		}
+	}
+	if err := s.runAll(t.ctx, fs); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		n := t.nodes[f.path]
+		if n == nil {
+			continue
+		}
+		if f.gone {
+			t.remove(f.path, touched)
+			continue
+		}
+		if f.data {
+			rev = max(rev, maxZxid(f.dstat))
+			if v := string(f.val); v != n.val {
+				n.val = v
+				touched[f.path] = struct{}{}
+			}
+		}
+		if f.kids {
+			rev = max(rev, maxZxid(f.cstat))
+			now := make(map[string]struct{}, len(f.children))
+			for _, c := range f.children {
+				if s.hidden(f.path, c) {
+					continue
+				}
+				now[c] = struct{}{}
+				if _, had := n.children[c]; !had {
+					loads = append(loads, join(f.path, c))
+				}
+			}
+			for c := range n.children {
+				if _, still := now[c]; !still {
+					t.remove(join(f.path, c), touched)
+				}
+			}
+		}
+	}
+	r, err := t.load(loads, touched)
+	if err != nil {
+		return err
+	}
+	rev = max(rev, r)
+	for i := 0; t.nodes[t.path] == nil; i++ {
+		if i == maxRootRace {
+			return errors.New("watched prefix keeps appearing and vanishing")
+		}
+		appeared, err := s.watchExists(t.ctx, t.path)
+		if err != nil {
+			return s.errAt("watch", t.path, err)
+		}
+		if !appeared {
+			// The deletion moved the pzxid of an ancestor: that is its revision.
+			_, st, err := s.nearestAncestor(t.ctx, t.path)
+			if err != nil {
+				return err
+			}
+			rev = max(rev, maxZxid(st))
+			break
+		}
+		r, err := t.load([]string{t.path}, touched)
+		if err != nil {
+			return err
+		}
+		rev = max(rev, r)
+	}
+	if !t.pendingFull {
+		if t.pending == nil {
+			t.pending = touched
+		} else {
+			maps.Copy(t.pending, touched)
+		}
+	}
+	t.pendingRev = max(t.pendingRev, rev)
+	return nil
+}
+
+// publish computes which keys the touched znodes changed and hands them to subscribers.
+func (t *tree) publish(touched map[string]struct{}, rev uint64) {
+	s := t.s
+	upserts := make(map[string]string)
+	var deleted []string
+	for p := range touched {
+		k := s.keyOf(p)
+		if n := t.nodes[p]; n != nil && s.isKey(n.val, len(n.children) > 0) {
+			if old, ok := t.kv[k]; !ok || old != n.val {
+				upserts[k] = n.val
+			}
+		} else if _, ok := t.kv[k]; ok {
+			deleted = append(deleted, k)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rev = max(t.rev, rev)
+	if len(upserts) == 0 && len(deleted) == 0 {
+		return
+	}
+	sort.Strings(deleted)
+	for k, v := range upserts {
+		t.kv[k] = v
+	}
+	for _, k := range deleted {
+		delete(t.kv, k)
+	}
+	if t.index != nil {
+		for k, v := range upserts {
+			t.indexLocked(k, v)
+		}
+		for _, k := range deleted {
+			delete(t.index, k)
+		}
+	}
+	for sb := range t.subs {
+		sb.offer(t, upserts, deleted)
+	}
+}
+
+// indexLocked parses the instance at k (when k is one) with the shared parsers; a
+// malformed value, or a key at a level the layout does not have, is skipped with a
+// warning naming its key, once per value.
+func (t *tree) indexLocked(k, v string) {
+	if old, ok := t.index[k]; ok && old.val == v {
+		return
+	}
+	in := instance{val: v}
+	if sv, ok := t.s.layout.ParseKey(t.s.cfg, t.s.log, k, v); ok {
+		sv.Backend = "zookeeper"
+		in.svc, in.ok = sv, true
+	}
+	t.index[k] = in
+}
+
+func (t *tree) rebuildIndexLocked() {
+	old := t.index
+	t.index = make(map[string]instance, len(t.kv))
+	for k, v := range t.kv {
+		if in, ok := old[k]; ok && in.val == v {
+			t.index[k] = in
+			continue
+		}
+		t.indexLocked(k, v)
+	}
+}
+
+func (t *tree) servicesLocked(q backends.ServiceQuery) []backends.Service {
+	out := []backends.Service{}
+	for _, in := range t.index {
+		if in.ok && t.s.layout.Selects(q, in.svc) {
+			out = append(out, in.svc)
+		}
+	}
+	backends.SortServices(out)
+	return out
+}
+
+func (t *tree) namesLocked() []backends.ServiceSummary {
+	byName := make(map[string][]backends.Service)
+	for _, in := range t.index {
+		if in.ok {
+			byName[in.svc.Name] = append(byName[in.svc.Name], in.svc)
+		}
+	}
+	return backends.ServiceSummaries(byName)
+}
