@@ -15,7 +15,6 @@ import (
 // apply re-reads what a batch of watch events announced into the mirror and adds what it
 // touched to what flush will publish.
 func (t *tree) apply(dirty map[string]uint8) error {
-	s := t.s
 	touched := make(map[string]struct{})
 	var rev uint64
 	for p, bits := range dirty {
@@ -23,8 +22,38 @@ func (t *tree) apply(dirty map[string]uint8) error {
 			t.remove(p, touched)
 		}
 	}
-	var fs []*fetch
-	var loads []string
+	fs, loads := t.fetchesFor(dirty)
+	if err := t.s.runAll(t.ctx, fs); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		r, born := t.merge(f, touched)
+		rev = max(rev, r)
+		loads = append(loads, born...)
+	}
+	r, err := t.load(loads, touched)
+	if err != nil {
+		return err
+	}
+	rev = max(rev, r)
+	if r, err = t.settleRoot(touched); err != nil {
+		return err
+	}
+	rev = max(rev, r)
+	if !t.pendingFull {
+		if t.pending == nil {
+			t.pending = touched
+		} else {
+			maps.Copy(t.pending, touched)
+		}
+	}
+	t.pendingRev = max(t.pendingRev, rev)
+	return nil
+}
+
+// fetchesFor returns the reads that dirty asks of znodes in the mirror, and the paths
+// to load whole (the watched prefix, when it was missing).
+func (t *tree) fetchesFor(dirty map[string]uint8) (fs []*fetch, loads []string) {
 	for p, bits := range dirty {
 		if t.nodes[p] == nil {
 			if p == t.path {
@@ -37,81 +66,77 @@ func (t *tree) apply(dirty map[string]uint8) error {
 			fs = append(fs, f)
 		}
 	}
-	if err := s.runAll(t.ctx, fs); err != nil {
-		return err
+	return fs, loads
+}
+
+// merge puts one read into the mirror, noting the znodes whose value or children it
+// changed in touched; it returns the read's revision and the new children to load.
+func (t *tree) merge(f *fetch, touched map[string]struct{}) (rev uint64, born []string) {
+	n := t.nodes[f.path]
+	if n == nil {
+		return 0, nil
 	}
-	for _, f := range fs {
-		n := t.nodes[f.path]
-		if n == nil {
-			continue
-		}
-		if f.gone {
-			t.remove(f.path, touched)
-			continue
-		}
-		if f.data {
-			rev = max(rev, maxZxid(f.dstat))
-			if v := string(f.val); v != n.val {
-				n.val = v
-				touched[f.path] = struct{}{}
-			}
-		}
-		if f.kids {
-			rev = max(rev, maxZxid(f.cstat))
-			now := make(map[string]struct{}, len(f.children))
-			for _, c := range f.children {
-				if s.hidden(f.path, c) {
-					continue
-				}
-				now[c] = struct{}{}
-				if _, had := n.children[c]; !had {
-					loads = append(loads, join(f.path, c))
-				}
-			}
-			for c := range n.children {
-				if _, still := now[c]; !still {
-					t.remove(join(f.path, c), touched)
-				}
-			}
+	if f.gone {
+		t.remove(f.path, touched)
+		return 0, nil
+	}
+	if f.data {
+		rev = max(rev, maxZxid(f.dstat))
+		if v := string(f.val); v != n.val {
+			n.val = v
+			touched[f.path] = struct{}{}
 		}
 	}
-	r, err := t.load(loads, touched)
-	if err != nil {
-		return err
+	if f.kids {
+		rev = max(rev, maxZxid(f.cstat))
+		now := make(map[string]struct{}, len(f.children))
+		for _, c := range f.children {
+			if t.s.hidden(f.path, c) {
+				continue
+			}
+			now[c] = struct{}{}
+			if _, had := n.children[c]; !had {
+				born = append(born, join(f.path, c))
+			}
+		}
+		for c := range n.children {
+			if _, still := now[c]; !still {
+				t.remove(join(f.path, c), touched)
+			}
+		}
 	}
-	rev = max(rev, r)
+	return rev, born
+}
+
+// settleRoot handles a watched prefix that is missing after the reads: it arms an exist
+// watch, or loads the prefix if it appeared meanwhile (a bounded number of times), and
+// returns the revision that saw it gone or loaded.
+func (t *tree) settleRoot(touched map[string]struct{}) (uint64, error) {
+	s := t.s
+	var rev uint64
 	for i := 0; t.nodes[t.path] == nil; i++ {
 		if i == maxRootRace {
-			return errors.New("watched prefix keeps appearing and vanishing")
+			return 0, errors.New("watched prefix keeps appearing and vanishing")
 		}
 		appeared, err := s.watchExists(t.ctx, t.path)
 		if err != nil {
-			return s.errAt("watch", t.path, err)
+			return 0, s.errAt("watch", t.path, err)
 		}
 		if !appeared {
 			// The deletion moved the pzxid of an ancestor: that is its revision.
 			_, st, err := s.nearestAncestor(t.ctx, t.path)
 			if err != nil {
-				return err
+				return 0, err
 			}
-			rev = max(rev, maxZxid(st))
-			break
+			return max(rev, maxZxid(st)), nil
 		}
 		r, err := t.load([]string{t.path}, touched)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		rev = max(rev, r)
 	}
-	if !t.pendingFull {
-		if t.pending == nil {
-			t.pending = touched
-		} else {
-			maps.Copy(t.pending, touched)
-		}
-	}
-	t.pendingRev = max(t.pendingRev, rev)
-	return nil
+	return rev, nil
 }
 
 // publish computes which keys the touched znodes changed and hands them to subscribers.

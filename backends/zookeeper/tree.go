@@ -152,31 +152,9 @@ func (t *tree) takeQueue() []zk.Event {
 func (t *tree) run() {
 	defer t.s.wg.Done()
 	defer close(t.done)
-	log := t.s.log.With("prefix", t.key)
-	resync := true
-	bo := newBackoff()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var deferSince time.Time // when the first publish was held back, zero when none is
-	wait := func(err error) bool {
-		// A failed read restarts the deferral: the reads after it start a fresh round.
-		deferSince = time.Time{}
-		d := bo.Next()
-		level := slog.LevelWarn
-		if transient(err) {
-			// The connection state change is logged already.
-			level = slog.LevelDebug
-		}
-		log.Log(t.ctx, level, "zookeeper watch: read failed; retrying", "err", err, "in", d.Round(time.Millisecond))
-		timer.Reset(d)
-		select {
-		case <-t.ctx.Done():
-			return false
-		case <-timer.C:
-			return true
-		}
-	}
+	rs := &runState{log: t.s.log.With("prefix", t.key), bo: newBackoff(), timer: time.NewTimer(time.Hour)}
+	rs.timer.Stop()
+	defer rs.timer.Stop()
 	// One-shot watches mean the mirror is read znode by znode, not at one revision. It is
 	// published only when a round of reads ends with no notification pending: every
 	// znode in it has a watch armed since it was read, and the server sends a watch's
@@ -185,75 +163,142 @@ func (t *tree) run() {
 	// Otherwise a batch that read a child list before some creations and a value after
 	// them would render a mix the registry never held; the notifications pending are
 	// read first.
+	resync := true
 	for {
+		var next step
 		if resync {
-			err := t.resync()
-			if t.ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				if !wait(err) {
-					return
-				}
-				continue
-			}
-			resync = false
-			bo.Reset()
+			next = t.resyncStep(rs)
+			resync = next != stepPublish
 		} else {
-			select {
-			case <-t.ctx.Done():
-				return
-			case <-t.kick:
-			}
-			dirty := make(map[string]uint8)
-			for _, ev := range t.takeQueue() {
-				switch ev.Type {
-				case zk.EventSession:
-					// A reconnect (the library re-registered the watches) or a new session
-					// (every watch is gone): read everything again either way.
-					if ev.State == zk.StateHasSession {
-						resync = true
-					}
-				case zk.EventNotWatching:
-					resync = true
-				case zk.EventNodeCreated:
-					dirty[ev.Path] |= dirtyCreated
-				case zk.EventNodeDataChanged:
-					dirty[ev.Path] |= dirtyData
-				case zk.EventNodeChildrenChanged:
-					dirty[ev.Path] |= dirtyChildren
-				case zk.EventNodeDeleted:
-					dirty[ev.Path] |= dirtyGone
-				}
-			}
-			if resync {
-				continue
-			}
-			if len(dirty) > 0 {
-				if err := t.apply(dirty); err != nil {
-					if t.ctx.Err() != nil {
-						return
-					}
-					resync = true
-					if !wait(err) {
-						return
-					}
-					continue
-				}
-			}
+			next, resync = t.changeStep(rs)
 		}
-		if t.queued() {
-			if deferSince.IsZero() {
-				deferSince = time.Now()
-			}
-			if time.Since(deferSince) < maxDefer {
-				continue // the kick is waiting: read what changed first
-			}
-			log.Debug("zookeeper watch: changes keep arriving; publishing what was read", "held", time.Since(deferSince).Round(time.Millisecond))
+		switch next {
+		case stepStop:
+			return
+		case stepAgain:
+			continue
 		}
-		deferSince = time.Time{}
-		t.flush()
+		t.publishIfQuiet(rs)
 	}
+}
+
+// runState is what run keeps between rounds.
+type runState struct {
+	log        *slog.Logger
+	bo         backends.Backoff
+	timer      *time.Timer
+	deferSince time.Time // when the first publish was held back, zero when none is
+}
+
+// step says how run goes on after a round of reads.
+type step int
+
+const (
+	stepStop    step = iota // the tree is stopping
+	stepAgain               // read again before publishing anything
+	stepPublish             // the reads succeeded: publish once quiet
+)
+
+// resyncStep reads the whole prefix again.
+func (t *tree) resyncStep(rs *runState) step {
+	err := t.resync()
+	if t.ctx.Err() != nil {
+		return stepStop
+	}
+	if err != nil {
+		if !t.retryWait(rs, err) {
+			return stepStop
+		}
+		return stepAgain
+	}
+	rs.bo.Reset()
+	return stepPublish
+}
+
+// changeStep waits for notifications and re-reads what they announce; resync says the
+// next round must read everything again.
+func (t *tree) changeStep(rs *runState) (next step, resync bool) {
+	select {
+	case <-t.ctx.Done():
+		return stepStop, false
+	case <-t.kick:
+	}
+	dirty, resync := dirtyOf(t.takeQueue())
+	if resync {
+		return stepAgain, true
+	}
+	if len(dirty) > 0 {
+		if err := t.apply(dirty); err != nil {
+			if t.ctx.Err() != nil || !t.retryWait(rs, err) {
+				return stepStop, true
+			}
+			return stepAgain, true
+		}
+	}
+	return stepPublish, false
+}
+
+// dirtyOf sorts notifications into what each znode needs read again; resync when the
+// session changed or the server dropped watches, which only a full read repairs.
+func dirtyOf(evs []zk.Event) (dirty map[string]uint8, resync bool) {
+	dirty = make(map[string]uint8)
+	for _, ev := range evs {
+		switch ev.Type {
+		case zk.EventSession:
+			// A reconnect (the library re-registered the watches) or a new session
+			// (every watch is gone): read everything again either way.
+			if ev.State == zk.StateHasSession {
+				resync = true
+			}
+		case zk.EventNotWatching:
+			resync = true
+		case zk.EventNodeCreated:
+			dirty[ev.Path] |= dirtyCreated
+		case zk.EventNodeDataChanged:
+			dirty[ev.Path] |= dirtyData
+		case zk.EventNodeChildrenChanged:
+			dirty[ev.Path] |= dirtyChildren
+		case zk.EventNodeDeleted:
+			dirty[ev.Path] |= dirtyGone
+		}
+	}
+	return dirty, resync
+}
+
+// retryWait logs a failed read and waits out the backoff; false when the tree stops.
+func (t *tree) retryWait(rs *runState, err error) bool {
+	// A failed read restarts the deferral: the reads after it start a fresh round.
+	rs.deferSince = time.Time{}
+	d := rs.bo.Next()
+	level := slog.LevelWarn
+	if transient(err) {
+		// The connection state change is logged already.
+		level = slog.LevelDebug
+	}
+	rs.log.Log(t.ctx, level, "zookeeper watch: read failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+	rs.timer.Reset(d)
+	select {
+	case <-t.ctx.Done():
+		return false
+	case <-rs.timer.C:
+		return true
+	}
+}
+
+// publishIfQuiet publishes what was read unless notifications are waiting (read them
+// first), for at most maxDefer under a write storm.
+func (t *tree) publishIfQuiet(rs *runState) {
+	if t.queued() {
+		if rs.deferSince.IsZero() {
+			rs.deferSince = time.Now()
+		}
+		if time.Since(rs.deferSince) < maxDefer {
+			return // the kick is waiting: read what changed first
+		}
+		rs.log.Debug("zookeeper watch: changes keep arriving; publishing what was read", "held", time.Since(rs.deferSince).Round(time.Millisecond))
+	}
+	rs.deferSince = time.Time{}
+	t.flush()
 }
 
 // flush publishes what was read since the last publish.
