@@ -78,53 +78,13 @@ func (s *Store) call(ctx context.Context, addr string, r request) (meta, error) 
 	fail := func(status int, err error) (meta, error) {
 		return meta{status: status}, &Error{Addr: addr, Method: r.method, Path: r.path, Status: status, Err: err}
 	}
-	q := url.Values{}
-	for k, v := range r.query {
-		q[k] = v
-	}
-	if s.dc != "" && q.Get("dc") == "" {
-		q.Set("dc", s.dc)
-	}
-	u := s.scheme + "://" + addr + r.path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	var body io.Reader
-	if r.body != nil {
-		b, err := json.Marshal(r.body)
-		if err != nil {
-			return fail(0, fmt.Errorf("encode request: %w", err))
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
+	req, err := s.newRequest(ctx, addr, r)
 	if err != nil {
 		return fail(0, err)
-	}
-	if s.token != "" {
-		req.Header.Set("X-Consul-Token", s.token)
-	}
-	if s.user != "" {
-		// For a proxy in front of the agent (confd's -basic-auth); Consul ignores it.
-		req.SetBasicAuth(s.user, s.pass)
-	}
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
-		// url.Error repeats the full URL; the address and path are already in Error.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		if s.scheme == "https" && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
-			strings.Contains(err.Error(), "http2: client conn could not be established")) {
-			// With TLS 1.3 a refused client certificate shows up on the client only as
-			// a connection the server dropped (over HTTP/2, without even the errno).
-			err = fmt.Errorf("%w (the agent dropped the TLS connection: does it require a client certificate that was not given or not accepted?)", err)
-		}
-		return fail(0, err)
+		return fail(0, s.transportErr(err))
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -161,6 +121,60 @@ func (s *Store) call(ctx context.Context, addr string, r request) (meta, error) 
 		}
 	}
 	return m, nil
+}
+
+// newRequest builds r's HTTP request to addr, with the datacenter, token and basic auth.
+func (s *Store) newRequest(ctx context.Context, addr string, r request) (*http.Request, error) {
+	q := url.Values{}
+	for k, v := range r.query {
+		q[k] = v
+	}
+	if s.dc != "" && q.Get("dc") == "" {
+		q.Set("dc", s.dc)
+	}
+	u := s.scheme + "://" + addr + r.path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var body io.Reader
+	if r.body != nil {
+		b, err := json.Marshal(r.body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if s.token != "" {
+		req.Header.Set("X-Consul-Token", s.token)
+	}
+	if s.user != "" {
+		// For a proxy in front of the agent (confd's -basic-auth); Consul ignores it.
+		req.SetBasicAuth(s.user, s.pass)
+	}
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// transportErr says why no answer came, without repeating the URL.
+func (s *Store) transportErr(err error) error {
+	// url.Error repeats the full URL; the address and path are already in Error.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if s.scheme == "https" && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "http2: client conn could not be established")) {
+		// With TLS 1.3 a refused client certificate shows up on the client only as
+		// a connection the server dropped (over HTTP/2, without even the errno).
+		err = fmt.Errorf("%w (the agent dropped the TLS connection: does it require a client certificate that was not given or not accepted?)", err)
+	}
+	return err
 }
 
 // hidden is the error for an answer Consul trimmed to what the token may read.

@@ -93,27 +93,11 @@ func nextIndex(prev, got uint64) uint64 {
 // from is the revision of the data the caller holds (from Get, Services, ServiceNames or
 // an earlier event); 0 means none, and the first read is sent.
 func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out chan<- backends.Event) error {
-	fetch, err := s.fetcher(t)
+	fetch, guard, release, err := s.watchFetch(t)
 	if err != nil {
 		return err
 	}
-	guard := &dcGuard{s: s}
-	if t.Kind() == backends.KindService && t.Service.Datacenter != "" && t.Service.Datacenter != s.dc {
-		guard.m = s.dcRef(t.Service.Datacenter)
-		defer s.dcUnref(guard.m)
-	}
-	if t.Kind() == backends.KindService {
-		defer s.svcWatches.Add(-1)
-		if s.svcWatches.Add(1) > hubAfter {
-			h := s.hubFor(t.Service.Datacenter)
-			defer h.unref()
-			read := s.hubFetcher(h, *t.Service)
-			fetch = func(ctx context.Context, index uint64) (backends.Event, uint64, error) {
-				svcs, idx, err := read(ctx, index)
-				return backends.Event{Target: t, Revision: idx, Full: true, Services: svcs}, idx, err
-			}
-		}
-	}
+	defer release()
 	if t.Kind() == backends.KindPrefix {
 		t = backends.PrefixTarget(t.Prefix)
 	}
@@ -172,18 +156,10 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 		}
 		bo.Reset()
 		outagesSeen = s.outages.Load()
-		var changed bool
-		switch {
-		case resync:
+		if resync {
 			log.Info("consul watch recovered; sending the full state")
-			changed = true
-		case last != nil:
-			changed = !sameData(*last, ev)
-		default:
-			// The caller holds the data at from: the same index is the same data.
-			changed = from == 0 || got != from
 		}
-		if changed {
+		if resync || changedSince(last, ev, from, got) {
 			select {
 			case out <- ev:
 			case <-ctx.Done():
@@ -194,6 +170,51 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 		last, resync = &kept, false
 		index = nextIndex(index, got)
 	}
+}
+
+// watchFetch returns the read a watch of t repeats, the guard of its datacenter, and
+// what to release when the watch ends. Past hubAfter service watches, service lists
+// are read through one shared hub per datacenter instead of one query each.
+func (s *Store) watchFetch(t backends.Target) (fetchFunc, *dcGuard, func(), error) {
+	fetch, err := s.fetcher(t)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	guard := &dcGuard{s: s}
+	var undo []func()
+	release := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if t.Kind() != backends.KindService {
+		return fetch, guard, release, nil
+	}
+	if dc := t.Service.Datacenter; dc != "" && dc != s.dc {
+		guard.m = s.dcRef(dc)
+		undo = append(undo, func() { s.dcUnref(guard.m) })
+	}
+	undo = append(undo, func() { s.svcWatches.Add(-1) })
+	if s.svcWatches.Add(1) > hubAfter {
+		h := s.hubFor(t.Service.Datacenter)
+		undo = append(undo, h.unref)
+		read := s.hubFetcher(h, *t.Service)
+		fetch = func(ctx context.Context, index uint64) (backends.Event, uint64, error) {
+			svcs, idx, err := read(ctx, index)
+			return backends.Event{Target: t, Revision: idx, Full: true, Services: svcs}, idx, err
+		}
+	}
+	return fetch, guard, release, nil
+}
+
+// changedSince reports whether ev (read at index got) differs from what the receiver
+// holds: last, the last event sent, or else the data at revision from.
+func changedSince(last *backends.Event, ev backends.Event, from, got uint64) bool {
+	if last != nil {
+		return !sameData(*last, ev)
+	}
+	// The caller holds the data at from: the same index is the same data.
+	return from == 0 || got != from
 }
 
 // paceBurst is how many queries a watch may start back to back before pacing applies: a
