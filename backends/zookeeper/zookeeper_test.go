@@ -170,8 +170,16 @@ func TestServerDown(t *testing.T) {
 	wctx, wcancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	out := make(chan backends.Event, 1)
+	attempts := func() int { return strings.Count(logs.String(), "zookeeper client") }
+	tried := attempts()
 	go func() { done <- s.Watch(wctx, backends.PrefixTarget("/a"), 0, out) }()
-	time.Sleep(300 * time.Millisecond)
+	// Two more failed connection attempts while the watch runs prove it had the time to
+	// send or end, had it been going to.
+	for deadline := time.Now().Add(10 * time.Second); attempts() < tried+2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection attempts logged while the watch runs:\n%s", logs)
+		}
+	}
 	select {
 	case ev := <-out:
 		t.Errorf("watch sent %+v while the server is down", ev)
