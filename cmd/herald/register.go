@@ -15,7 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/backends/open"
-	"github.com/heraldhq/herald/backends/register"
+	"github.com/heraldhq/herald/resources/announce"
 )
 
 // registerFlags are `herald register`'s own flags. They describe one instance, the same
@@ -47,19 +47,19 @@ func (rf *registerFlags) bind(fs *flag.FlagSet) []regFlag {
 	fs.IntVar(&rc.Port, "port", 0, "")
 	fs.Var(&rf.tags, "tag", "")
 	fs.Var(&rf.meta, "meta", "")
-	fs.StringVar(&rc.TTL, "ttl", register.DefaultTTL.String(), "")
+	fs.StringVar(&rc.TTL, "ttl", announce.DefaultTTL.String(), "")
 	fs.StringVar(&rc.Check, "check", "", "")
 	fs.StringVar(&rc.CheckCmd, "check-cmd", "", "")
-	fs.StringVar(&rc.CheckInterval, "check-interval", register.DefaultCheckInterval.String(), "")
-	fs.IntVar(&rc.CheckRise, "check-rise", register.DefaultRise, "")
-	fs.IntVar(&rc.CheckFall, "check-fall", register.DefaultFall, "")
-	fs.StringVar(&rc.DeregisterAfter, "deregister-after", register.DefaultDeregisterAfter.String(), "")
+	fs.StringVar(&rc.CheckInterval, "check-interval", announce.DefaultCheckInterval.String(), "")
+	fs.IntVar(&rc.CheckRise, "check-rise", announce.DefaultRise, "")
+	fs.IntVar(&rc.CheckFall, "check-fall", announce.DefaultFall, "")
+	fs.StringVar(&rc.DeregisterAfter, "deregister-after", announce.DefaultDeregisterAfter.String(), "")
 	fs.BoolVar(&rc.Replace, "replace", false, "")
 	fs.StringVar(&rc.Format, "format", "", "")
 	// The global --check-timeout is check_cmd's timeout for resources. For register, the
 	// flag on the command line is the health check's; HERALD_CHECK_TIMEOUT and a
 	// check_timeout key keep their resource meaning (see registerCheckTimeout).
-	rf.checkTimeout = register.DefaultCheckTimeout.String()
+	rf.checkTimeout = announce.DefaultCheckTimeout.String()
 	return []regFlag{
 		{name: "service", usage: "service name (required)", env: true},
 		{name: "address", usage: "address clients dial: host name or IP (required)", env: true},
@@ -208,7 +208,7 @@ Registration flags (each also HERALD_<NAME>):
 `)
 	defaults := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { defaults[f.Name] = f.DefValue })
-	defaults["check-timeout"] = register.DefaultCheckTimeout.String()
+	defaults["check-timeout"] = announce.DefaultCheckTimeout.String()
 	for _, f := range rflags {
 		def := ""
 		if d := defaults[f.name]; d != "" && d != "false" && d != "0" && d != "[]" {
@@ -267,7 +267,7 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 			o.SessionTimeout = d
 		}
 	}
-	specs, err := registerSpecs(o, ep.Scheme, entries, fromFlags, log)
+	specs, err := registerSpecs(o, entries, fromFlags, log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -309,12 +309,12 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 
 // waitAnnouncers collects the announcers' ends and, while they run, tells systemd
 // (Type=notify) how they are doing: READY=1 once every instance is registered.
-func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*register.Announcer, errs <-chan error, log *slog.Logger) error {
+func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*announce.Announcer, errs <-chan error, log *slog.Logger) error {
 	dmn := newDaemon(e, log)
 	defer dmn.close()
 	defer context.AfterFunc(ctx, dmn.stopping)()
 	beat := func() {
-		sts := make([]register.Status, len(anns))
+		sts := make([]announce.Status, len(anns))
 		for i, a := range anns {
 			sts[i] = a.Status()
 		}
@@ -338,7 +338,7 @@ func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*re
 }
 
 // registerSpecs validates every entry before anything is announced.
-func registerSpecs(o *Options, scheme string, entries []RegisterConfig, fromFlags bool, log *slog.Logger) ([]registerSpec, error) {
+func registerSpecs(o *Options, entries []RegisterConfig, fromFlags bool, log *slog.Logger) ([]registerSpec, error) {
 	var specs []registerSpec
 	var errs []error
 	for i, rc := range entries {
@@ -349,7 +349,7 @@ func registerSpecs(o *Options, scheme string, entries []RegisterConfig, fromFlag
 				where += " (" + rc.Service + ")"
 			}
 		}
-		s, err := rc.spec(where, scheme, fromFlags, o, log)
+		s, err := spec(rc, where, fromFlags, o, log)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -374,17 +374,14 @@ func configName(o *Options) string {
 	return "/etc/herald/herald.toml"
 }
 
-func announcers(store backends.Store, url string, specs []registerSpec) ([]*register.Announcer, error) {
+func announcers(store backends.Store, url string, specs []registerSpec) ([]*announce.Announcer, error) {
 	r, ok := store.(backends.Registrar)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot register services (etcd, zookeeper and consul can)", backends.Redact(url))
 	}
-	var anns []*register.Announcer
+	var anns []*announce.Announcer
 	for _, s := range specs {
-		if s.consulTTL {
-			s.opts.Abandoned = abandonedOn(store, s.opts.Service)
-		}
-		a, err := register.New(r, s.opts)
+		a, err := announce.New(r, s.opts.For(r))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.where, err)
 		}
@@ -401,11 +398,7 @@ func startRegistrations(ctx context.Context, o *Options, store backends.Store, l
 	if len(o.file.Register) == 0 {
 		return func() {}, nil
 	}
-	ep, err := backends.ParseURL(o.Backend)
-	if err != nil {
-		return nil, err
-	}
-	specs, err := registerSpecs(o, ep.Scheme, o.file.Register, false, log)
+	specs, err := registerSpecs(o, o.file.Register, false, log)
 	if err != nil {
 		return nil, err
 	}
@@ -429,18 +422,18 @@ func startRegistrations(ctx context.Context, o *Options, store backends.Store, l
 
 // serveRegisterHealth serves /healthz for `herald register --listen`: 200 when every
 // instance is announced, else 503; the body has each instance's state and the backend's.
-func serveRegisterHealth(addr string, store backends.Store, anns []*register.Announcer, log *slog.Logger) (func(), error) {
+func serveRegisterHealth(addr string, store backends.Store, anns []*announce.Announcer, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		st := store.State()
 		body := struct {
 			OK        bool              `json:"ok"`
 			Backend   backendHealth     `json:"backend"`
-			Instances []register.Status `json:"instances"`
+			Instances []announce.Status `json:"instances"`
 		}{OK: true, Backend: newBackendHealth(st)}
 		for _, a := range anns {
 			s := a.Status()
-			body.OK = body.OK && s.State == register.StateAnnounced
+			body.OK = body.OK && s.State == announce.StateAnnounced
 			body.Instances = append(body.Instances, s)
 		}
 		sort.Slice(body.Instances, func(i, j int) bool {
