@@ -465,3 +465,10 @@ func (o *Options) guard() (*resources.Guard, error) {
 	}
 	return &resources.Guard{MinInstances: n, MaxDrop: share, Hold: o.DropHold}, nil
 }
+
+// listFlag is a repeatable flag (--tag a --tag b, --prefix /a --prefix /b): every
+// subcommand's list flags use it.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

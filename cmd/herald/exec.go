@@ -34,8 +34,8 @@ Flags (each also HERALD_<NAME>, except --prefix and --template):
 
 // execFlags are the flags of `herald exec` that the global table does not have.
 type execFlags struct {
-	prefixes     multiFlag
-	templates    multiFlag
+	prefixes     listFlag
+	templates    listFlag
 	upcase       bool
 	envPrefix    string
 	pristine     bool
@@ -44,11 +44,6 @@ type execFlags struct {
 	reloadSignal string
 	splay        time.Duration
 }
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func (f *execFlags) bind(fs *flag.FlagSet) {
 	fs.Var(&f.prefixes, "prefix", "key prefix whose keys become variables; repeat it, a later prefix wins a name collision")

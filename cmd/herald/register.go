@@ -27,12 +27,6 @@ type registerFlags struct {
 	meta         listFlag
 }
 
-// listFlag is a repeatable flag (--tag a --tag b); HERALD_TAG="a,b" gives a list too.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
 type regFlag struct {
 	name, usage string
 	env         bool // also read from HERALD_<NAME>
