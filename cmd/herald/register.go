@@ -27,79 +27,32 @@ type registerFlags struct {
 	meta         listFlag
 }
 
-type regFlag struct {
-	name, usage string
-	env         bool // also read from HERALD_<NAME>
-	list        bool // HERALD_<NAME> is comma-separated
-}
-
-func (rf *registerFlags) bind(fs *flag.FlagSet) []regFlag {
+// options is `herald register`'s own option table (see ownflags.go), in the order help
+// lists it.
+func (rf *registerFlags) options() []option {
 	rc := &rf.rc
-	fs.StringVar(&rc.Service, "service", "", "")
-	fs.StringVar(&rc.ID, "id", "", "")
-	fs.StringVar(&rc.Address, "address", "", "")
-	fs.IntVar(&rc.Port, "port", 0, "")
-	fs.Var(&rf.tags, "tag", "")
-	fs.Var(&rf.meta, "meta", "")
-	fs.StringVar(&rc.TTL, "ttl", announce.DefaultTTL.String(), "")
-	fs.StringVar(&rc.Check, "check", "", "")
-	fs.StringVar(&rc.CheckCmd, "check-cmd", "", "")
-	fs.StringVar(&rc.CheckInterval, "check-interval", announce.DefaultCheckInterval.String(), "")
-	fs.IntVar(&rc.CheckRise, "check-rise", announce.DefaultRise, "")
-	fs.IntVar(&rc.CheckFall, "check-fall", announce.DefaultFall, "")
-	fs.StringVar(&rc.DeregisterAfter, "deregister-after", announce.DefaultDeregisterAfter.String(), "")
-	fs.BoolVar(&rc.Replace, "replace", false, "")
-	fs.StringVar(&rc.Format, "format", "", "")
-	// The global --check-timeout is check_cmd's timeout for resources. For register, the
-	// flag on the command line is the health check's; HERALD_CHECK_TIMEOUT and a
-	// check_timeout key keep their resource meaning (see registerCheckTimeout).
 	rf.checkTimeout = announce.DefaultCheckTimeout.String()
-	return []regFlag{
-		{name: "service", usage: "service name (required)", env: true},
-		{name: "address", usage: "address clients dial: host name or IP (required)", env: true},
-		{name: "port", usage: "port clients dial (required)", env: true},
-		{name: "id", usage: "instance ID (default <service>-<address>-<port>, sanitized)", env: true},
-		{name: "tag", usage: "tag; repeat for several", env: true, list: true},
-		{name: "meta", usage: "metadata key=value; repeat for several", env: true, list: true},
-		{name: "ttl", usage: "etcd lease and Consul TTL check length; ZooKeeper session timeout unless --session-timeout is given", env: true},
-		{name: "check", usage: "health check: http://host:port/path (2xx/3xx passes) or tcp://host:port; on Consul, run by the agent", env: true},
-		{name: "check-cmd", usage: "health check command, run with /bin/sh -c; exit 0 passes", env: true},
-		{name: "check-interval", usage: "how often the health check runs", env: true},
-		{name: "check-timeout", usage: "timeout of one health check (flag only: HERALD_CHECK_TIMEOUT is check_cmd's)"},
-		{name: "check-rise", usage: "passing checks in a row that (re-)announce", env: true},
-		{name: "check-fall", usage: "failing checks in a row that withdraw the instance (Consul: critical)", env: true},
-		{name: "deregister-after", usage: "Consul: remove an instance critical this long (Consul's minimum is 1m)", env: true},
-		{name: "replace", usage: "take the ID over from another process instead of failing", env: true},
-		{name: "format", usage: "etcd, ZooKeeper: herald (JSON, default), hostport (value ip:port; ZooKeeper: node host:port, zc.zk) or curator (Apache Curator ServiceInstance)", env: true},
+	return []option{
+		{name: "service", usage: "service name (required)", bind: strOpt(&rc.Service, "")},
+		{name: "address", usage: "address clients dial: host name or IP (required)", bind: strOpt(&rc.Address, "")},
+		{name: "port", usage: "port clients dial (required)", bind: intOpt(&rc.Port, 0)},
+		{name: "id", usage: "instance ID (default <service>-<address>-<port>, sanitized)", bind: strOpt(&rc.ID, "")},
+		{name: "tag", list: true, usage: "tag; repeat for several", bind: listOpt(&rf.tags)},
+		{name: "meta", list: true, usage: "metadata key=value; repeat for several", bind: listOpt(&rf.meta)},
+		{name: "ttl", usage: "etcd lease and Consul TTL check length; ZooKeeper session timeout unless --session-timeout is given", bind: strOpt(&rc.TTL, announce.DefaultTTL.String())},
+		{name: "check", usage: "health check: http://host:port/path (2xx/3xx passes) or tcp://host:port; on Consul, run by the agent", bind: strOpt(&rc.Check, "")},
+		{name: "check-cmd", usage: "health check command, run with /bin/sh -c; exit 0 passes", bind: strOpt(&rc.CheckCmd, "")},
+		{name: "check-interval", usage: "how often the health check runs", bind: strOpt(&rc.CheckInterval, announce.DefaultCheckInterval.String())},
+		// The global --check-timeout is check_cmd's timeout for resources. For register, the
+		// flag on the command line is the health check's (parseRegister swaps its value);
+		// HERALD_CHECK_TIMEOUT and a check_timeout key keep their resource meaning.
+		{name: "check-timeout", noEnv: true, def: rf.checkTimeout, usage: "timeout of one health check (flag only: HERALD_CHECK_TIMEOUT is check_cmd's)"},
+		{name: "check-rise", usage: "passing checks in a row that (re-)announce", bind: intOpt(&rc.CheckRise, announce.DefaultRise)},
+		{name: "check-fall", usage: "failing checks in a row that withdraw the instance (Consul: critical)", bind: intOpt(&rc.CheckFall, announce.DefaultFall)},
+		{name: "deregister-after", usage: "Consul: remove an instance critical this long (Consul's minimum is 1m)", bind: strOpt(&rc.DeregisterAfter, announce.DefaultDeregisterAfter.String())},
+		{name: "replace", usage: "take the ID over from another process instead of failing", bind: boolOpt(&rc.Replace)},
+		{name: "format", usage: "etcd, ZooKeeper: herald (JSON, default), hostport (value ip:port; ZooKeeper: node host:port, zc.zk) or curator (Apache Curator ServiceInstance)", bind: strOpt(&rc.Format, "")},
 	}
-}
-
-// fromEnv fills the register flags not given on the command line from HERALD_*.
-func (rf *registerFlags) fromEnv(fs *flag.FlagSet, flags []regFlag, lookup func(string) (string, bool)) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, f := range flags {
-		if set[f.name] || !f.env {
-			continue
-		}
-		v, ok := lookup(envName(f.name))
-		if !ok {
-			continue
-		}
-		vals := []string{v}
-		if f.list {
-			vals = strings.Split(v, ",")
-		}
-		for _, x := range vals {
-			if x = strings.TrimSpace(x); x == "" && f.list {
-				continue
-			}
-			if err := fs.Set(f.name, x); err != nil {
-				return fmt.Errorf("%s: invalid value %q: %w", envName(f.name), x, err)
-			}
-		}
-	}
-	return nil
 }
 
 // config returns the instance the flags describe.
@@ -154,7 +107,8 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	fs := flag.NewFlagSet("herald register", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	tbl := o.bindOptions(fs)
-	rflags := rf.bind(fs)
+	rtbl := rf.options()
+	bindOwn(fs, rtbl)
 	// --check-timeout given on the command line is the health check's: swap the global
 	// flag's value for ours before parsing, and back afterwards when it was not given,
 	// so that HERALD_CHECK_TIMEOUT and herald.toml's check_timeout still mean what they
@@ -162,7 +116,7 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	ct := fs.Lookup("check-timeout")
 	globalCT := ct.Value
 	ct.Value = (*stringValue)(&rf.checkTimeout)
-	fs.Usage = func() { printRegisterUsage(e, fs, tbl, rflags) }
+	fs.Usage = func() { printRegisterUsage(e, fs, tbl, rtbl) }
 	positional, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -181,7 +135,7 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	if err := e.resolveOptions(o, fs, tbl); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := rf.fromEnv(fs, rflags, e.lookup); err != nil {
+	if err := ownFromEnv(fs, rtbl, e.lookup); err != nil {
 		return nil, nil, nil, err
 	}
 	return o, rf, fs, nil
@@ -192,7 +146,7 @@ type stringValue string
 func (s *stringValue) String() string     { return string(*s) }
 func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
 
-func printRegisterUsage(e env, fs *flag.FlagSet, tbl []option, rflags []regFlag) {
+func printRegisterUsage(e env, fs *flag.FlagSet, tbl []option, own []option) {
 	fmt.Fprint(e.stderr, `Usage: herald register --backend URL --service NAME --address HOST --port N [flags]
 
 Announces one instance and keeps it announced while it is healthy; SIGTERM deregisters
@@ -202,8 +156,10 @@ Registration flags (each also HERALD_<NAME>):
 `)
 	defaults := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { defaults[f.Name] = f.DefValue })
-	defaults["check-timeout"] = announce.DefaultCheckTimeout.String()
-	for _, f := range rflags {
+	for _, f := range own {
+		if f.def != "" {
+			defaults[f.name] = f.def
+		}
 		def := ""
 		if d := defaults[f.name]; d != "" && d != "false" && d != "0" && d != "[]" {
 			def = " (default " + d + ")"
