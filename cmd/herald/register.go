@@ -206,13 +206,13 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 	if o.Backend == "" {
 		return usageError{errors.New("no backend: pass --backend (etcd://h:2379, zookeeper://h:2181, consul://h:8500), set HERALD_BACKEND, or put backend in herald.toml")}
 	}
-	ep, err := backends.ParseURL(o.Backend)
-	if err != nil {
+	if _, err := backends.ParseURL(o.Backend); err != nil {
 		return usageError{err}
 	}
 	// On ZooKeeper the session is the liveness: --ttl sets it, unless
-	// --session-timeout (flag, variable or file) says otherwise.
-	if ep.Scheme == "zookeeper" && fromFlags && set["ttl"] && !set["session-timeout"] {
+	// --session-timeout (flag, variable or file) says otherwise. Only ZooKeeper has a
+	// session, so no backend needs naming here.
+	if fromFlags && set["ttl"] && !set["session-timeout"] {
 		if d, err := time.ParseDuration(rf.rc.TTL); err == nil && d > 0 {
 			o.SessionTimeout = d
 		}
