@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/register"
+	"github.com/heraldhq/herald/resources/announce"
 )
 
 // FuzzRedactPassword varies the password itself (any bytes: '/', '@', ':', '%', "://",
@@ -42,7 +42,7 @@ func FuzzRedactPassword(f *testing.F) {
 			}
 		}
 		for _, raw := range []string{"http://u:" + secret + "@127.0.0.1:1/health", "https://" + secret + "@h/x", "tcp://u:" + secret + "@h:1", "ftp://u:" + secret + "@h"} {
-			c, err := register.ParseCheck(raw)
+			c, err := announce.ParseCheck(raw)
 			if err != nil && leaks(err.Error()) {
 				t.Fatalf("ParseCheck(%q): %v", raw, err)
 			}

@@ -1,7 +1,6 @@
 package resources
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,47 +169,14 @@ func runCommand(ctx context.Context, kind, cmd string, timeout time.Duration) (s
 	if timeout <= 0 {
 		timeout = DefaultCommandTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := shell.Command(ctx, cmd)
+	out := &shell.Head{Max: maxOutput}
+	timedOut, err := shell.Run(ctx, cmd, timeout, out)
 	if err != nil {
-		return "", &CommandError{Kind: kind, Cmd: cmd, Err: err}
-	}
-	var out capped
-	c.Stdout, c.Stderr = &out, &out
-	if err := c.Run(); err != nil {
 		ce := &CommandError{Kind: kind, Cmd: cmd, Output: out.String(), Err: err}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if timedOut {
 			ce.Timeout = timeout
 		}
 		return out.String(), ce
 	}
 	return out.String(), nil
-}
-
-// capped keeps the first maxOutput bytes written to it.
-type capped struct {
-	buf       bytes.Buffer
-	truncated bool
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	if room := maxOutput - c.buf.Len(); room > 0 {
-		if len(p) > room {
-			c.buf.Write(p[:room])
-			c.truncated = true
-		} else {
-			c.buf.Write(p)
-		}
-	} else if len(p) > 0 {
-		c.truncated = true
-	}
-	return len(p), nil
-}
-
-func (c *capped) String() string {
-	if c.truncated {
-		return c.buf.String() + "\n[output truncated]"
-	}
-	return c.buf.String()
 }

@@ -24,8 +24,53 @@ const (
 )
 
 // ErrRegistered is returned by Register when the agent already holds a service with the
-// same ID and RegisterOptions.Replace is not set.
-var ErrRegistered = errors.New("service ID already registered on the agent")
+// same ID and RegisterOptions.Replace is not set. It is a backends.ErrTaken.
+var ErrRegistered = backends.TakenError("service ID already registered on the agent")
+
+var _ backends.RegisterPolicy = (*Store)(nil)
+
+// RunsChecks is true: the agent runs HTTP and TCP checks itself.
+func (s *Store) RunsChecks() bool { return true }
+
+// ClaimWait: the agent keeps a killed herald's service until DeregisterAfter. With
+// herald's TTL check the entry turns critical one TTL after its herald died, and is taken
+// over then (see Abandoned). A check that Consul runs itself says nothing about the
+// herald that registered it: a duplicate is refused at once.
+func (s *Store) ClaimWait(opts backends.RegisterOptions) time.Duration {
+	if opts.CheckHTTP != "" || opts.CheckTCP != "" {
+		return 0
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = defaultTTL
+	}
+	return opts.TTL + backends.ClaimMargin
+}
+
+// Abandoned reports whether every instance of svc's ID listed is critical: with herald's
+// TTL check, the entry of a herald that died without deregistering. A live herald keeps
+// it passing (or critical only while its own health check fails, which a second herald
+// checking the same instance would see too). With a check Consul runs, it cannot tell.
+func (s *Store) Abandoned(ctx context.Context, svc backends.Service, opts backends.RegisterOptions) (bool, error) {
+	if opts.CheckHTTP != "" || opts.CheckTCP != "" {
+		return false, nil
+	}
+	q := backends.ServiceQuery{Name: svc.Name, Statuses: []string{
+		backends.StatusPassing, backends.StatusWarning, backends.StatusCritical, backends.StatusMaintenance}}
+	list, _, err := s.Services(ctx, q)
+	if err != nil {
+		return false, err
+	}
+	found := false
+	for _, e := range list {
+		if e.ID == svc.ID {
+			if e.Status != backends.StatusCritical {
+				return false, nil
+			}
+			found = true
+		}
+	}
+	return found, nil
+}
 
 // registration is one service announced on one agent.
 type registration struct {

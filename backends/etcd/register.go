@@ -19,8 +19,27 @@ import (
 const defaultRegisterTTL = 10 * time.Second
 
 // ErrTaken is returned by Register when the instance's key is held by another lease
-// (another process registered the same ID) and RegisterOptions.Replace is false.
-var ErrTaken = errors.New("already registered by another process")
+// (another process registered the same ID) and RegisterOptions.Replace is false. It is a
+// backends.ErrTaken.
+var ErrTaken = backends.TakenError("already registered by another process")
+
+var _ backends.RegisterPolicy = (*Store)(nil)
+
+// RunsChecks is false: etcd runs no health checks; herald does.
+func (s *Store) RunsChecks() bool { return false }
+
+// ClaimWait is the lease length plus a margin: a killed herald's key goes with its lease.
+func (s *Store) ClaimWait(opts backends.RegisterOptions) time.Duration {
+	if opts.TTL <= 0 {
+		opts.TTL = defaultRegisterTTL
+	}
+	return opts.TTL + backends.ClaimMargin
+}
+
+// Abandoned is false: a key under a live lease has a live holder.
+func (s *Store) Abandoned(context.Context, backends.Service, backends.RegisterOptions) (bool, error) {
+	return false, nil
+}
 
 func validSegment(s string) bool {
 	return s != "" && s != "." && s != ".." && !strings.Contains(s, "/")

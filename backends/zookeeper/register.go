@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -15,7 +16,24 @@ import (
 
 // ErrTaken is returned by Register when the instance's znode exists and belongs to
 // another session (another process) or is persistent, and RegisterOptions.Replace is off.
-var ErrTaken = errors.New("already registered by another process")
+// It is a backends.ErrTaken.
+var ErrTaken = backends.TakenError("already registered by another process")
+
+var _ backends.RegisterPolicy = (*Store)(nil)
+
+// RunsChecks is false: ZooKeeper runs no health checks; herald does.
+func (s *Store) RunsChecks() bool { return false }
+
+// ClaimWait is the session timeout plus a margin: a killed herald's ephemeral znode goes
+// with its session.
+func (s *Store) ClaimWait(backends.RegisterOptions) time.Duration {
+	return s.cfg.SessionTimeout + backends.ClaimMargin
+}
+
+// Abandoned is false: an ephemeral znode has a live session behind it.
+func (s *Store) Abandoned(context.Context, backends.Service, backends.RegisterOptions) (bool, error) {
+	return false, nil
+}
 
 // maxCreateAttempts bounds the create / inspect / delete round of one registration.
 const maxCreateAttempts = 5

@@ -76,7 +76,10 @@ var unsupportedConfdFlags = map[string]string{
 // unsupportedBackends are confd backends herald does not read.
 var unsupportedBackends = []string{"vault", "redis", "dynamodb", "ssm", "rancher", "stackengine"}
 
-// flags defines confd's flags, with confd's defaults, on a new flag set.
+// flags defines confd's flags, with confd's defaults, on a new flag set. They stay out
+// of the option tables (config.go, ownflags.go): they emulate confd 0.16's command line,
+// single-dash names, defaults and all, and have no HERALD_* variable or herald.toml key;
+// confd's own CONFD_* variables and confd.toml are read by confd's rules instead.
 func (c *confdConfig) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("confd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // an error names the flag; no usage dump

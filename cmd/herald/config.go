@@ -81,18 +81,15 @@ type option struct {
 	credential bool
 	extEnv     []string // other variables honoured after HERALD_*, e.g. CONSUL_HTTP_TOKEN
 	bind       func(fs *flag.FlagSet, name string)
+
+	// For a subcommand's own options only (see ownflags.go):
+	noEnv bool   // no HERALD_<NAME> variable
+	list  bool   // repeatable; HERALD_<NAME> is comma-separated
+	def   string // the default help shows, when the bound flag's is not it
 }
 
 func (o *Options) table() []option {
-	str := func(p *string, def string) func(*flag.FlagSet, string) {
-		return func(fs *flag.FlagSet, n string) { fs.StringVar(p, n, def, "") }
-	}
-	dur := func(p *time.Duration, def time.Duration) func(*flag.FlagSet, string) {
-		return func(fs *flag.FlagSet, n string) { fs.DurationVar(p, n, def, "") }
-	}
-	boolean := func(p *bool) func(*flag.FlagSet, string) {
-		return func(fs *flag.FlagSet, n string) { fs.BoolVar(p, n, false, "") }
-	}
+	str, dur, boolean := strOpt, durOpt, boolOpt
 	choice := func(p *string, def string, allowed ...string) func(*flag.FlagSet, string) {
 		return func(fs *flag.FlagSet, n string) {
 			*p = def
@@ -465,3 +462,10 @@ func (o *Options) guard() (*resources.Guard, error) {
 	}
 	return &resources.Guard{MinInstances: n, MaxDrop: share, Hold: o.DropHold}, nil
 }
+
+// listFlag is a repeatable flag (--tag a --tag b, --prefix /a --prefix /b): every
+// subcommand's list flags use it.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

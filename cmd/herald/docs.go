@@ -10,8 +10,10 @@ import (
 )
 
 // Shell completion and the man page are generated from what --help prints: the command
-// list of usage and the flags each command binds (the option table of config.go, and
-// register's and exec's own), so they cannot drift from it.
+// list of usage and the option tables each command binds (the global one of config.go,
+// and register's, exec's and template's own, see ownflags.go), so they cannot drift
+// from it. confd's flag set is separate: it emulates confd 0.16's single-dash command
+// line, flag for flag, with no HERALD_* variables or herald.toml keys to share.
 
 // command is one line of usage.
 type command struct{ name, synopsis, summary string }
@@ -68,27 +70,19 @@ func commandFlags(cmd string) (own, global []flagDoc) {
 	}
 	switch cmd {
 	case "register":
-		for _, rf := range (&registerFlags{}).bind(fs) {
-			env := ""
-			if rf.env {
-				env = envName(rf.name)
-			}
-			own = append(own, docOf(fs.Lookup(rf.name), rf.usage, env))
-		}
+		tbl := (&registerFlags{}).options()
+		bindOwn(fs, tbl)
+		own = ownDocs(fs, tbl)
 	case "template":
 		tfs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		(&templateFlags{}).bind(tfs)
-		tfs.VisitAll(func(f *flag.Flag) { own = append(own, docOf(f, f.Usage, "")) })
+		tbl := (&templateFlags{}).options()
+		bindOwn(tfs, tbl)
+		own = ownDocs(tfs, tbl)
 	case "exec":
 		efs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		execOwnFlags(efs)
-		efs.VisitAll(func(f *flag.Flag) {
-			env := envName(f.Name)
-			if f.Name == "prefix" || f.Name == "template" {
-				env = ""
-			}
-			own = append(own, docOf(f, f.Usage, env))
-		})
+		tbl := execOptions()
+		bindOwn(efs, tbl)
+		own = ownDocs(efs, tbl)
 	}
 	sort.Slice(global, func(i, j int) bool { return global[i].names[0] < global[j].names[0] })
 	return own, global

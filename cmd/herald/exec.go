@@ -34,8 +34,8 @@ Flags (each also HERALD_<NAME>, except --prefix and --template):
 
 // execFlags are the flags of `herald exec` that the global table does not have.
 type execFlags struct {
-	prefixes     multiFlag
-	templates    multiFlag
+	prefixes     listFlag
+	templates    listFlag
 	upcase       bool
 	envPrefix    string
 	pristine     bool
@@ -45,21 +45,21 @@ type execFlags struct {
 	splay        time.Duration
 }
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func (f *execFlags) bind(fs *flag.FlagSet) {
-	fs.Var(&f.prefixes, "prefix", "key prefix whose keys become variables; repeat it, a later prefix wins a name collision")
-	fs.Var(&f.templates, "template", "render template IN to file OUT (IN:OUT) before the child starts and on every change; repeatable")
-	fs.BoolVar(&f.upcase, "upcase", false, "upper-case the variable names")
-	fs.StringVar(&f.envPrefix, "env-prefix", "", "put this before every variable name, e.g. APP_")
-	fs.BoolVar(&f.pristine, "pristine", false, "start the child with only the registry's variables, not herald's environment")
-	fs.StringVar(&f.killSignal, "kill-signal", "SIGTERM", "signal that stops the child for a restart")
-	fs.DurationVar(&f.killTimeout, "kill-timeout", 30*time.Second, "then SIGKILL the child (and its process group) after this")
-	fs.StringVar(&f.reloadSignal, "reload-signal", "", "on a change, send this signal instead of restarting, e.g. SIGHUP")
-	fs.DurationVar(&f.splay, "splay", 0, "wait a random time up to this before acting on a change")
+// options is exec's own option table (see ownflags.go), in the order help lists it.
+// --prefix and --template have no variable: HERALD_PREFIX is the global prefix.
+func (f *execFlags) options() []option {
+	dur := durOpt
+	return []option{
+		{name: "env-prefix", usage: "put this before every variable name, e.g. APP_", bind: strOpt(&f.envPrefix, "")},
+		{name: "kill-signal", usage: "signal that stops the child for a restart", bind: strOpt(&f.killSignal, "SIGTERM")},
+		{name: "kill-timeout", usage: "then SIGKILL the child (and its process group) after this", bind: dur(&f.killTimeout, 30*time.Second)},
+		{name: "prefix", noEnv: true, list: true, usage: "key prefix whose keys become variables; repeat it, a later prefix wins a name collision", bind: listOpt(&f.prefixes)},
+		{name: "pristine", usage: "start the child with only the registry's variables, not herald's environment", bind: boolOpt(&f.pristine)},
+		{name: "reload-signal", usage: "on a change, send this signal instead of restarting, e.g. SIGHUP", bind: strOpt(&f.reloadSignal, "")},
+		{name: "splay", usage: "wait a random time up to this before acting on a change", bind: dur(&f.splay, 0)},
+		{name: "template", noEnv: true, list: true, usage: "render template IN to file OUT (IN:OUT) before the child starts and on every change; repeatable", bind: listOpt(&f.templates)},
+		{name: "upcase", usage: "upper-case the variable names", bind: boolOpt(&f.upcase)},
+	}
 }
 
 // runExecCmd is `herald exec [flags] -- CMD [ARGS]`: the global options and exec's own
@@ -86,7 +86,8 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	fs := flag.NewFlagSet("herald exec", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	tbl := o.bindOptions(fs, "prefix")
-	f.bind(fs)
+	own := f.options()
+	bindOwn(fs, own)
 	fs.Usage = func() { printExecUsage(e.stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -97,7 +98,7 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	if err := e.resolveOptions(&o, fs, tbl); err != nil {
 		return 0, usageError{err}
 	}
-	if err := execFlagsFromEnv(fs, tbl, e.lookup); err != nil {
+	if err := ownFromEnv(fs, own, e.lookup); err != nil {
 		return 0, usageError{err}
 	}
 	argv := fs.Args()
@@ -189,50 +190,21 @@ func (f *execFlags) config(o *Options) (child.Config, error) {
 	return cfg, nil
 }
 
-// execFlagsFromEnv fills each single-valued exec flag not given on the command line from
-// its HERALD_<NAME> variable. --prefix and --template have none: HERALD_PREFIX is the
-// global prefix.
-func execFlagsFromEnv(fs *flag.FlagSet, global []option, lookup func(string) (string, bool)) error {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	for _, opt := range global {
-		set[opt.name] = true // resolved already, with herald.toml
-		for _, a := range opt.aliases {
-			set[a] = true
-		}
-	}
-	var errs []error
-	fs.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || fl.Name == "prefix" || fl.Name == "template" {
-			return
-		}
-		name := envName(fl.Name)
-		if v, ok := lookup(name); ok {
-			if err := fs.Set(fl.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: invalid value %q: %w", name, v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
 func printExecUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(w, execUsage)
-	var own execFlags
-	ownFS := flag.NewFlagSet("", flag.ContinueOnError)
-	own.bind(ownFS)
-	ownFS.VisitAll(func(fl *flag.Flag) {
+	for _, opt := range execOptions() {
+		fl := fs.Lookup(opt.name)
 		def := ""
 		if fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "0s" {
 			def = " (default " + fl.DefValue + ")"
 		}
 		env := ""
-		if fl.Name != "prefix" && fl.Name != "template" {
-			env = " [" + envName(fl.Name) + "]"
+		if !opt.noEnv {
+			env = " [" + envName(opt.name) + "]"
 		}
-		fmt.Fprintf(w, "  --%s\n      %s%s%s\n", fl.Name, fl.Usage, def, env)
-	})
+		fmt.Fprintf(w, "  --%s\n      %s%s%s\n", opt.name, opt.usage, def, env)
+	}
 }
 
-// execOwnFlags binds exec's own flags, for completion and the man page.
-func execOwnFlags(fs *flag.FlagSet) { (&execFlags{}).bind(fs) }
+// execOptions is exec's own option table, for help, completion and the man page.
+func execOptions() []option { return (&execFlags{}).options() }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 
 	"github.com/heraldhq/herald/resources/child"
@@ -16,5 +15,5 @@ func runExecCmd(_ context.Context, e env, _ []string) int {
 	return 1
 }
 
-// execOwnFlags: exec has no flags here.
-func execOwnFlags(*flag.FlagSet) {}
+// execOptions: exec has no flags here.
+func execOptions() []option { return nil }

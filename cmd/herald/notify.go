@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/register"
 	"github.com/heraldhq/herald/internal/sdnotify"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/announce"
 )
 
 // daemon tells systemd how a watch or register daemon is doing (Type=notify units): READY=1
@@ -132,14 +132,14 @@ func watchStatus(sts []resources.Status, st backends.State) (bool, string) {
 
 // registerStatus is register's STATUS= line and whether every instance is registered
 // (announced, or registered and withdrawn while its check fails).
-func registerStatus(sts []register.Status, st backends.State) (bool, string) {
-	n := map[register.State]int{}
+func registerStatus(sts []announce.Status, st backends.State) (bool, string) {
+	n := map[announce.State]int{}
 	for _, s := range sts {
 		n[s.State]++
 	}
-	done := n[register.StateAnnounced] + n[register.StateWithdrawn]
-	msg := fmt.Sprintf("%d/%d instances announced", n[register.StateAnnounced], len(sts))
-	if w := n[register.StateWithdrawn]; w > 0 {
+	done := n[announce.StateAnnounced] + n[announce.StateWithdrawn]
+	msg := fmt.Sprintf("%d/%d instances announced", n[announce.StateAnnounced], len(sts))
+	if w := n[announce.StateWithdrawn]; w > 0 {
 		msg += fmt.Sprintf(", %d withdrawn (check failing)", w)
 	}
 	return done == len(sts), msg + "; backend " + backendStatus(st)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/backends/open"
-	"github.com/heraldhq/herald/backends/register"
+	"github.com/heraldhq/herald/resources/announce"
 )
 
 // registerFlags are `herald register`'s own flags. They describe one instance, the same
@@ -27,85 +27,32 @@ type registerFlags struct {
 	meta         listFlag
 }
 
-// listFlag is a repeatable flag (--tag a --tag b); HERALD_TAG="a,b" gives a list too.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-type regFlag struct {
-	name, usage string
-	env         bool // also read from HERALD_<NAME>
-	list        bool // HERALD_<NAME> is comma-separated
-}
-
-func (rf *registerFlags) bind(fs *flag.FlagSet) []regFlag {
+// options is `herald register`'s own option table (see ownflags.go), in the order help
+// lists it.
+func (rf *registerFlags) options() []option {
 	rc := &rf.rc
-	fs.StringVar(&rc.Service, "service", "", "")
-	fs.StringVar(&rc.ID, "id", "", "")
-	fs.StringVar(&rc.Address, "address", "", "")
-	fs.IntVar(&rc.Port, "port", 0, "")
-	fs.Var(&rf.tags, "tag", "")
-	fs.Var(&rf.meta, "meta", "")
-	fs.StringVar(&rc.TTL, "ttl", register.DefaultTTL.String(), "")
-	fs.StringVar(&rc.Check, "check", "", "")
-	fs.StringVar(&rc.CheckCmd, "check-cmd", "", "")
-	fs.StringVar(&rc.CheckInterval, "check-interval", register.DefaultCheckInterval.String(), "")
-	fs.IntVar(&rc.CheckRise, "check-rise", register.DefaultRise, "")
-	fs.IntVar(&rc.CheckFall, "check-fall", register.DefaultFall, "")
-	fs.StringVar(&rc.DeregisterAfter, "deregister-after", register.DefaultDeregisterAfter.String(), "")
-	fs.BoolVar(&rc.Replace, "replace", false, "")
-	fs.StringVar(&rc.Format, "format", "", "")
-	// The global --check-timeout is check_cmd's timeout for resources. For register, the
-	// flag on the command line is the health check's; HERALD_CHECK_TIMEOUT and a
-	// check_timeout key keep their resource meaning (see registerCheckTimeout).
-	rf.checkTimeout = register.DefaultCheckTimeout.String()
-	return []regFlag{
-		{name: "service", usage: "service name (required)", env: true},
-		{name: "address", usage: "address clients dial: host name or IP (required)", env: true},
-		{name: "port", usage: "port clients dial (required)", env: true},
-		{name: "id", usage: "instance ID (default <service>-<address>-<port>, sanitized)", env: true},
-		{name: "tag", usage: "tag; repeat for several", env: true, list: true},
-		{name: "meta", usage: "metadata key=value; repeat for several", env: true, list: true},
-		{name: "ttl", usage: "etcd lease and Consul TTL check length; ZooKeeper session timeout unless --session-timeout is given", env: true},
-		{name: "check", usage: "health check: http://host:port/path (2xx/3xx passes) or tcp://host:port; on Consul, run by the agent", env: true},
-		{name: "check-cmd", usage: "health check command, run with /bin/sh -c; exit 0 passes", env: true},
-		{name: "check-interval", usage: "how often the health check runs", env: true},
-		{name: "check-timeout", usage: "timeout of one health check (flag only: HERALD_CHECK_TIMEOUT is check_cmd's)"},
-		{name: "check-rise", usage: "passing checks in a row that (re-)announce", env: true},
-		{name: "check-fall", usage: "failing checks in a row that withdraw the instance (Consul: critical)", env: true},
-		{name: "deregister-after", usage: "Consul: remove an instance critical this long (Consul's minimum is 1m)", env: true},
-		{name: "replace", usage: "take the ID over from another process instead of failing", env: true},
-		{name: "format", usage: "etcd, ZooKeeper: herald (JSON, default), hostport (value ip:port; ZooKeeper: node host:port, zc.zk) or curator (Apache Curator ServiceInstance)", env: true},
+	rf.checkTimeout = announce.DefaultCheckTimeout.String()
+	return []option{
+		{name: "service", usage: "service name (required)", bind: strOpt(&rc.Service, "")},
+		{name: "address", usage: "address clients dial: host name or IP (required)", bind: strOpt(&rc.Address, "")},
+		{name: "port", usage: "port clients dial (required)", bind: intOpt(&rc.Port, 0)},
+		{name: "id", usage: "instance ID (default <service>-<address>-<port>, sanitized)", bind: strOpt(&rc.ID, "")},
+		{name: "tag", list: true, usage: "tag; repeat for several", bind: listOpt(&rf.tags)},
+		{name: "meta", list: true, usage: "metadata key=value; repeat for several", bind: listOpt(&rf.meta)},
+		{name: "ttl", usage: "etcd lease and Consul TTL check length; ZooKeeper session timeout unless --session-timeout is given", bind: strOpt(&rc.TTL, announce.DefaultTTL.String())},
+		{name: "check", usage: "health check: http://host:port/path (2xx/3xx passes) or tcp://host:port; on Consul, run by the agent", bind: strOpt(&rc.Check, "")},
+		{name: "check-cmd", usage: "health check command, run with /bin/sh -c; exit 0 passes", bind: strOpt(&rc.CheckCmd, "")},
+		{name: "check-interval", usage: "how often the health check runs", bind: strOpt(&rc.CheckInterval, announce.DefaultCheckInterval.String())},
+		// The global --check-timeout is check_cmd's timeout for resources. For register, the
+		// flag on the command line is the health check's (parseRegister swaps its value);
+		// HERALD_CHECK_TIMEOUT and a check_timeout key keep their resource meaning.
+		{name: "check-timeout", noEnv: true, def: rf.checkTimeout, usage: "timeout of one health check (flag only: HERALD_CHECK_TIMEOUT is check_cmd's)"},
+		{name: "check-rise", usage: "passing checks in a row that (re-)announce", bind: intOpt(&rc.CheckRise, announce.DefaultRise)},
+		{name: "check-fall", usage: "failing checks in a row that withdraw the instance (Consul: critical)", bind: intOpt(&rc.CheckFall, announce.DefaultFall)},
+		{name: "deregister-after", usage: "Consul: remove an instance critical this long (Consul's minimum is 1m)", bind: strOpt(&rc.DeregisterAfter, announce.DefaultDeregisterAfter.String())},
+		{name: "replace", usage: "take the ID over from another process instead of failing", bind: boolOpt(&rc.Replace)},
+		{name: "format", usage: "etcd, ZooKeeper: herald (JSON, default), hostport (value ip:port; ZooKeeper: node host:port, zc.zk) or curator (Apache Curator ServiceInstance)", bind: strOpt(&rc.Format, "")},
 	}
-}
-
-// fromEnv fills the register flags not given on the command line from HERALD_*.
-func (rf *registerFlags) fromEnv(fs *flag.FlagSet, flags []regFlag, lookup func(string) (string, bool)) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, f := range flags {
-		if set[f.name] || !f.env {
-			continue
-		}
-		v, ok := lookup(envName(f.name))
-		if !ok {
-			continue
-		}
-		vals := []string{v}
-		if f.list {
-			vals = strings.Split(v, ",")
-		}
-		for _, x := range vals {
-			if x = strings.TrimSpace(x); x == "" && f.list {
-				continue
-			}
-			if err := fs.Set(f.name, x); err != nil {
-				return fmt.Errorf("%s: invalid value %q: %w", envName(f.name), x, err)
-			}
-		}
-	}
-	return nil
 }
 
 // config returns the instance the flags describe.
@@ -160,7 +107,8 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	fs := flag.NewFlagSet("herald register", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	tbl := o.bindOptions(fs)
-	rflags := rf.bind(fs)
+	rtbl := rf.options()
+	bindOwn(fs, rtbl)
 	// --check-timeout given on the command line is the health check's: swap the global
 	// flag's value for ours before parsing, and back afterwards when it was not given,
 	// so that HERALD_CHECK_TIMEOUT and herald.toml's check_timeout still mean what they
@@ -168,7 +116,7 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	ct := fs.Lookup("check-timeout")
 	globalCT := ct.Value
 	ct.Value = (*stringValue)(&rf.checkTimeout)
-	fs.Usage = func() { printRegisterUsage(e, fs, tbl, rflags) }
+	fs.Usage = func() { printRegisterUsage(e, fs, tbl, rtbl) }
 	positional, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -187,7 +135,7 @@ func parseRegister(e env, args []string) (*Options, *registerFlags, *flag.FlagSe
 	if err := e.resolveOptions(o, fs, tbl); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := rf.fromEnv(fs, rflags, e.lookup); err != nil {
+	if err := ownFromEnv(fs, rtbl, e.lookup); err != nil {
 		return nil, nil, nil, err
 	}
 	return o, rf, fs, nil
@@ -198,7 +146,7 @@ type stringValue string
 func (s *stringValue) String() string     { return string(*s) }
 func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
 
-func printRegisterUsage(e env, fs *flag.FlagSet, tbl []option, rflags []regFlag) {
+func printRegisterUsage(e env, fs *flag.FlagSet, tbl []option, own []option) {
 	fmt.Fprint(e.stderr, `Usage: herald register --backend URL --service NAME --address HOST --port N [flags]
 
 Announces one instance and keeps it announced while it is healthy; SIGTERM deregisters
@@ -208,8 +156,10 @@ Registration flags (each also HERALD_<NAME>):
 `)
 	defaults := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) { defaults[f.Name] = f.DefValue })
-	defaults["check-timeout"] = register.DefaultCheckTimeout.String()
-	for _, f := range rflags {
+	for _, f := range own {
+		if f.def != "" {
+			defaults[f.name] = f.def
+		}
 		def := ""
 		if d := defaults[f.name]; d != "" && d != "false" && d != "0" && d != "[]" {
 			def = " (default " + d + ")"
@@ -256,18 +206,18 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 	if o.Backend == "" {
 		return usageError{errors.New("no backend: pass --backend (etcd://h:2379, zookeeper://h:2181, consul://h:8500), set HERALD_BACKEND, or put backend in herald.toml")}
 	}
-	ep, err := backends.ParseURL(o.Backend)
-	if err != nil {
+	if _, err := backends.ParseURL(o.Backend); err != nil {
 		return usageError{err}
 	}
 	// On ZooKeeper the session is the liveness: --ttl sets it, unless
-	// --session-timeout (flag, variable or file) says otherwise.
-	if ep.Scheme == "zookeeper" && fromFlags && set["ttl"] && !set["session-timeout"] {
+	// --session-timeout (flag, variable or file) says otherwise. Only ZooKeeper has a
+	// session, so no backend needs naming here.
+	if fromFlags && set["ttl"] && !set["session-timeout"] {
 		if d, err := time.ParseDuration(rf.rc.TTL); err == nil && d > 0 {
 			o.SessionTimeout = d
 		}
 	}
-	specs, err := registerSpecs(o, ep.Scheme, entries, fromFlags, log)
+	specs, err := registerSpecs(o, entries, fromFlags, log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -309,12 +259,12 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 
 // waitAnnouncers collects the announcers' ends and, while they run, tells systemd
 // (Type=notify) how they are doing: READY=1 once every instance is registered.
-func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*register.Announcer, errs <-chan error, log *slog.Logger) error {
+func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*announce.Announcer, errs <-chan error, log *slog.Logger) error {
 	dmn := newDaemon(e, log)
 	defer dmn.close()
 	defer context.AfterFunc(ctx, dmn.stopping)()
 	beat := func() {
-		sts := make([]register.Status, len(anns))
+		sts := make([]announce.Status, len(anns))
 		for i, a := range anns {
 			sts[i] = a.Status()
 		}
@@ -338,7 +288,7 @@ func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*re
 }
 
 // registerSpecs validates every entry before anything is announced.
-func registerSpecs(o *Options, scheme string, entries []RegisterConfig, fromFlags bool, log *slog.Logger) ([]registerSpec, error) {
+func registerSpecs(o *Options, entries []RegisterConfig, fromFlags bool, log *slog.Logger) ([]registerSpec, error) {
 	var specs []registerSpec
 	var errs []error
 	for i, rc := range entries {
@@ -349,7 +299,7 @@ func registerSpecs(o *Options, scheme string, entries []RegisterConfig, fromFlag
 				where += " (" + rc.Service + ")"
 			}
 		}
-		s, err := rc.spec(where, scheme, fromFlags, o, log)
+		s, err := spec(rc, where, fromFlags, o, log)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -374,17 +324,14 @@ func configName(o *Options) string {
 	return "/etc/herald/herald.toml"
 }
 
-func announcers(store backends.Store, url string, specs []registerSpec) ([]*register.Announcer, error) {
+func announcers(store backends.Store, url string, specs []registerSpec) ([]*announce.Announcer, error) {
 	r, ok := store.(backends.Registrar)
 	if !ok {
 		return nil, fmt.Errorf("backend %s cannot register services (etcd, zookeeper and consul can)", backends.Redact(url))
 	}
-	var anns []*register.Announcer
+	var anns []*announce.Announcer
 	for _, s := range specs {
-		if s.consulTTL {
-			s.opts.Abandoned = abandonedOn(store, s.opts.Service)
-		}
-		a, err := register.New(r, s.opts)
+		a, err := announce.New(r, s.opts.For(r))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.where, err)
 		}
@@ -401,11 +348,7 @@ func startRegistrations(ctx context.Context, o *Options, store backends.Store, l
 	if len(o.file.Register) == 0 {
 		return func() {}, nil
 	}
-	ep, err := backends.ParseURL(o.Backend)
-	if err != nil {
-		return nil, err
-	}
-	specs, err := registerSpecs(o, ep.Scheme, o.file.Register, false, log)
+	specs, err := registerSpecs(o, o.file.Register, false, log)
 	if err != nil {
 		return nil, err
 	}
@@ -429,18 +372,18 @@ func startRegistrations(ctx context.Context, o *Options, store backends.Store, l
 
 // serveRegisterHealth serves /healthz for `herald register --listen`: 200 when every
 // instance is announced, else 503; the body has each instance's state and the backend's.
-func serveRegisterHealth(addr string, store backends.Store, anns []*register.Announcer, log *slog.Logger) (func(), error) {
+func serveRegisterHealth(addr string, store backends.Store, anns []*announce.Announcer, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		st := store.State()
 		body := struct {
 			OK        bool              `json:"ok"`
 			Backend   backendHealth     `json:"backend"`
-			Instances []register.Status `json:"instances"`
+			Instances []announce.Status `json:"instances"`
 		}{OK: true, Backend: newBackendHealth(st)}
 		for _, a := range anns {
 			s := a.Status()
-			body.OK = body.OK && s.State == register.StateAnnounced
+			body.OK = body.OK && s.State == announce.StateAnnounced
 			body.Instances = append(body.Instances, s)
 		}
 		sort.Slice(body.Instances, func(i, j int) bool {

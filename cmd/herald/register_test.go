@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/backends/consul"
+	"github.com/heraldhq/herald/backends/etcd"
 	"github.com/heraldhq/herald/backends/open"
-	"github.com/heraldhq/herald/backends/register"
+	"github.com/heraldhq/herald/resources/announce"
 )
 
 // registerSpecFor parses `herald register` args with envv and returns the one instance's spec.
@@ -32,10 +34,17 @@ func registerSpecFor(t *testing.T, envv map[string]string, args ...string) (regi
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := rc.spec("herald register", ep.Scheme, true, o, discard())
+	s, err := spec(rc, "herald register", true, o, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The backend's policy, as announcers applies it; etcd's and Consul's need no
+	// connection to answer.
+	var r backends.Registrar = (*etcd.Store)(nil)
+	if ep.Scheme == "consul" {
+		r = (*consul.Store)(nil)
+	}
+	s.opts = s.opts.For(r)
 	return s, o
 }
 
@@ -47,7 +56,7 @@ func TestRegisterDefaults(t *testing.T) {
 		t.Fatalf("defaults: %+v", o)
 	}
 	// A killed herald's lease lives up to one TTL: a restart waits that long for it.
-	if o.ClaimWait != 10*time.Second+claimMargin || o.IsTaken == nil {
+	if o.ClaimWait != 10*time.Second+backends.ClaimMargin || o.IsTaken == nil {
 		t.Fatalf("claim wait %v", o.ClaimWait)
 	}
 }
@@ -72,7 +81,7 @@ func TestRegisterFlagsEnvAndCheckTimeout(t *testing.T) {
 	if s.opts.CheckTimeout != time.Second || o.CheckTimeout != 30*time.Second {
 		t.Fatalf("health check timeout %v (want the 1s default), resources' %v (want 30s from HERALD_CHECK_TIMEOUT)", s.opts.CheckTimeout, o.CheckTimeout)
 	}
-	if s.opts.Check != register.HTTPCheck("http://127.0.0.1:9/health") || s.opts.CheckInterval != 5*time.Second {
+	if s.opts.Check != announce.HTTPCheck("http://127.0.0.1:9/health") || s.opts.CheckInterval != 5*time.Second {
 		t.Fatalf("check %#v every %v", s.opts.Check, s.opts.CheckInterval)
 	}
 
@@ -82,12 +91,20 @@ func TestRegisterFlagsEnvAndCheckTimeout(t *testing.T) {
 	}
 }
 
+// abandonedAsked reports whether s's Abandoned would ask the registry (on the nil
+// Consul store of registerSpecFor, asking panics): Consul with herald's TTL check only.
+func abandonedAsked(s registerSpec) (asked bool) {
+	defer func() { asked = recover() != nil }()
+	_, _ = s.opts.Abandoned(context.Background())
+	return false
+}
+
 func TestRegisterConsulChecks(t *testing.T) {
 	base := []string{"--backend", "consul://127.0.0.1:8500", "--service", "db", "--address", "10.0.0.5", "--port", "5432"}
 	s, _ := registerSpecFor(t, nil, append(base, "--check", "tcp://127.0.0.1:5432", "--check-interval", "3s")...)
 	r := s.opts.Register
 	if s.opts.Check != nil || r.CheckTCP != "127.0.0.1:5432" || r.CheckInterval != 3*time.Second || r.CheckTimeout != time.Second ||
-		r.DeregisterAfter != time.Minute || s.consulTTL || s.opts.ClaimWait != 0 {
+		r.DeregisterAfter != time.Minute || abandonedAsked(s) || s.opts.ClaimWait != 0 {
 		t.Fatalf("tcp check on consul is Consul's: %+v / %+v", s.opts, s)
 	}
 	s, _ = registerSpecFor(t, nil, append(base, "--check", "http://127.0.0.1:8080/health")...)
@@ -95,8 +112,8 @@ func TestRegisterConsulChecks(t *testing.T) {
 		t.Fatalf("http check on consul is Consul's: %+v", s.opts)
 	}
 	s, _ = registerSpecFor(t, nil, append(base, "--check-cmd", "pg_isready", "--deregister-after", "5m")...)
-	if s.opts.Check != register.CommandCheck("pg_isready") || s.opts.Register.CheckHTTP != "" || !s.consulTTL ||
-		s.opts.Register.DeregisterAfter != 5*time.Minute || s.opts.ClaimWait != 10*time.Second+claimMargin {
+	if s.opts.Check != announce.CommandCheck("pg_isready") || s.opts.Register.CheckHTTP != "" || !abandonedAsked(s) ||
+		s.opts.Register.DeregisterAfter != 5*time.Minute || s.opts.ClaimWait != 10*time.Second+backends.ClaimMargin {
 		t.Fatalf("command check on consul is herald's, over a TTL check: %+v", s.opts)
 	}
 }
@@ -168,7 +185,7 @@ port = 80
 		t.Fatal(err)
 	}
 	o.file = fc
-	_, err = registerSpecs(o, "etcd", fc.Register, false, discard())
+	_, err = registerSpecs(o, fc.Register, false, discard())
 	if err == nil {
 		t.Fatal("bad [[register]] tables accepted")
 	}

@@ -36,9 +36,13 @@ type templateFlags struct {
 	out   string
 }
 
-func (f *templateFlags) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&f.watch, "watch", false, "keep running: render again whenever what the template reads changes")
-	fs.StringVar(&f.out, "out", "", "write to this file (atomically, like a resource's dest) instead of stdout")
+// options is template's own option table (see ownflags.go). Its flags have no
+// variable: they describe one invocation.
+func (f *templateFlags) options() []option {
+	return []option{
+		{name: "out", noEnv: true, usage: "write to this file (atomically, like a resource's dest) instead of stdout", bind: strOpt(&f.out, "")},
+		{name: "watch", noEnv: true, usage: "keep running: render again whenever what the template reads changes", bind: boolOpt(&f.watch)},
+	}
 }
 
 // runTemplateCmd is `herald template [flags] FILE|-`. It returns herald's exit status.
@@ -126,7 +130,7 @@ func templateArgs(e env, args []string) (*Options, templateFlags, string, error)
 	fs := flag.NewFlagSet("herald template", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	tbl := o.bindOptions(fs)
-	f.bind(fs)
+	bindOwn(fs, f.options())
 	fs.Usage = func() { printTemplateUsage(e.stderr) }
 	// Flags may also follow the template: herald template app.tmpl --watch.
 	pos, err := parseInterspersed(fs, args)
@@ -241,10 +245,7 @@ func (s *stdoutEmitter) emit(_ *resources.Resource, content []byte) (bool, error
 
 func printTemplateUsage(w io.Writer) {
 	fmt.Fprint(w, templateUsage)
-	var own templateFlags
-	ownFS := flag.NewFlagSet("", flag.ContinueOnError)
-	own.bind(ownFS)
-	ownFS.VisitAll(func(fl *flag.Flag) {
-		fmt.Fprintf(w, "  --%s\n      %s\n", fl.Name, fl.Usage)
-	})
+	for _, opt := range (&templateFlags{}).options() {
+		fmt.Fprintf(w, "  --%s\n      %s\n", opt.name, opt.usage)
+	}
 }

@@ -1,7 +1,6 @@
-package register
+package announce
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -124,13 +123,8 @@ type CommandCheck string
 func (c CommandCheck) String() string { return "check command" }
 
 func (c CommandCheck) Check(ctx context.Context) error {
-	cmd, err := shell.Command(ctx, string(c))
-	if err != nil {
-		return fmt.Errorf("check command: %w", err)
-	}
-	var out tailBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	out := &shell.Tail{Max: tailMax}
+	_, err := shell.Run(ctx, string(c), 0, out)
 	if ctx.Err() != nil {
 		return fmt.Errorf("check command: %w", ctx.Err())
 	}
@@ -143,21 +137,5 @@ func (c CommandCheck) Check(ctx context.Context) error {
 	return nil
 }
 
-// tailBuffer keeps the last bytes written to it: enough to say why a check failed.
-type tailBuffer struct{ b []byte }
-
+// tailMax is how much of a failed check's output its error quotes.
 const tailMax = 256
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > tailMax {
-		t.b = t.b[len(t.b)-tailMax:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	s := string(bytes.TrimSpace(t.b))
-	s = strings.ReplaceAll(s, "\n", " | ")
-	return s
-}

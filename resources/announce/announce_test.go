@@ -1,4 +1,4 @@
-package register
+package announce
 
 import (
 	"context"
@@ -102,13 +102,26 @@ func (r *recRegistrar) expect(t *testing.T, want string, within time.Duration) {
 	}
 }
 
-// quiet fails on any event during d.
-func (r *recRegistrar) quiet(t *testing.T, d time.Duration) {
+// none fails on any event seen so far. Call it once a later positive event proves that
+// an earlier one was not acted on, never after a fixed sleep.
+func (r *recRegistrar) none(t *testing.T) {
 	t.Helper()
 	select {
 	case got := <-r.events:
 		t.Fatalf("unexpected event %q", got)
-	case <-time.After(d):
+	default:
+	}
+}
+
+// waitFor polls cond until it holds, failing after 3 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 3s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -241,7 +254,7 @@ func TestAnnouncerStopsPromptlyDuringAHangingRegister(t *testing.T) {
 	o.AttemptTimeout = time.Minute
 	a, _ := New(r, o)
 	stop, _ := run(t, a)
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "Register call", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.regCalls > 0 })
 	start := time.Now()
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -359,8 +372,12 @@ func TestAnnouncerHealthCheckRiseAndFall(t *testing.T) {
 	a, _ := New(r, o)
 	stop, _ := run(t, a)
 
-	// Failing from the start: never registered.
-	r.quiet(t, 150*time.Millisecond)
+	// Failing from the start: never registered. Run has taken the failing verdict (its
+	// status names the failure) and the check has run again since.
+	waitFor(t, "failing verdict", func() bool { return strings.Contains(a.Status().Error, "HTTP 500") })
+	seen := c.runs.Load()
+	waitFor(t, "later check", func() bool { return c.runs.Load() > seen })
+	r.none(t)
 	if st := a.Status(); st.State != StateChecking || !strings.Contains(st.Error, "HTTP 500") {
 		t.Fatalf("status while failing at start: %+v", st)
 	}
@@ -369,8 +386,12 @@ func TestAnnouncerHealthCheckRiseAndFall(t *testing.T) {
 	waitState(t, a, StateAnnounced)
 
 	// One failure is below the default fall of 2: nothing happens.
+	// Once the check after the failure has run (and passed), the failure is known not to
+	// have been acted on.
+	before := c.runs.Load()
 	c.failNext.Store(1)
-	r.quiet(t, 150*time.Millisecond)
+	waitFor(t, "a failed then a passing check", func() bool { return c.failNext.Load() == 0 && c.runs.Load() >= before+2 })
+	r.none(t)
 
 	c.failing.Store(true)
 	r.expect(t, "unhealthy", time.Second)

@@ -1,4 +1,4 @@
-// Package register announces one service instance in a registry for as long as the
+// Package announce announces one service instance in a registry for as long as the
 // instance is healthy and herald runs: the engine behind `herald register` and the
 // [[register]] tables of `herald watch`.
 //
@@ -8,7 +8,18 @@
 // marks it critical) after Fall consecutive failed checks and announces it again after
 // Rise passing ones, and deregisters within a bounded time when its context ends. The
 // liveness itself (lease keepalive, session, TTL check) is the backend's job.
-package register
+//
+// What "register" names, and where each lives:
+//   - backends.Registrar, Registration, RegisterOptions: a backend's one registration
+//     call and its handle (etcd lease, ZooKeeper ephemeral znode, Consul agent service);
+//   - backends.RegisterPolicy: what each backend declares about its registry (checks it
+//     runs itself, how long a taken ID is waited for, abandoned entries); Options.For
+//     applies it, so no caller switches on the backend;
+//   - backends.ErrTaken: the one "ID held by another process" error all backends wrap;
+//   - Config: one instance as the user writes it, a `herald register` command line or a
+//     herald.toml [[register]] table; Announcer: keeps it announced over time (here);
+//   - `herald register` (cmd/herald/register.go): the CLI daemon around Announcers.
+package announce
 
 import (
 	"context"
@@ -98,8 +109,9 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// ErrTaken wraps the backend's refusal once ClaimWait has passed.
-var ErrTaken = errors.New("instance ID is registered by another process")
+// ErrTaken wraps the backend's refusal once ClaimWait has passed. It is
+// backends.ErrTaken, which every backend's refusal wraps too.
+var ErrTaken = backends.ErrTaken
 
 // Announcer keeps one instance announced. Create it with New, then call Run.
 type Announcer struct {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package register
+package announce
 
 import (
 	"context"
