@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/resources/engine/cache"
 )
 
 // ResourceSet is a fresh load of the resource files, for hot reload. Resources of files

@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/cache"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
 
