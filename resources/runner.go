@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"path"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,13 +12,10 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources/engine"
 	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
-
-// maxDiscovery bounds how often one render may find that it read data not loaded yet
-// (keys inferred from the template, e.g. getv (printf "/x/%s" (getv "/y"))).
-const maxDiscovery = 8
 
 // Runner drives many resources over one backend and one cache.
 type Runner struct {
@@ -57,13 +52,11 @@ type Runner struct {
 	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read
 	noCatalogAt time.Time
 	states      map[string]*state // by resource name
-	watching    map[string]*watch // by target ID
-	events      chan backends.Event
-	wg          sync.WaitGroup // watch goroutines
-	syncs       *executor      // renders with their syncs, workers() at once
-	renders     chan struct{}  // template executions, GOMAXPROCS at once
-	execs       *executor      // where template executions run (see execute)
-	loadErr     error          // what the last load of the resource files found wrong
+	eng         *engine.Engine    // loads, watches and settles renders
+	syncs       *executor         // renders with their syncs, workers() at once
+	renders     chan struct{}     // template executions, GOMAXPROCS at once
+	execs       *executor         // where template executions run (see execute)
+	loadErr     error             // what the last load of the resource files found wrong
 }
 
 type state struct {
@@ -95,11 +88,6 @@ type state struct {
 	missing   []string // services read that the catalog does not have
 }
 
-type watch struct {
-	target backends.Target
-	cancel context.CancelFunc
-}
-
 // Status is one resource's health, for /healthz.
 type Status struct {
 	Name        string    `json:"name"`
@@ -128,8 +116,6 @@ func (rn *Runner) init() {
 	defer rn.mu.Unlock()
 	if rn.states == nil {
 		rn.states = make(map[string]*state)
-		rn.watching = make(map[string]*watch)
-		rn.events = make(chan backends.Event, 1024)
 		rn.renders = make(chan struct{}, runtime.GOMAXPROCS(0))
 		rn.syncs = newExecutor(rn.workers())
 		// Executions past their timeout keep a worker until they end (one per
@@ -138,6 +124,9 @@ func (rn *Runner) init() {
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
+	}
+	if rn.eng == nil {
+		rn.eng = engine.New(rn.Store, rn.Cache, rn.Log)
 	}
 	if rn.Syncer == nil {
 		rn.Syncer = &Syncer{Log: rn.Log}
@@ -298,57 +287,25 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		err   error
 	)
 	opts := template.Options{Prefix: r.Prefix, Scope: r.Scope()}
-	// checked holds the targets found loaded after the previous execution: an execution
-	// whose targets all lie in it began with its data in place.
-	var checked map[string]bool
-	var readTargets []backends.Target
-	for round := 0; ; round++ {
+	reads, err = rn.eng.Settle(engine.Render{
 		// Bounded by its render timeout, not by the registry wait; in watch mode an
 		// execution in flight at SIGTERM finishes (within that timeout) like the rest
 		// of its render.
-		out, reads, err = rn.execute(ctx, st, opts)
-		if errors.Is(err, errAbandoned) {
-			break // no second try: it would take as long
-		}
-		var missing []backends.Target
-		read := map[string]bool{}
-		readTargets = nil
-		if reads != nil {
-			readTargets = reads.Targets()
-			for _, t := range readTargets {
-				read[t.ID()] = true
-				if !rn.Cache.Covered(t) && !(t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()) {
-					missing = append(missing, t)
-				}
-			}
-		}
-		if round == maxDiscovery {
-			break
-		}
-		if len(missing) == 0 {
-			// Renders run in parallel: another one may have loaded a target this
-			// execution found missing between the execution and the check above. Its
-			// error is the template's own only once an execution that began with all
-			// its targets loaded fails too.
-			settled := err == nil
-			if !settled && checked != nil {
-				settled = true
-				for id := range read {
-					settled = settled && checked[id]
-				}
-			}
-			if settled {
-				break
-			}
-			checked = read
-			continue
-		}
-		checked = nil
-		missing = rn.ensureCatalog(readCtx, missing, reads, watching)
-		if lerr := rn.ensure(readCtx, missing, watching); lerr != nil {
-			err = loadError{lerr}
-			break
-		}
+		Execute: func() (rd *template.Reads, err error) {
+			out, rd, err = rn.execute(ctx, st, opts)
+			return rd, err
+		},
+		Load: func(missing []backends.Target, reads *template.Reads) error {
+			return rn.ensure(readCtx, rn.ensureCatalog(readCtx, missing, reads, watching), watching)
+		},
+		Final: func(err error) bool { return errors.Is(err, errAbandoned) }, // no second try: it would take as long
+		Skip: func(t backends.Target, reads *template.Reads) bool {
+			return t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
+		},
+	})
+	var readTargets []backends.Target
+	if reads != nil {
+		readTargets = reads.Targets()
 	}
 	targets := r.Targets()
 	if reads != nil {
@@ -430,134 +387,30 @@ func mergeTargets(a, b []backends.Target) []backends.Target {
 	return out
 }
 
-// ensure loads every target not in the cache yet — all prefixes in one consistent read —
-// and, in watch mode, starts one watch for each from the revision it was read at.
+// ensure loads every target not in the cache yet and, in watch mode, watches it.
 func (rn *Runner) ensure(ctx context.Context, ts []backends.Target, watching bool) error {
-	var prefixes []string
-	var others []backends.Target
-	for _, t := range ts {
-		if rn.Cache.Covered(t) {
-			continue
-		}
-		if t.Service == nil && !t.ServiceNames {
-			prefixes = append(prefixes, t.Prefix)
-		} else {
-			others = append(others, t)
-		}
-	}
-	prefixes = backends.MinimalPrefixes(prefixes)
-	var evs []backends.Event
-	if len(prefixes) > 0 {
-		kvs, rev, err := rn.Store.Get(ctx, prefixes)
-		if err != nil {
-			return fmt.Errorf("read %v: %w", prefixes, err)
-		}
-		for p, sub := range splitByPrefix(kvs, prefixes) {
-			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
-		}
-	}
-	for _, t := range others {
-		if t.ServiceNames {
-			names, rev, err := rn.Store.ServiceNames(ctx)
-			if err != nil {
-				return fmt.Errorf("read service catalog: %w", err)
-			}
-			evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Names: names})
-			continue
-		}
-		svcs, rev, err := rn.Store.Services(ctx, *t.Service)
-		if err != nil {
-			return fmt.Errorf("read service %s: %w", t.Service, err)
-		}
-		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
-	}
-	rn.Cache.ApplyAll(evs)
-	if watching {
-		for _, ev := range evs {
-			rn.startWatch(ev.Target, ev.Revision)
-		}
+	if err := rn.eng.Ensure(ctx, ts, watching); err != nil {
+		return err
 	}
 	rn.Metrics.cacheKeys(rn.Cache.Len())
 	return nil
 }
 
-// splitByPrefix assigns each key of one read to the prefix holding it. The prefixes are
-// minimal (none under another), so each key has exactly one, found by walking up its
-// own path: O(keys x depth) rather than O(keys x prefixes). Every prefix gets an entry,
-// empty when nothing lies under it, so its Full event clears what the cache held.
-func splitByPrefix(kvs map[string]string, prefixes []string) map[string]map[string]string {
-	out := make(map[string]map[string]string, len(prefixes))
-	for _, p := range prefixes {
-		out[p] = map[string]string{}
-	}
-	for k, v := range kvs {
-		for a := k; ; a = path.Dir(a) {
-			if sub, ok := out[a]; ok {
-				sub[k] = v
-				break
-			}
-			if a == "/" {
-				break
-			}
-		}
-	}
-	return out
-}
-
-func (rn *Runner) startWatch(t backends.Target, from uint64) {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if _, ok := rn.watching[t.ID()]; ok {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	rn.watching[t.ID()] = &watch{target: t, cancel: cancel}
-	rn.log().Debug("watching", "target", t.ID(), "from", from) // before the goroutine may change from
-	rn.wg.Add(1)
-	go func() {
-		defer rn.wg.Done()
-		backoff := 100 * time.Millisecond
-		for {
-			err := rn.Store.Watch(ctx, t, from, rn.events)
-			if ctx.Err() != nil {
-				return
-			}
-			// The contract is to retry inside Watch; if a backend gives up anyway, start
-			// over from a fresh read rather than lose the target.
-			rn.log().Warn("watch ended; restarting", "target", t.ID(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(jitter(backoff)):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			if rev, ok := rn.Cache.Loaded(t); ok {
-				from = rev
-			}
-		}
-	}()
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
 // WatchCount is the number of running watches (one per distinct target).
 func (rn *Runner) WatchCount() int {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	return len(rn.watching)
+	if eng := rn.engine(); eng != nil {
+		return eng.WatchCount()
+	}
+	return 0
 }
 
-func (rn *Runner) watchIDs() []string {
+func (rn *Runner) watchIDs() []string { return rn.engine().WatchIDs() }
+
+// engine is nil until Run or RenderOnce starts.
+func (rn *Runner) engine() *engine.Engine {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	var ids []string
-	for id := range rn.watching {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return rn.eng
 }
 
 func (rn *Runner) workers() int {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources/engine"
 	"github.com/heraldhq/herald/resources/engine/cache"
 )
 
@@ -72,20 +73,11 @@ func flattenErrors(err error) []error {
 	return []error{err}
 }
 
-// loadError marks a render that failed because data could not be read (registry down),
-// which is worth retrying by itself; a template or check failure waits for a change.
-type loadError struct{ error }
-
-func (e loadError) Unwrap() error { return e.error }
-
 // retryable reports whether a render failed for a cause that passes by itself (the
 // registry down, a write failing), rather than one that waits for a change.
 func retryable(err error) bool {
-	var (
-		le loadError
-		we writeError
-	)
-	return errors.As(err, &le) || errors.As(err, &we)
+	var we writeError
+	return engine.IsLoadError(err) || errors.As(err, &we)
 }
 
 type result struct {
@@ -111,7 +103,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 		// Commands and writes run to completion even after SIGTERM.
 		workCtx = context.WithoutCancel(ctx)
 	)
-	defer rn.stopWatches()
+	defer rn.eng.Stop()
 
 	dispatch := func(st *state) {
 		if st.why == "" {
@@ -233,12 +225,12 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			rl.wait()
 			return nil
 
-		case ev := <-rn.events:
+		case ev := <-rn.eng.Events():
 			// Fold everything already queued into this burst before deciding what to render.
 			evs := []backends.Event{ev}
 			for more := true; more && len(evs) < 4096; {
 				select {
-				case ev := <-rn.events:
+				case ev := <-rn.eng.Events():
 					evs = append(evs, ev)
 				default:
 					more = false
@@ -275,9 +267,9 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			case retryable(res.err):
 				// The registry unreachable, or the file could not be written:
 				// dest is stale until a retry, with backoff, succeeds.
-				st.retry = min(max(2*st.retry, time.Second), 30*time.Second)
+				st.retry = engine.RetryAfter(st.retry)
 				st.why = "retry after: " + res.err.Error()
-				schedule(st, jitter(st.retry))
+				schedule(st, engine.Jitter(st.retry))
 			case res.err == nil:
 				st.retry = 0
 				if res.o.heldFor > 0 {
@@ -311,7 +303,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 			rereading.Add(1)
 			go func() {
 				defer rereading.Done()
-				rn.reread(ctx)
+				rn.eng.Reread(ctx)
 			}()
 		}
 	}
@@ -434,109 +426,7 @@ func (rn *Runner) pruneWatches() {
 			need[t.ID()] = true
 		}
 	}
-	for id, w := range rn.watching {
-		if need[id] && !rn.redundant(w.target) {
-			continue
-		}
-		if !need[id] && !rn.redundant(w.target) && coveredBy(w.target, need) {
-			// Not named any more, but its keys are still read through a broader target
-			// whose watch has not started yet; keep it until that one runs.
-			continue
-		}
-		w.cancel()
-		delete(rn.watching, id)
-		// Keys still under another loaded prefix stay in the cache.
-		rn.Cache.Forget(w.target)
-		rn.log().Debug("stopped watching", "target", id)
-	}
-}
-
-// redundant reports whether another running watch covers a prefix target: concurrent
-// first renders may have started a narrow watch before the broad one. Caller holds mu.
-func (rn *Runner) redundant(t backends.Target) bool {
-	if t.Service != nil || t.ServiceNames {
-		return false
-	}
-	for id, w := range rn.watching {
-		if id != t.ID() && w.target.Service == nil && !w.target.ServiceNames && backends.UnderPrefix(t.Prefix, w.target.Prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// coveredBy reports whether a prefix target lies under a needed prefix.
-func coveredBy(t backends.Target, need map[string]bool) bool {
-	if t.Service != nil || t.ServiceNames {
-		return false
-	}
-	for id := range need {
-		if strings.HasPrefix(id, "prefix:") && backends.UnderPrefix(t.Prefix, id[len("prefix:"):]) {
-			return true
-		}
-	}
-	return false
-}
-
-func (rn *Runner) stopWatches() {
-	rn.mu.Lock()
-	for id, w := range rn.watching {
-		w.cancel()
-		delete(rn.watching, id)
-	}
-	rn.mu.Unlock()
-	rn.wg.Wait()
-}
-
-// reread reads every watched target again and feeds the result in as Full events, for
-// --interval: a watch alone may not be trusted on some networks.
-func (rn *Runner) reread(ctx context.Context) {
-	rn.mu.Lock()
-	var ts []backends.Target
-	for _, w := range rn.watching {
-		ts = append(ts, w.target)
-	}
-	rn.mu.Unlock()
-	var prefixes []string
-	for _, t := range ts {
-		if t.Service == nil && !t.ServiceNames {
-			prefixes = append(prefixes, t.Prefix)
-		}
-	}
-	send := func(ev backends.Event) {
-		select {
-		case rn.events <- ev:
-		case <-ctx.Done():
-		}
-	}
-	if len(prefixes) > 0 {
-		kvs, rev, err := rn.Store.Get(ctx, prefixes)
-		if err != nil {
-			rn.log().Warn("interval re-read failed; keeping last good data", "err", err)
-			return
-		}
-		for p, sub := range splitByPrefix(kvs, backends.MinimalPrefixes(prefixes)) {
-			send(backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
-		}
-	}
-	for _, t := range ts {
-		switch {
-		case t.Service != nil:
-			svcs, rev, err := rn.Store.Services(ctx, *t.Service)
-			if err != nil {
-				rn.log().Warn("interval re-read failed; keeping last good data", "target", t.ID(), "err", err)
-				continue
-			}
-			send(backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
-		case t.ServiceNames:
-			names, rev, err := rn.Store.ServiceNames(ctx)
-			if err != nil {
-				rn.log().Warn("interval re-read failed; keeping last good data", "target", t.ID(), "err", err)
-				continue
-			}
-			send(backends.Event{Target: t, Revision: rev, Full: true, Names: names})
-		}
-	}
+	rn.eng.Prune(need)
 }
 
 func (rn *Runner) reloadTimeoutFor(cmd string) time.Duration {

@@ -17,18 +17,15 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine"
 	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
-
-// maxDiscovery bounds how often one render may find that it read data not loaded yet.
-const maxDiscovery = 8
 
 // Template is one file rendered before the child starts and on every change.
 type Template struct {
@@ -75,12 +72,6 @@ func (c *Config) defaults() {
 	}
 }
 
-// loadError marks a failure to read the registry (worth retrying), as opposed to a
-// template or file error (which waits for the next change).
-type loadError struct{ error }
-
-func (e loadError) Unwrap() error { return e.error }
-
 // signalled ends the start-up when a terminating signal arrives before the child runs.
 type signalled struct{ sig syscall.Signal }
 
@@ -89,16 +80,11 @@ func (e signalled) Error() string { return "received " + e.sig.String() + " befo
 type supervisor struct {
 	cfg    Config
 	log    *slog.Logger
+	eng    *engine.Engine
 	cache  *cache.Cache
 	syncer *resources.Syncer
 	res    []*resources.Resource
-	events chan backends.Event
 	exits  chan exit
-
-	wctx     context.Context // lives as long as Run: the watches
-	wg       sync.WaitGroup
-	mu       sync.Mutex // guards watching: loads run in the start-up goroutine, then in the loop
-	watching map[string]bool
 
 	child   *proc
 	applied []Var // the variables the running child was started (or last signalled) with
@@ -115,24 +101,19 @@ func Run(ctx context.Context, cfg Config, sigs <-chan os.Signal) (int, error) {
 	if len(cfg.Command.Path) == 0 {
 		return 1, errors.New("no command to run")
 	}
+	c := cache.New()
 	s := &supervisor{
-		cfg:      cfg,
-		log:      cfg.Log,
-		cache:    cache.New(),
-		syncer:   &resources.Syncer{Log: cfg.Log},
-		events:   make(chan backends.Event, 1024),
-		exits:    make(chan exit, 4),
-		watching: map[string]bool{},
+		cfg:    cfg,
+		log:    cfg.Log,
+		eng:    engine.New(cfg.Store, c, cfg.Log),
+		cache:  c,
+		syncer: &resources.Syncer{Log: cfg.Log},
+		exits:  make(chan exit, 4),
 	}
 	for _, t := range cfg.Templates {
 		s.res = append(s.res, &resources.Resource{Name: t.Src, Src: t.Src, Dest: t.Dest, UID: -1, GID: -1, Template: t.Tmpl})
 	}
-	wctx, stopWatches := context.WithCancel(ctx)
-	s.wctx = wctx
-	defer func() {
-		stopWatches()
-		s.wg.Wait()
-	}()
+	defer s.eng.Stop()
 	var chld chan os.Signal
 	if cfg.Reap {
 		chld = make(chan os.Signal, 1)
@@ -185,114 +166,35 @@ func (s *supervisor) initial(ctx context.Context) error {
 	for _, p := range backends.MinimalPrefixes(s.cfg.Prefixes) {
 		targets = append(targets, backends.PrefixTarget(p))
 	}
-	backoff := 100 * time.Millisecond
+	var backoff engine.StartupBackoff
 	for {
 		err := s.load(ctx, targets)
 		if err == nil {
 			_, err = s.render(ctx)
 		}
-		var le loadError
 		switch {
 		case err == nil:
 			return nil
-		case !errors.As(err, &le):
+		case !engine.IsLoadError(err):
 			return err
 		case ctx.Err() != nil:
 			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
 		}
 		s.log.Warn("registry not readable yet; retrying until --timeout", "timeout", s.cfg.Timeout, "err", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx) {
 			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
-		case <-time.After(jitter(backoff)):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
 // load reads every target the cache does not hold yet (all prefixes in one consistent
-// read) and starts one watch for each, from the revision it was read at.
+// read) and starts one watch for each, from the revision it was read at. Backends retry
+// by themselves while the registry is down; meanwhile the child keeps the values it has.
 func (s *supervisor) load(ctx context.Context, ts []backends.Target) error {
-	var prefixes []string
-	var others []backends.Target
-	for _, t := range ts {
-		switch {
-		case s.cache.Covered(t):
-		case t.Service == nil && !t.ServiceNames:
-			prefixes = append(prefixes, t.Prefix)
-		default:
-			others = append(others, t)
-		}
-	}
-	var evs []backends.Event
-	if prefixes = backends.MinimalPrefixes(prefixes); len(prefixes) > 0 {
-		kvs, rev, err := s.cfg.Store.Get(ctx, prefixes)
-		if err != nil {
-			return loadError{fmt.Errorf("read %s: %w", strings.Join(prefixes, ", "), err)}
-		}
-		for _, p := range prefixes {
-			sub := map[string]string{}
-			for k, v := range kvs {
-				if backends.UnderPrefix(k, p) {
-					sub[k] = v
-				}
-			}
-			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
-		}
-	}
-	for _, t := range others {
-		if t.ServiceNames {
-			names, rev, err := s.cfg.Store.ServiceNames(ctx)
-			if err != nil {
-				return loadError{fmt.Errorf("read service catalog: %w", err)}
-			}
-			evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Names: names})
-			continue
-		}
-		svcs, rev, err := s.cfg.Store.Services(ctx, *t.Service)
-		if err != nil {
-			return loadError{fmt.Errorf("read service %s: %w", t.Service, err)}
-		}
-		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
-	}
-	for _, ev := range evs {
-		s.cache.Apply(ev)
-		s.watch(ev.Target, ev.Revision)
+	if err := s.eng.Ensure(ctx, ts, true); err != nil {
+		return engine.LoadError{Err: err}
 	}
 	return nil
-}
-
-// watch follows one target into s.events until Run returns. Backends retry by
-// themselves while the registry is down; if one gives up anyway, the watch starts over
-// from what the cache holds. Meanwhile the child keeps the values it has.
-func (s *supervisor) watch(t backends.Target, from uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.watching[t.ID()] {
-		return
-	}
-	s.watching[t.ID()] = true
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		backoff := 100 * time.Millisecond
-		for {
-			err := s.cfg.Store.Watch(s.wctx, t, from, s.events)
-			if s.wctx.Err() != nil {
-				return
-			}
-			s.log.Warn("watch ended; restarting it", "target", t.ID(), "err", err)
-			select {
-			case <-s.wctx.Done():
-				return
-			case <-time.After(jitter(backoff)):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			if rev, ok := s.cache.Loaded(t); ok {
-				from = rev
-			}
-		}
-	}()
 }
 
 // render renders every template from the cache, loading what a template turns out to
@@ -320,30 +222,20 @@ func (s *supervisor) render(ctx context.Context) (changed bool, err error) {
 }
 
 func (s *supervisor) execute(ctx context.Context, r *resources.Resource) ([]byte, error) {
-	for round := 0; ; round++ {
-		var (
-			out   []byte
-			reads *template.Reads
-			err   error
-		)
-		// ctx (bounded by --timeout) also stops a template looping practically forever at
-		// its next output or store read.
-		s.cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, template.Options{Context: ctx}) })
-		var missing []backends.Target
-		if reads != nil {
-			for _, t := range reads.Targets() {
-				if !s.cache.Covered(t) {
-					missing = append(missing, t)
-				}
-			}
-		}
-		if len(missing) == 0 || round == maxDiscovery {
-			return out, err
-		}
-		if err := s.load(ctx, missing); err != nil {
-			return nil, fmt.Errorf("template %s: %w", r.Src, err)
-		}
+	var out []byte
+	_, err := s.eng.Settle(engine.Render{
+		Execute: func() (reads *template.Reads, err error) {
+			// ctx (bounded by --timeout) also stops a template looping practically
+			// forever at its next output or store read.
+			s.cache.Read(func(v cache.View) { out, reads, err = r.Template.Execute(v, template.Options{Context: ctx}) })
+			return reads, err
+		},
+		Load: func(missing []backends.Target, _ *template.Reads) error { return s.eng.Ensure(ctx, missing, true) },
+	})
+	if engine.IsLoadError(err) {
+		return nil, fmt.Errorf("template %s: %w", r.Src, err)
 	}
+	return out, err
 }
 
 // vars computes the child's variables from the cache, logging collisions and skipped
@@ -432,10 +324,9 @@ func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal, chld <-cha
 		changed, err := s.render(c)
 		cancel()
 		if err != nil {
-			var le loadError
-			if errors.As(err, &le) {
-				backoff = min(max(2*backoff, time.Second), 30*time.Second)
-				retry.Reset(jitter(backoff))
+			if engine.IsLoadError(err) {
+				backoff = engine.RetryAfter(backoff)
+				retry.Reset(engine.Jitter(backoff))
 			}
 			s.log.Error("render failed; the child keeps running as it is", "err", err)
 			return
@@ -500,11 +391,11 @@ func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal, chld <-cha
 
 	for {
 		select {
-		case ev := <-s.events:
+		case ev := <-s.eng.Events():
 			changed := !s.cache.Apply(ev).Empty()
 			for more := true; more; {
 				select {
-				case ev := <-s.events:
+				case ev := <-s.eng.Events():
 					changed = !s.cache.Apply(ev).Empty() || changed
 				default:
 					more = false
@@ -615,8 +506,4 @@ func diffNames(old, cur []Var) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
