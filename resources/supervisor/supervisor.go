@@ -1,11 +1,11 @@
 //go:build unix
 
-// Package child runs a program with keys from the registry as its environment (and,
+// Package supervisor runs a program with keys from the registry as its environment (and,
 // optionally, files rendered from templates next to it), and keeps it current: it starts
 // the program once all data is loaded, restarts it or sends it a signal when the data
 // changes, forwards the signals herald receives, and ends with the program's status.
 // It is `herald exec`: what envconsul does for Consul, for every herald backend.
-package child
+package supervisor
 
 import (
 	"context"
