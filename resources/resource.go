@@ -1,5 +1,6 @@
-// Package resources loads confd-format template resources and keeps their files true:
-// render, stage, check, atomic replace, reload — once, or driven by a watch.
+// Package resources loads confd-format template resources (TOML) and syncs one rendered
+// file: stage, check, atomic replace, and the reload command to run. What renders them,
+// once or as the watch daemon, is package render.
 package resources
 
 import (
@@ -517,3 +518,8 @@ func tomlErrLine(err error) int {
 	}
 	return 0
 }
+
+// DefaultRenderTimeout bounds one template execution when neither the resource
+// (render_timeout) nor the runner (--render-timeout) says otherwise. Real templates take
+// milliseconds; this is for one that loops practically forever.
+const DefaultRenderTimeout = 10 * time.Second

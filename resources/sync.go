@@ -44,13 +44,18 @@ type writeError struct{ error }
 
 func (e writeError) Unwrap() error { return e.error }
 
+// IsWriteError reports whether err is a failure to put the file in place, which passes
+// by itself (a full disk) and is worth retrying, unlike a template or check failure.
+func IsWriteError(err error) bool {
+	var we writeError
+	return errors.As(err, &we)
+}
+
 // Outcome says what a sync did.
 type Outcome struct {
 	Changed bool   // dest was (or, in a dry run, would be) replaced
 	Reload  string // the expanded reload command to run, "" for none
 	Dir     string // dest's directory, when its fsync was deferred
-
-	heldFor time.Duration // held back by the guard: render again after this long
 }
 
 // maxRead bounds what herald reads of an existing dest beyond a file of content's size,

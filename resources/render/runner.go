@@ -1,9 +1,13 @@
-package resources
+// Package render renders resources from the engine's cache and syncs their files: once
+// (herald render, herald template) or as the watch daemon (Runner.Run), with its worker
+// pools, empty-drop guard, one reload per burst, metrics and /healthz status.
+package render
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/heraldhq/herald/resources"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -21,11 +25,11 @@ import (
 type Runner struct {
 	Store    backends.Store
 	Cache    *cache.Cache
-	Syncer   *Syncer
+	Syncer   *resources.Syncer
 	Log      *slog.Logger
-	Metrics  *Metrics      // optional
-	Wait     Wait          // global quiescence, for resources without their own
-	Interval time.Duration // watch mode: also re-read everything this often (0: never)
+	Metrics  *Metrics       // optional
+	Wait     resources.Wait // global quiescence, for resources without their own
+	Interval time.Duration  // watch mode: also re-read everything this often (0: never)
 	// ReadTimeout bounds RenderOnce's reads from the registry (0: only ctx). It never
 	// bounds check and reload commands: those have their own timeouts.
 	ReadTimeout time.Duration
@@ -38,10 +42,10 @@ type Runner struct {
 	Workers int
 	// Emit, when set, receives each successful render instead of Syncer (herald template
 	// prints to stdout) and reports whether the output changed.
-	Emit func(r *Resource, content []byte) (changed bool, err error)
+	Emit func(r *resources.Resource, content []byte) (changed bool, err error)
 	// Guard holds back watch-mode renders whose service lists shrink too far at once;
 	// nil is DefaultGuard. Resources may override it field by field.
-	Guard *Guard
+	Guard *resources.Guard
 	// Beat, when set, is called from Run's loop itself after each burst of renders ends
 	// and every BeatEvery (default 5 s): a caller learns the loop is alive (systemd's
 	// watchdog) and when to report progress. It must return quickly.
@@ -60,7 +64,7 @@ type Runner struct {
 }
 
 type state struct {
-	r       *Resource
+	r       *resources.Resource
 	reads   *template.Reads
 	targets []backends.Target
 
@@ -129,7 +133,7 @@ func (rn *Runner) init() {
 		rn.eng = engine.New(rn.Store, rn.Cache, rn.Log)
 	}
 	if rn.Syncer == nil {
-		rn.Syncer = &Syncer{Log: rn.Log}
+		rn.Syncer = &resources.Syncer{Log: rn.Log}
 	}
 	rn.Syncer.DeferDirSync = true
 }
@@ -158,7 +162,7 @@ func (rn *Runner) Statuses() []Status {
 		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK,
 			Held: st.heldWhy, MissingServices: slices.Clone(st.missing)}
 		if st.lastErr != nil {
-			s.LastError, s.Behind = Summary(st.lastErr), true
+			s.LastError, s.Behind = resources.Summary(st.lastErr), true
 		}
 		out = append(out, s)
 	}
@@ -179,7 +183,7 @@ func compareStrings(a, b string) int {
 // RenderOnce renders every resource once from one consistent read, syncs each, then runs
 // each distinct reload command once. It processes every resource even when some fail,
 // and returns an error naming each failure.
-func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
+func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) error {
 	rn.init()
 	readCtx := ctx
 	if rn.ReadTimeout > 0 {
@@ -201,7 +205,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	// resource order, so errors and reloads come out the same on every run. A dry run
 	// stays sequential so its diffs print in order.
 	type result struct {
-		o   Outcome
+		o   outcome
 		err error
 	}
 	results := make([]result, len(rs))
@@ -242,7 +246,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 			reloads = append(reloads, o.Reload)
 		}
 	}
-	SyncDirs(dirs)
+	resources.SyncDirs(dirs)
 	for _, cmd := range reloads {
 		if err := rn.reload(ctx, cmd, rn.reloadTimeout(cmd, rs)); err != nil {
 			errs = append(errs, err)
@@ -251,10 +255,10 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	return errors.Join(errs...)
 }
 
-func (rn *Runner) reloadTimeout(cmd string, rs []*Resource) time.Duration {
+func (rn *Runner) reloadTimeout(cmd string, rs []*resources.Resource) time.Duration {
 	var d time.Duration
 	for _, r := range rs {
-		if exp, _ := expandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
+		if exp, _ := resources.ExpandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
 			d = r.ReloadTimeout
 		}
 	}
@@ -263,7 +267,7 @@ func (rn *Runner) reloadTimeout(cmd string, rs []*Resource) time.Duration {
 
 func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration) error {
 	start := time.Now()
-	out, err := runCommand(ctx, "reload_cmd", cmd, timeout)
+	out, err := resources.RunCommand(ctx, "reload_cmd", cmd, timeout)
 	rn.Metrics.reload(err, time.Since(start))
 	if err != nil {
 		rn.log().Error("reload failed", "cmd", cmd, "err", err)
@@ -278,7 +282,7 @@ func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration)
 // Reads from the registry use readCtx, the write and its commands ctx: in watch mode
 // SIGTERM abandons a render still waiting for an unreachable registry (dest stays as it
 // is) but lets one that is writing or checking finish.
-func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (Outcome, error) {
+func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (outcome, error) {
 	r := st.r
 	start := time.Now()
 	var (
@@ -322,22 +326,22 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	if err != nil {
 		rn.Metrics.render(r.Name, "error", time.Since(start))
 		rn.fail(st, err)
-		return Outcome{}, err
+		return outcome{}, err
 	}
 	if watching {
 		if left := rn.guard(st, reads); left > 0 {
 			rn.Metrics.render(r.Name, "held", time.Since(start))
-			return Outcome{heldFor: left}, nil
+			return outcome{heldFor: left}, nil
 		}
 	}
-	var o Outcome
+	var o outcome
 	if rn.Emit != nil {
 		o.Changed, err = rn.Emit(r, out)
 	} else {
-		o, err = rn.Syncer.Sync(ctx, r, out)
+		o.Outcome, err = rn.Syncer.Sync(ctx, r, out)
 	}
 	if err != nil {
-		var ce *CommandError
+		var ce *resources.CommandError
 		if errors.As(err, &ce) {
 			rn.Metrics.checkFailed(r.Name)
 		}

@@ -1,9 +1,10 @@
-package resources
+package render
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/heraldhq/herald/resources"
 	"os"
 	"path/filepath"
 	"slices"
@@ -179,7 +180,7 @@ func (m *memStore) watchCount() int {
 }
 
 // confdir writes resources: name -> (toml body without [template], template text).
-func confdir(t *testing.T, res map[string][2]string) (string, []*Resource) {
+func confdir(t *testing.T, res map[string][2]string) (string, []*resources.Resource) {
 	t.Helper()
 	files := map[string]string{}
 	for name, rt := range res {
@@ -188,7 +189,7 @@ func confdir(t *testing.T, res map[string][2]string) (string, []*Resource) {
 	}
 	dir := tree(t, files)
 	os.Mkdir(filepath.Join(dir, "out"), 0o755)
-	rs, err := Load(LoadOptions{ConfDir: dir})
+	rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +304,7 @@ func TestRenderOnceBackendDown(t *testing.T) {
 }
 
 // startRun runs the watch loop in the background and returns a stop function.
-func startRun(t *testing.T, rn *Runner, rs []*Resource, updates chan ResourceSet) (stop func()) {
+func startRun(t *testing.T, rn *Runner, rs []*resources.Resource, updates chan resources.ResourceSet) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -434,7 +435,7 @@ func TestWatchBurstCoalesces(t *testing.T) {
 	m := newMem(map[string]string{"/k": "0"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]", `{{getv "/k"}}`}})
 	met := NewMetrics(prometheus.NewRegistry())
-	startRun(t, &Runner{Store: m, Metrics: met, Wait: Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}, rs, nil)
+	startRun(t, &Runner{Store: m, Metrics: met, Wait: resources.Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}, rs, nil)
 	eventually(t, "watch", func() bool { return m.watchCount() == 1 && read(t, filepath.Join(dir, "out/a")) == "0" })
 	for i := 1; i <= 1000; i++ {
 		m.put("/k", fmt.Sprint(i))
@@ -463,15 +464,15 @@ func TestWatchServices(t *testing.T) {
 func TestWatchHotReload(t *testing.T) {
 	m := newMem(map[string]string{"/k": "v"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"", `a={{getv "/k"}}`}})
-	updates := make(chan ResourceSet)
+	updates := make(chan resources.ResourceSet)
 	startRun(t, &Runner{Store: m}, rs, updates)
 	eventually(t, "a", func() bool { return read(t, filepath.Join(dir, "out/a")) == "a=v" })
 
 	write := func(p, s string) { os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644) }
-	load := func() ResourceSet {
-		rs, err := Load(LoadOptions{ConfDir: dir})
-		set := ResourceSet{Resources: rs, Failed: map[string]bool{}}
-		var re *Error
+	load := func() resources.ResourceSet {
+		rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
+		set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
+		var re *resources.Error
 		for _, e := range unjoin(err) {
 			if errors.As(e, &re) {
 				set.Failed[re.File] = true
@@ -581,7 +582,7 @@ func TestRenderOnceBoundsConcurrentChecks(t *testing.T) {
 	for _, r := range rs {
 		r.CheckCmd = strings.ReplaceAll(r.CheckCmd, "LOCK", lock)
 	}
-	rn := &Runner{Store: m, Syncer: &Syncer{Checks: 1}}
+	rn := &Runner{Store: m, Syncer: &resources.Syncer{Checks: 1}}
 	if err := rn.RenderOnce(context.Background(), rs); err != nil {
 		t.Fatal(err)
 	}
@@ -593,4 +594,19 @@ func TestRenderOnceBoundsConcurrentChecks(t *testing.T) {
 			t.Fatalf("r%d = %q", i, got)
 		}
 	}
+}
+
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

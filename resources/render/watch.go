@@ -1,10 +1,8 @@
-package resources
+package render
 
 import (
 	"context"
-	"errors"
-	"path/filepath"
-	"strings"
+	"github.com/heraldhq/herald/resources"
 	"sync"
 	"time"
 
@@ -13,69 +11,10 @@ import (
 	"github.com/heraldhq/herald/resources/engine/cache"
 )
 
-// ResourceSet is a fresh load of the resource files, for hot reload. Resources of files
-// listed in Failed, or below a directory in FailedDirs (conf.d itself when it could not
-// be read at all), keep running in their previous version.
-type ResourceSet struct {
-	Resources  []*Resource
-	Failed     map[string]bool // by resource file
-	FailedDirs []string
-	// Err is what the load found wrong (nil: nothing); /healthz reports it until a
-	// load succeeds.
-	Err error
-}
-
-// NewResourceSet sorts a Load's result for a hot reload: which files and directories
-// failed, so that their resources keep their previous version.
-func NewResourceSet(rs []*Resource, err error) ResourceSet {
-	set := ResourceSet{Resources: rs, Failed: map[string]bool{}, Err: err}
-	for _, e := range flattenErrors(err) {
-		var re *Error
-		switch {
-		case !errors.As(e, &re):
-		case re.Dir:
-			set.FailedDirs = append(set.FailedDirs, re.File)
-		default:
-			set.Failed[re.File] = true
-		}
-	}
-	return set
-}
-
-// keeps reports whether a resource file failed in this load, itself or through its
-// directory.
-func (set ResourceSet) keeps(file string) bool {
-	if set.Failed[file] {
-		return true
-	}
-	for _, d := range set.FailedDirs {
-		if strings.HasPrefix(file, d+string(filepath.Separator)) {
-			return true
-		}
-	}
-	return false
-}
-
-// flattenErrors unpacks errors.Join trees.
-func flattenErrors(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flattenErrors(e)...)
-		}
-		return out
-	}
-	return []error{err}
-}
-
 // retryable reports whether a render failed for a cause that passes by itself (the
 // registry down, a write failing), rather than one that waits for a change.
 func retryable(err error) bool {
-	var we writeError
-	return engine.IsLoadError(err) || errors.As(err, &we)
+	return engine.IsLoadError(err) || resources.IsWriteError(err)
 }
 
 // current reports whether st is still the running version of its resource.
@@ -137,8 +76,8 @@ func (rn *Runner) touched(st *state, changes []cache.Change) string {
 
 // replace swaps in a new resource set: new and changed resources render, removed ones
 // stop, and resources whose file failed to load keep their previous version.
-func (rn *Runner) replace(set ResourceSet, add func(*Resource, string)) {
-	next := map[string]*Resource{}
+func (rn *Runner) replace(set resources.ResourceSet, add func(*resources.Resource, string)) {
+	next := map[string]*resources.Resource{}
 	for _, r := range set.Resources {
 		next[r.Name] = r
 	}
@@ -146,7 +85,7 @@ func (rn *Runner) replace(set ResourceSet, add func(*Resource, string)) {
 	rn.loadErr = set.Err
 	rn.mu.Unlock()
 	for _, st := range rn.snapshotStates() {
-		if set.keeps(st.r.File) {
+		if set.Keeps(st.r.File) {
 			rn.log().Warn("resource file invalid; previous version keeps running", "resource", st.r.Name)
 			continue
 		}
@@ -199,7 +138,7 @@ func (rn *Runner) pruneWatches() {
 }
 
 func (rn *Runner) reloadTimeoutFor(cmd string) time.Duration {
-	var rs []*Resource
+	var rs []*resources.Resource
 	for _, st := range rn.snapshotStates() {
 		rs = append(rs, st.r)
 	}

@@ -1,8 +1,9 @@
-package resources
+package render
 
 import (
 	"cmp"
 	"context"
+	"github.com/heraldhq/herald/resources"
 	"slices"
 	"sync"
 	"time"
@@ -11,9 +12,15 @@ import (
 	"github.com/heraldhq/herald/resources/engine"
 )
 
+// outcome is a render's: what its sync did, or how long the guard holds it back.
+type outcome struct {
+	resources.Outcome
+	heldFor time.Duration // render again after this long
+}
+
 type result struct {
 	st  *state
-	o   Outcome
+	o   outcome
 	err error
 }
 
@@ -36,7 +43,7 @@ type daemon struct {
 // render read what changed, after their quiescence. New resource sets arriving on
 // updates replace the running ones. When ctx ends, in-flight renders and commands finish
 // (bounded by their own timeouts), then Run returns nil.
-func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan ResourceSet) error {
+func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-chan resources.ResourceSet) error {
 	rn.init()
 	d := &daemon{rn: rn, ctx: ctx, workCtx: context.WithoutCancel(ctx),
 		due: make(chan *state, 64), done: make(chan result, 64), rl: &reloader{rn: rn}}
@@ -85,7 +92,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*Resource, updates <-chan Resour
 // start reads every declared key in one consistent read before the first renders, so
 // they all see one revision and share one watch per prefix, then renders every
 // resource. If the registry is down, the renders fail and retry with backoff.
-func (d *daemon) start(rs []*Resource) {
+func (d *daemon) start(rs []*resources.Resource) {
 	var declared []backends.Target
 	for _, r := range rs {
 		declared = append(declared, r.Targets()...)
@@ -99,7 +106,7 @@ func (d *daemon) start(rs []*Resource) {
 }
 
 // add starts running a resource (new, or a new version of one).
-func (d *daemon) add(r *Resource, why string) {
+func (d *daemon) add(r *resources.Resource, why string) {
 	st := &state{r: r, why: why}
 	d.rn.mu.Lock()
 	d.rn.states[r.Name] = st
@@ -154,7 +161,7 @@ func (d *daemon) changed(st *state, why string) {
 		st.why = why
 	}
 	w := st.r.Wait
-	if w == (Wait{}) {
+	if w == (resources.Wait{}) {
 		w = d.rn.Wait
 	}
 	now := time.Now()
@@ -191,7 +198,7 @@ func (d *daemon) events(ev backends.Event) {
 }
 
 // collect remembers what a finished render owes the end of its burst.
-func (d *daemon) collect(o Outcome) {
+func (d *daemon) collect(o outcome) {
 	if o.Reload != "" && !slices.Contains(d.pending, o.Reload) {
 		d.pending = append(d.pending, o.Reload)
 	}
@@ -237,7 +244,7 @@ func (d *daemon) finished(res result) {
 // burstOver makes the burst's renames durable, then runs each distinct reload command
 // once for it.
 func (d *daemon) burstOver() {
-	SyncDirs(d.dirs)
+	resources.SyncDirs(d.dirs)
 	d.dirs = d.dirs[:0]
 	for _, cmd := range d.pending {
 		d.rl.request(d.workCtx, cmd, d.rn.reloadTimeoutFor(cmd))
