@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,6 +328,23 @@ func startRun(t *testing.T, rn *Runner, rs []*resources.Resource, updates chan r
 	return stop
 }
 
+// bursts counts the ends of render bursts (Runner.Beat with no periodic beat): the end
+// of the burst a change started proves every render it dispatched has finished.
+type bursts struct{ n atomic.Int64 }
+
+func (b *bursts) watch(rn *Runner) *Runner {
+	rn.Beat, rn.BeatEvery = func() { b.n.Add(1) }, time.Hour
+	return rn
+}
+
+// after runs change, then waits for cond and for a burst to end after the change.
+func (b *bursts) after(t *testing.T, what string, change func(), cond func() bool) {
+	t.Helper()
+	before := b.n.Load()
+	change()
+	eventually(t, what, func() bool { return cond() && b.n.Load() > before })
+}
+
 func renders(m *Metrics, name string) int {
 	return int(testutil.ToFloat64(m.renders.WithLabelValues(name, "changed")) +
 		testutil.ToFloat64(m.renders.WithLabelValues(name, "unchanged")) +
@@ -341,7 +359,8 @@ func TestWatchRerendersOnlyTouchedResources(t *testing.T) {
 		"x": {"", `{{getv "/x"}}`},
 	})
 	met := NewMetrics(prometheus.NewRegistry())
-	rn := &Runner{Store: m, Metrics: met}
+	var b bursts
+	rn := b.watch(&Runner{Store: m, Metrics: met})
 	startRun(t, rn, rs, nil)
 	eventually(t, "first render", func() bool {
 		return read(t, filepath.Join(dir, "out/a")) == "1" && read(t, filepath.Join(dir, "out/b")) == "1" && read(t, filepath.Join(dir, "out/x")) == "1"
@@ -352,9 +371,7 @@ func TestWatchRerendersOnlyTouchedResources(t *testing.T) {
 		t.Fatalf("watching %v", ids)
 	}
 
-	m.put("/app/b", "2")
-	eventually(t, "b re-rendered", func() bool { return read(t, filepath.Join(dir, "out/b")) == "2" })
-	time.Sleep(50 * time.Millisecond)
+	b.after(t, "b re-rendered", func() { m.put("/app/b", "2") }, func() bool { return read(t, filepath.Join(dir, "out/b")) == "2" })
 	if n := renders(met, "a.toml"); n != 1 {
 		t.Errorf("a rendered %d times; /app/b does not touch its reads", n)
 	}
@@ -404,9 +421,13 @@ func TestWatchQuiescence(t *testing.T) {
 		t.Fatalf("rendered after %v, before 600ms of calm", d)
 	}
 	// The file appears a moment before the render is counted.
-	eventually(t, "two renders", func() bool { return renders(met, "a.toml") == 2 })
-	time.Sleep(100 * time.Millisecond)
-	if n := renders(met, "a.toml"); n != 2 {
+	eventually(t, "two renders", func() bool { return renders(met, "a.toml") >= 2 })
+	// One more change renders once more: a third render before it was a spare one.
+	m.put("/k", "6")
+	eventually(t, "render of a later change", func() bool {
+		return read(t, filepath.Join(dir, "out/a")) == "6" && renders(met, "a.toml") >= 3
+	})
+	if n := renders(met, "a.toml") - 1; n != 2 {
 		t.Fatalf("%d renders, want the initial one and one for the burst", n)
 	}
 
@@ -435,13 +456,14 @@ func TestWatchBurstCoalesces(t *testing.T) {
 	m := newMem(map[string]string{"/k": "0"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]", `{{getv "/k"}}`}})
 	met := NewMetrics(prometheus.NewRegistry())
-	startRun(t, &Runner{Store: m, Metrics: met, Wait: resources.Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}, rs, nil)
+	var b bursts
+	startRun(t, b.watch(&Runner{Store: m, Metrics: met, Wait: resources.Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}), rs, nil)
 	eventually(t, "watch", func() bool { return m.watchCount() == 1 && read(t, filepath.Join(dir, "out/a")) == "0" })
-	for i := 1; i <= 1000; i++ {
-		m.put("/k", fmt.Sprint(i))
-	}
-	eventually(t, "final value", func() bool { return read(t, filepath.Join(dir, "out/a")) == "1000" })
-	time.Sleep(100 * time.Millisecond)
+	b.after(t, "final value", func() {
+		for i := 1; i <= 1000; i++ {
+			m.put("/k", fmt.Sprint(i))
+		}
+	}, func() bool { return read(t, filepath.Join(dir, "out/a")) == "1000" })
 	if n := renders(met, "a.toml"); n > 6 {
 		t.Fatalf("1,000 changes caused %d renders", n)
 	}
@@ -465,7 +487,8 @@ func TestWatchHotReload(t *testing.T) {
 	m := newMem(map[string]string{"/k": "v"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"", `a={{getv "/k"}}`}})
 	updates := make(chan resources.ResourceSet)
-	startRun(t, &Runner{Store: m}, rs, updates)
+	var bs bursts
+	startRun(t, bs.watch(&Runner{Store: m}), rs, updates)
 	eventually(t, "a", func() bool { return read(t, filepath.Join(dir, "out/a")) == "a=v" })
 
 	write := func(p, s string) { os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644) }
@@ -500,11 +523,8 @@ func TestWatchHotReload(t *testing.T) {
 	eventually(t, "a fixed", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=w" })
 	// delete b: it stops following changes
 	os.Remove(filepath.Join(dir, "conf.d/b.toml"))
-	updates <- load()
-	time.Sleep(100 * time.Millisecond)
-	m.put("/k", "z")
-	eventually(t, "a follows", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=z" })
-	time.Sleep(100 * time.Millisecond)
+	updates <- load() // taken by Run's loop, which replaces the set before it reads the next event
+	bs.after(t, "a follows", func() { m.put("/k", "z") }, func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=z" })
 	if got := read(t, filepath.Join(dir, "out/b")); got != "b=w" {
 		t.Fatalf("deleted resource still rendered: %q", got)
 	}
@@ -529,8 +549,12 @@ func TestWatchBackendDownAtStartThenUp(t *testing.T) {
 	m.down = true
 	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
 	os.WriteFile(filepath.Join(dir, "out/a"), []byte("last good"), 0o644)
-	startRun(t, &Runner{Store: m}, rs, nil)
-	time.Sleep(300 * time.Millisecond)
+	met := NewMetrics(prometheus.NewRegistry())
+	startRun(t, &Runner{Store: m, Metrics: met}, rs, nil)
+	// Two failed renders: the first, and a retry after it.
+	eventually(t, "a render and its retry failing", func() bool {
+		return testutil.ToFloat64(met.renders.WithLabelValues("a.toml", "error")) >= 2
+	})
 	if got := read(t, filepath.Join(dir, "out/a")); got != "last good" {
 		t.Fatalf("dest changed while the backend was down: %q", got)
 	}
@@ -544,10 +568,11 @@ func TestWatchSIGTERMFinishesSlowReload(t *testing.T) {
 	m := newMem(map[string]string{"/k": "v"})
 	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
 	marker := filepath.Join(dir, "reloaded")
-	rs[0].ReloadCmd = "sleep 0.5; touch " + marker
+	started := filepath.Join(dir, "reloading")
+	rs[0].ReloadCmd = "touch " + started + "; sleep 0.5; touch " + marker
 	stop := startRun(t, &Runner{Store: m}, rs, nil)
 	eventually(t, "render", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
-	time.Sleep(100 * time.Millisecond) // the reload is now running
+	eventually(t, "the reload running", func() bool { _, err := os.Stat(started); return err == nil })
 	stop()
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatal("Run returned before the in-flight reload finished")
