@@ -5,7 +5,6 @@ package render
 import (
 	"context"
 	"fmt"
-	"github.com/heraldhq/herald/resources"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/resources"
 )
 
 // BenchmarkChangeTo200Files measures herald's own pipeline (cache apply, dirty marking,

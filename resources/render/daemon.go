@@ -3,12 +3,12 @@ package render
 import (
 	"cmp"
 	"context"
-	"github.com/heraldhq/herald/resources"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/engine"
 )
 

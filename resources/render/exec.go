@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/heraldhq/herald/resources"
 	"time"
 
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/template"
 )
 

@@ -3,11 +3,11 @@ package render
 import (
 	"context"
 	"fmt"
-	"github.com/heraldhq/herald/resources"
 	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )

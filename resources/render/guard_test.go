@@ -3,7 +3,6 @@ package render
 import (
 	"context"
 	"fmt"
-	"github.com/heraldhq/herald/resources"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 )
 
 func TestGuardCheck(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/heraldhq/herald/resources"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/engine"
 	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
@@ -285,41 +285,13 @@ func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration)
 func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (outcome, error) {
 	r := st.r
 	start := time.Now()
-	var (
-		out   []byte
-		reads *template.Reads
-		err   error
-	)
-	opts := template.Options{Prefix: r.Prefix, Scope: r.Scope()}
-	reads, err = rn.eng.Settle(engine.Render{
-		// Bounded by its render timeout, not by the registry wait; in watch mode an
-		// execution in flight at SIGTERM finishes (within that timeout) like the rest
-		// of its render.
-		Execute: func() (rd *template.Reads, err error) {
-			out, rd, err = rn.execute(ctx, st, opts)
-			return rd, err
-		},
-		Load: func(missing []backends.Target, reads *template.Reads) error {
-			return rn.ensure(readCtx, rn.ensureCatalog(readCtx, missing, reads, watching), watching)
-		},
-		Final: func(err error) bool { return errors.Is(err, errAbandoned) }, // no second try: it would take as long
-		Skip: func(t backends.Target, reads *template.Reads) bool {
-			return t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
-		},
-	})
-	var readTargets []backends.Target
+	out, reads, err := rn.settle(ctx, readCtx, st, watching)
 	if reads != nil {
-		readTargets = reads.Targets()
-	}
-	targets := r.Targets()
-	if reads != nil {
-		targets = mergeTargets(targets, readTargets)
-	}
-	rn.mu.Lock()
-	if reads != nil {
+		targets := mergeTargets(r.Targets(), reads.Targets())
+		rn.mu.Lock()
 		st.reads, st.targets = reads, targets
+		rn.mu.Unlock()
 	}
-	rn.mu.Unlock()
 	if err == nil {
 		err = rn.absent(st, reads, watching)
 	}
@@ -349,8 +321,39 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		rn.fail(st, err)
 		return o, err
 	}
+	rn.synced(ctx, st, reads, o.Changed, start)
+	return o, nil
+}
+
+// settle executes st's template until what it reads is loaded (see engine.Settle).
+func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool) ([]byte, *template.Reads, error) {
+	var out []byte
+	opts := template.Options{Prefix: st.r.Prefix, Scope: st.r.Scope()}
+	reads, err := rn.eng.Settle(engine.Render{
+		// Bounded by its render timeout, not by the registry wait; in watch mode an
+		// execution in flight at SIGTERM finishes (within that timeout) like the rest
+		// of its render.
+		Execute: func() (rd *template.Reads, err error) {
+			out, rd, err = rn.execute(ctx, st, opts)
+			return rd, err
+		},
+		Load: func(missing []backends.Target, reads *template.Reads) error {
+			return rn.ensure(readCtx, rn.ensureCatalog(readCtx, missing, reads, watching), watching)
+		},
+		Final: func(err error) bool { return errors.Is(err, errAbandoned) }, // no second try: it would take as long
+		Skip: func(t backends.Target, reads *template.Reads) bool {
+			return t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
+		},
+	})
+	return out, reads, err
+}
+
+// synced records a render written (or found identical): metrics, the guard's baseline,
+// /healthz, and the log line.
+func (rn *Runner) synced(ctx context.Context, st *state, reads *template.Reads, changed bool, start time.Time) {
+	r := st.r
 	result := "unchanged"
-	if o.Changed {
+	if changed {
 		result = "changed"
 	}
 	rn.Metrics.render(r.Name, result, time.Since(start))
@@ -360,16 +363,15 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	rn.mu.Unlock()
 	rn.Metrics.success(r.Name)
 	lvl := slog.LevelDebug
-	if o.Changed {
+	if changed {
 		lvl = slog.LevelInfo
 	}
 	why := st.why
 	if why == "" {
 		why = "start"
 	}
-	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", o.Changed,
+	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", changed,
 		"reason", why, "dry_run", rn.Syncer.DryRun, "duration", time.Since(start).Round(time.Microsecond))
-	return o, nil
 }
 
 func (rn *Runner) fail(st *state, err error) {

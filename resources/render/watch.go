@@ -2,11 +2,11 @@ package render
 
 import (
 	"context"
-	"github.com/heraldhq/herald/resources"
 	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/engine"
 	"github.com/heraldhq/herald/resources/engine/cache"
 )
