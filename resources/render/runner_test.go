@@ -2,7 +2,6 @@ package render
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -331,15 +330,7 @@ func TestWatchHotReload(t *testing.T) {
 
 	write := func(p, s string) { os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644) }
 	load := func() resources.ResourceSet {
-		rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
-		set := resources.ResourceSet{Resources: rs, Failed: map[string]bool{}}
-		var re *resources.Error
-		for _, e := range unjoin(err) {
-			if errors.As(e, &re) {
-				set.Failed[re.File] = true
-			}
-		}
-		return set
+		return resources.NewResourceSet(resources.Load(resources.LoadOptions{ConfDir: dir}))
 	}
 	// add
 	write("conf.d/b.toml", "[template]\nsrc = \"b.tmpl\"\ndest = \"out/b\"\n")
@@ -366,20 +357,6 @@ func TestWatchHotReload(t *testing.T) {
 	if got := read(t, filepath.Join(dir, "out/b")); got != "b=w" {
 		t.Fatalf("deleted resource still rendered: %q", got)
 	}
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	if err == nil {
-		return nil
-	}
-	return []error{err}
 }
 
 func TestWatchBackendDownAtStartThenUp(t *testing.T) {
