@@ -123,7 +123,7 @@ func (d *daemon) dispatch(st *state) {
 		st.timer.Stop()
 		st.timer = nil
 	}
-	st.first = time.Time{}
+	st.burst.Reset()
 	if st.rendering {
 		st.again = true
 		return
@@ -157,22 +157,14 @@ func (d *daemon) schedule(st *state, delay time.Duration) {
 // changed schedules st after its quiescence: Wait.Min after the last change, at most
 // Wait.Max after the first of the burst.
 func (d *daemon) changed(st *state, why string) {
-	if st.first.IsZero() && !st.rendering {
+	if !st.burst.Started() && !st.rendering {
 		st.why = why
 	}
 	w := st.r.Wait
 	if w == (resources.Wait{}) {
 		w = d.rn.Wait
 	}
-	now := time.Now()
-	if st.first.IsZero() {
-		st.first = now
-	}
-	delay := w.Min
-	if w.Max > 0 {
-		delay = min(delay, st.first.Add(w.Max).Sub(now))
-	}
-	d.schedule(st, delay)
+	d.schedule(st, st.burst.Change(w.Min, w.Max, time.Now()))
 }
 
 // events folds everything already queued into this burst, then schedules the resources

@@ -72,7 +72,7 @@ type state struct {
 	why       string // what scheduled the next render, for its log line
 	rendering bool
 	again     bool
-	first     time.Time // first change of the current burst
+	burst     engine.Burst // changes waiting for quiescence
 	timer     *time.Timer
 	retry     time.Duration
 

@@ -20,8 +20,8 @@ import (
 type loop struct {
 	s                         *supervisor
 	ctx                       context.Context
-	quiet, splay, retry, kill *time.Timer // stopped until armed
-	first                     time.Time   // first change of the current burst
+	quiet, splay, retry, kill *time.Timer  // stopped until armed
+	burst                     engine.Burst // changes waiting for quiescence
 	splaying                  bool
 	backoff                   time.Duration // of the render retry
 	stopping                  bool          // asked the child to stop; a new one starts when it has
@@ -93,20 +93,12 @@ func (l *loop) changed(ev backends.Event) {
 	if !changed || l.ending {
 		return
 	}
-	now := time.Now()
-	if l.first.IsZero() {
-		l.first = now
-	}
-	delay := s.cfg.Wait.Min
-	if s.cfg.Wait.Max > 0 {
-		delay = min(delay, l.first.Add(s.cfg.Wait.Max).Sub(now))
-	}
-	l.quiet.Reset(max(delay, 0))
+	l.quiet.Reset(max(l.burst.Change(s.cfg.Wait.Min, s.cfg.Wait.Max, time.Now()), 0))
 }
 
 // quieted: the burst is over; apply it, after a random splay when one is set.
 func (l *loop) quieted() {
-	l.first = time.Time{}
+	l.burst.Reset()
 	switch {
 	case l.splaying:
 	case l.s.cfg.Splay > 0:
@@ -124,7 +116,8 @@ func (l *loop) calm() {
 	l.quiet.Stop()
 	l.splay.Stop()
 	l.retry.Stop()
-	l.first, l.splaying = time.Time{}, false
+	l.burst.Reset()
+	l.splaying = false
 }
 
 // stop asks the child to end: KillSignal, then SIGKILL after KillTimeout.
