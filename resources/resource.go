@@ -1,5 +1,6 @@
-// Package resources loads confd-format template resources and keeps their files true:
-// render, stage, check, atomic replace, reload — once, or driven by a watch.
+// Package resources loads confd-format template resources (TOML) and syncs one rendered
+// file: stage, check, atomic replace, and the reload command to run. What renders them,
+// once or as the watch daemon, is package render.
 package resources
 
 import (
@@ -8,17 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"os/user"
-	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/internal/regfile"
@@ -129,32 +126,35 @@ func PartialsDir(confDir string) string {
 
 // fileResource is the TOML shape: confd's fields plus herald's extensions.
 type fileResource struct {
-	Template *struct {
-		Src       string   `toml:"src"`
-		Dest      string   `toml:"dest"`
-		Keys      []string `toml:"keys"`
-		Prefix    string   `toml:"prefix"`
-		Mode      string   `toml:"mode"`
-		UID       *int     `toml:"uid"`
-		GID       *int     `toml:"gid"`
-		Owner     string   `toml:"owner"`
-		Group     string   `toml:"group"`
-		CheckCmd  string   `toml:"check_cmd"`
-		ReloadCmd string   `toml:"reload_cmd"`
+	Template *fileTemplate `toml:"template"`
+}
 
-		Wait          string `toml:"wait"`
-		Backup        bool   `toml:"backup"`
-		MakeDirs      bool   `toml:"make_dirs"`
-		FollowSymlink bool   `toml:"follow_symlink"`
-		CheckTimeout  string `toml:"check_timeout"`
-		ReloadTimeout string `toml:"reload_timeout"`
-		RenderTimeout string `toml:"render_timeout"`
+// fileTemplate is the [template] table.
+type fileTemplate struct {
+	Src       string   `toml:"src"`
+	Dest      string   `toml:"dest"`
+	Keys      []string `toml:"keys"`
+	Prefix    string   `toml:"prefix"`
+	Mode      string   `toml:"mode"`
+	UID       *int     `toml:"uid"`
+	GID       *int     `toml:"gid"`
+	Owner     string   `toml:"owner"`
+	Group     string   `toml:"group"`
+	CheckCmd  string   `toml:"check_cmd"`
+	ReloadCmd string   `toml:"reload_cmd"`
 
-		OptionalServices []string `toml:"optional_services"`
-		MinInstances     *int     `toml:"min_instances"`
-		MaxDrop          string   `toml:"max_drop"`
-		DropHold         string   `toml:"drop_hold"`
-	} `toml:"template"`
+	Wait          string `toml:"wait"`
+	Backup        bool   `toml:"backup"`
+	MakeDirs      bool   `toml:"make_dirs"`
+	FollowSymlink bool   `toml:"follow_symlink"`
+	CheckTimeout  string `toml:"check_timeout"`
+	ReloadTimeout string `toml:"reload_timeout"`
+	RenderTimeout string `toml:"render_timeout"`
+
+	OptionalServices []string `toml:"optional_services"`
+	MinInstances     *int     `toml:"min_instances"`
+	MaxDrop          string   `toml:"max_drop"`
+	DropHold         string   `toml:"drop_hold"`
 }
 
 // Error is one problem with one resource file; Line is 0 when unknown. With Dir set,
@@ -222,206 +222,6 @@ func Load(opts LoadOptions) ([]*Resource, error) {
 
 // MaxResourceFile bounds a resource file (a few hundred bytes in practice).
 const MaxResourceFile = 1 << 20
-
-// LoadFile reads and validates one resource file.
-func LoadFile(file string, opts LoadOptions) (*Resource, error) {
-	raw, err := regfile.Read(file, MaxResourceFile)
-	if err != nil {
-		return nil, &Error{File: file, Msg: "cannot read", Err: err}
-	}
-	var fr fileResource
-	md, err := toml.Decode(string(raw), &fr)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Line: pe.Position.Line, Msg: "bad TOML: " + pe.Message}
-		}
-		if line, msg, ok := tomlTypeError(err); ok {
-			return nil, &Error{File: file, Line: line, Msg: msg}
-		}
-		return nil, &Error{File: file, Line: tomlErrLine(err), Msg: "bad TOML", Err: err}
-	}
-	var errs []error
-	fail := func(key, msg string, err error) {
-		errs = append(errs, &Error{File: file, Line: keyLine(raw, key), Msg: msg, Err: err})
-	}
-	for _, k := range md.Undecoded() {
-		fail(k[len(k)-1], fmt.Sprintf("unknown key %q", k.String()), nil)
-	}
-	if fr.Template == nil {
-		if len(errs) == 0 {
-			errs = append(errs, &Error{File: file, Msg: "no [template] table"})
-		}
-		return nil, errors.Join(errs...)
-	}
-	t := fr.Template
-	name, _ := filepath.Rel(filepath.Join(opts.ConfDir, "conf.d"), file)
-	r := &Resource{
-		Name:          name,
-		File:          file,
-		UID:           -1,
-		GID:           -1,
-		CheckCmd:      t.CheckCmd,
-		ReloadCmd:     t.ReloadCmd,
-		Backup:        t.Backup,
-		MakeDirs:      t.MakeDirs,
-		FollowSymlink: t.FollowSymlink,
-		CheckTimeout:  opts.CheckTimeout,
-		ReloadTimeout: opts.ReloadTimeout,
-		Prefix:        path.Join("/", opts.Prefix, t.Prefix),
-	}
-	if opts.PrefixReplaces && opts.Prefix != "" {
-		r.Prefix = path.Join("/", opts.Prefix)
-	}
-
-	if t.Src == "" {
-		fail("template", "src is required", nil)
-	} else {
-		r.Src = filepath.Join(opts.ConfDir, "templates", t.Src)
-		if filepath.IsAbs(t.Src) {
-			r.Src = t.Src
-		}
-		partials := opts.Partials
-		if partials == nil {
-			partials = template.LoadPartials(PartialsDir(opts.ConfDir))
-		}
-		tmpl, err := partials.ParseFile(r.Src)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			fail("src", "template "+r.Src+" does not exist", nil)
-		case err != nil:
-			fail("src", "template", err)
-		default:
-			r.Template = tmpl
-		}
-	}
-	if t.Dest == "" {
-		fail("template", "dest is required", nil)
-	} else {
-		// A relative dest is relative to the confdir, so a tree renders the same from
-		// any working directory (confd resolves it against its own working directory).
-		r.Dest = t.Dest
-		if !filepath.IsAbs(r.Dest) {
-			r.Dest = filepath.Join(opts.ConfDir, r.Dest)
-		}
-		r.Dest = filepath.Clean(r.Dest)
-		if li, err := os.Lstat(r.Dest); err == nil && li.Mode()&fs.ModeSymlink != 0 && !t.FollowSymlink {
-			fail("dest", "dest "+r.Dest+" is a symlink: "+errSymlinkHint, nil)
-		} else if fi, err := os.Stat(r.Dest); err == nil && fi.IsDir() {
-			fail("dest", "dest "+r.Dest+" is a directory", nil)
-		} else if err == nil && !fi.Mode().IsRegular() {
-			// A FIFO or a device: reading it to compare would block or never end, and
-			// the rename would replace it.
-			fail("dest", "dest "+r.Dest+" is not a regular file", nil)
-		}
-	}
-	if md.IsDefined("template", "keys") {
-		r.Keys = []string{}
-		for _, k := range t.Keys {
-			r.Keys = append(r.Keys, path.Join(r.Prefix, k))
-		}
-	}
-	if t.Mode != "" {
-		if m, err := ParseMode(t.Mode); err != nil {
-			fail("mode", err.Error(), nil)
-		} else {
-			r.Mode, r.ModeSet = m, true
-		}
-	}
-	for _, id := range []struct {
-		key string
-		v   *int
-		to  *int
-	}{{"uid", t.UID, &r.UID}, {"gid", t.GID, &r.GID}} {
-		if id.v == nil {
-			continue
-		}
-		if err := checkID(*id.v); err != nil {
-			fail(id.key, id.key, err)
-			continue
-		}
-		*id.to = *id.v
-	}
-	if t.Owner != "" {
-		if t.UID != nil {
-			fail("owner", "owner and uid both given", nil)
-		} else if u, err := lookupUser(t.Owner); err != nil {
-			if _, nerr := strconv.Atoi(t.Owner); nerr == nil {
-				// A number out of range is never ignored: it would wrap (to root).
-				fail("owner", fmt.Sprintf("owner %q", t.Owner), err)
-			} else {
-				r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "owner"),
-					Msg: fmt.Sprintf("unknown owner %q ignored, the file keeps the default owner (as in confd)", t.Owner), Err: err})
-			}
-		} else {
-			r.UID = u
-		}
-	}
-	if t.Group != "" {
-		if t.GID != nil {
-			fail("group", "group and gid both given", nil)
-		} else if g, err := lookupGroup(t.Group); err != nil {
-			if _, nerr := strconv.Atoi(t.Group); nerr == nil {
-				// A number out of range is never ignored: it would wrap (to root).
-				fail("group", fmt.Sprintf("group %q", t.Group), err)
-			} else {
-				r.Warnings = append(r.Warnings, &Error{File: file, Line: keyLine(raw, "group"),
-					Msg: fmt.Sprintf("unknown group %q ignored, the file keeps the default group (as in confd)", t.Group), Err: err})
-			}
-		} else {
-			r.GID = g
-		}
-	}
-	if r.Wait, err = ParseWait(t.Wait); err != nil {
-		fail("wait", "bad wait", err)
-	}
-	for _, d := range []struct {
-		key string
-		s   string
-		to  *time.Duration
-	}{{"check_timeout", t.CheckTimeout, &r.CheckTimeout}, {"reload_timeout", t.ReloadTimeout, &r.ReloadTimeout}, {"render_timeout", t.RenderTimeout, &r.RenderTimeout}} {
-		if d.s == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v <= 0 {
-			fail(d.key, fmt.Sprintf("%s %q is not a positive duration like \"30s\"", d.key, d.s), nil)
-			continue
-		}
-		*d.to = v
-	}
-	r.OptionalServices = t.OptionalServices
-	if t.MinInstances != nil {
-		if *t.MinInstances < 0 {
-			fail("min_instances", fmt.Sprintf("min_instances %d is negative", *t.MinInstances), nil)
-		}
-		r.Guard.MinInstances = t.MinInstances
-	}
-	if t.MaxDrop != "" {
-		if v, err := ParseShare(t.MaxDrop); err != nil {
-			fail("max_drop", "bad max_drop", err)
-		} else {
-			r.Guard.MaxDrop = &v
-		}
-	}
-	if t.DropHold != "" {
-		if v, err := time.ParseDuration(t.DropHold); err != nil || v < 0 {
-			fail("drop_hold", fmt.Sprintf("drop_hold %q is not a duration like \"30s\"", t.DropHold), nil)
-		} else {
-			r.Guard.Hold = &v
-		}
-	}
-	for _, c := range []struct{ key, cmd string }{{"check_cmd", r.CheckCmd}, {"reload_cmd", r.ReloadCmd}} {
-		if _, err := expandCmd(c.cmd, "", ""); err != nil {
-			fail(c.key, c.key, err)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	r.Fingerprint = Fingerprint(r.Template, string(raw), r.Prefix)
-	return r, nil
-}
 
 // Fingerprint hashes what a resource is built from: extra (its resource file and
 // settings) and every file its template came from, partials included (Template.Files),
@@ -517,3 +317,8 @@ func tomlErrLine(err error) int {
 	}
 	return 0
 }
+
+// DefaultRenderTimeout bounds one template execution when neither the resource
+// (render_timeout) nor the runner (--render-timeout) says otherwise. Real templates take
+// milliseconds; this is for one that loops practically forever.
+const DefaultRenderTimeout = 10 * time.Second

@@ -44,13 +44,18 @@ type writeError struct{ error }
 
 func (e writeError) Unwrap() error { return e.error }
 
+// IsWriteError reports whether err is a failure to put the file in place, which passes
+// by itself (a full disk) and is worth retrying, unlike a template or check failure.
+func IsWriteError(err error) bool {
+	var we writeError
+	return errors.As(err, &we)
+}
+
 // Outcome says what a sync did.
 type Outcome struct {
 	Changed bool   // dest was (or, in a dry run, would be) replaced
 	Reload  string // the expanded reload command to run, "" for none
 	Dir     string // dest's directory, when its fsync was deferred
-
-	heldFor time.Duration // held back by the guard: render again after this long
 }
 
 // maxRead bounds what herald reads of an existing dest beyond a file of content's size,
@@ -139,21 +144,9 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	}
 	startWriteback(stage.File)
 	if r.CheckCmd != "" && !s.SyncOnly {
-		cmd, err := expandCmd(r.CheckCmd, stage.Name(), r.Dest)
-		if err != nil {
-			return Outcome{}, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
+		if keep, err = s.checkStage(ctx, r, stage.Name(), m, log); err != nil {
+			return Outcome{}, err
 		}
-		m.leave()
-		out, err := s.check(ctx, cmd, r.CheckTimeout)
-		m.rejoin()
-		if err != nil {
-			keep = true
-			if s.KeepStageFile {
-				log.Warn("stage file kept", "resource", r.Name, "stage", stage.Name())
-			}
-			return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
-		}
-		log.Debug("check_cmd passed", "resource", r.Name, "cmd", cmd, "output", out)
 	}
 	if r.Backup && oldInfo != nil {
 		if err := backup(dest, old, oldInfo, log, r.Name); err != nil {
@@ -177,6 +170,27 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		}
 	}
 	return o, nil
+}
+
+// checkStage runs the check command on the stage file, away from the commit group (a
+// slow check holds only its own file). keep says the stage file is worth keeping: the
+// check failed on it.
+func (s *Syncer) checkStage(ctx context.Context, r *Resource, stage string, m *member, log *slog.Logger) (keep bool, err error) {
+	cmd, err := expandCmd(r.CheckCmd, stage, r.Dest)
+	if err != nil {
+		return false, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
+	}
+	m.leave()
+	out, err := s.check(ctx, cmd, r.CheckTimeout)
+	m.rejoin()
+	if err != nil {
+		if s.KeepStageFile {
+			log.Warn("stage file kept", "resource", r.Name, "stage", stage)
+		}
+		return true, fmt.Errorf("%s: %w", r.Dest, err)
+	}
+	log.Debug("check_cmd passed", "resource", r.Name, "cmd", cmd, "output", out)
+	return false, nil
 }
 
 // wanted returns the mode and owner dest must have: those configured, else those of

@@ -126,7 +126,7 @@ func TestResourceSetKeepsResourcesOfFailedDirs(t *testing.T) {
 		t.Fatalf("Load = %v, %v", rs, err)
 	}
 	set := NewResourceSet(rs, err)
-	if !set.keeps(filepath.Join(dir, "conf.d", "sub", "a.toml")) || set.keeps(filepath.Join(dir, "conf.dx", "a.toml")) {
+	if !set.Keeps(filepath.Join(dir, "conf.d", "sub", "a.toml")) || set.Keeps(filepath.Join(dir, "conf.dx", "a.toml")) {
 		t.Fatalf("set = %+v", set)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/backends/open"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/render"
 )
 
 func (o *Options) loadOptions() resources.LoadOptions {
@@ -112,7 +113,7 @@ func cmdRender(ctx context.Context, e env, o *Options, args []string) error {
 	// --timeout bounds the wait for the registry only: check and reload commands have
 	// check_timeout and reload_timeout (with many resources, checks queue for a CPU
 	// long after the data was read).
-	rn := &resources.Runner{
+	rn := &render.Runner{
 		Store:         store,
 		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
 		Log:           log,
@@ -157,11 +158,11 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 		log.Error("some resources are invalid; the others run", "err", loadErr)
 	}
 	reg := prometheus.NewRegistry()
-	rn := &resources.Runner{
+	rn := &render.Runner{
 		Store:         store,
 		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
 		Log:           log,
-		Metrics:       resources.NewMetrics(reg),
+		Metrics:       render.NewMetrics(reg),
 		Wait:          wait,
 		Interval:      o.Interval,
 		RenderTimeout: o.RenderTimeout,

@@ -17,7 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/resources"
-	"github.com/heraldhq/herald/resources/child"
+	"github.com/heraldhq/herald/resources/supervisor"
 	"github.com/heraldhq/herald/template"
 )
 
@@ -124,7 +124,7 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	// start-up. TERM and INT also cancel ctx (main's NotifyContext); from here on they
 	// are forwarded instead, and herald ends when the child does.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, child.Forwarded()...)
+	signal.Notify(sigs, supervisor.Forwarded()...)
 	defer signal.Stop(sigs)
 	if ctx.Err() != nil { // one came before we listened
 		sig := syscall.SIGTERM
@@ -141,24 +141,24 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 
 	cfg.Store, cfg.Log, cfg.Wait, cfg.Timeout = store, log, wait, o.Timeout
 	cfg.BaseEnv = os.Environ()
-	cfg.Command = child.Command{Path: path, Args: argv[1:], Stdin: os.Stdin, Stdout: e.stdout, Stderr: e.stderr}
+	cfg.Command = supervisor.Command{Path: path, Args: argv[1:], Stdin: os.Stdin, Stdout: e.stdout, Stderr: e.stderr}
 	cfg.Reap = os.Getpid() == 1
 
 	log.Info("herald exec", "backend", backends.Redact(o.Backend), "prefixes", strings.Join(cfg.Prefixes, ","),
 		"templates", len(cfg.Templates), "cmd", path, "reap", cfg.Reap, "version", versionString())
-	return child.Run(context.WithoutCancel(ctx), cfg, sigs)
+	return supervisor.Run(context.WithoutCancel(ctx), cfg, sigs)
 }
 
 // config checks the exec flags and turns them into the supervisor's configuration.
-func (f *execFlags) config(o *Options) (child.Config, error) {
-	var cfg child.Config
+func (f *execFlags) config(o *Options) (supervisor.Config, error) {
+	var cfg supervisor.Config
 	for _, p := range f.prefixes {
 		cfg.Prefixes = append(cfg.Prefixes, backends.CleanKey(p))
 	}
-	if err := child.CheckEnvPrefix(f.envPrefix); err != nil {
+	if err := supervisor.CheckEnvPrefix(f.envPrefix); err != nil {
 		return cfg, fmt.Errorf("--env-prefix: %w", err)
 	}
-	cfg.Naming = child.Naming{Upcase: f.upcase, EnvPrefix: f.envPrefix}
+	cfg.Naming = supervisor.Naming{Upcase: f.upcase, EnvPrefix: f.envPrefix}
 	cfg.Pristine = f.pristine
 	for _, spec := range f.templates {
 		in, out, ok := strings.Cut(spec, ":")
@@ -169,14 +169,14 @@ func (f *execFlags) config(o *Options) (child.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("--template %s: %w", spec, err)
 		}
-		cfg.Templates = append(cfg.Templates, child.Template{Src: in, Dest: out, Tmpl: t})
+		cfg.Templates = append(cfg.Templates, supervisor.Template{Src: in, Dest: out, Tmpl: t})
 	}
 	var err error
-	if cfg.KillSignal, err = child.ParseSignal(f.killSignal); err != nil {
+	if cfg.KillSignal, err = supervisor.ParseSignal(f.killSignal); err != nil {
 		return cfg, fmt.Errorf("--kill-signal: %w", err)
 	}
 	if f.reloadSignal != "" {
-		if cfg.ReloadSignal, err = child.ParseSignal(f.reloadSignal); err != nil {
+		if cfg.ReloadSignal, err = supervisor.ParseSignal(f.reloadSignal); err != nil {
 			return cfg, fmt.Errorf("--reload-signal: %w", err)
 		}
 	}

@@ -6,12 +6,12 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/heraldhq/herald/resources/child"
+	"github.com/heraldhq/herald/resources/supervisor"
 )
 
-// runExecCmd: exec is built out here (see child.Unsupported); the rest of herald works.
+// runExecCmd: exec is built out here (see supervisor.Unsupported); the rest of herald works.
 func runExecCmd(_ context.Context, e env, _ []string) int {
-	fmt.Fprintln(e.stderr, "herald exec:", child.Unsupported)
+	fmt.Fprintln(e.stderr, "herald exec:", supervisor.Unsupported)
 	return 1
 }
 

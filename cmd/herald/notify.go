@@ -10,8 +10,8 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/internal/sdnotify"
-	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/announce"
+	"github.com/heraldhq/herald/resources/render"
 )
 
 // daemon tells systemd how a watch or register daemon is doing (Type=notify units): READY=1
@@ -112,7 +112,7 @@ func (d *daemon) sendLocked(lines ...string) {
 func (d *daemon) close() { d.n.Close() }
 
 // watchStatus is watch's STATUS= line and whether every resource has rendered once.
-func watchStatus(sts []resources.Status, st backends.State) (bool, string) {
+func watchStatus(sts []render.Status, st backends.State) (bool, string) {
 	ok := 0
 	var failing []string
 	for _, s := range sts {

@@ -17,13 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/render"
 )
 
 type health struct {
-	OK        bool               `json:"ok"`
-	Backend   backendHealth      `json:"backend"`
-	Resources []resources.Status `json:"resources"`
+	OK        bool            `json:"ok"`
+	Backend   backendHealth   `json:"backend"`
+	Resources []render.Status `json:"resources"`
 	// ConfigError is what the last load of the resource files found wrong: the
 	// resources it names keep their previous version, which may not be what is on disk.
 	ConfigError string `json:"config_error,omitempty"`
@@ -87,7 +87,7 @@ func (c *partsCollector) Collect(ch chan<- prometheus.Metric) {
 
 // serve exposes /healthz (200 only when the backend is up and every resource rendered at
 // least once) and /metrics. It returns a function that shuts the server down.
-func serve(addr string, reg *prometheus.Registry, rn *resources.Runner, store backends.Store, profiles bool, log *slog.Logger) (func(), error) {
+func serve(addr string, reg *prometheus.Registry, rn *render.Runner, store backends.Store, profiles bool, log *slog.Logger) (func(), error) {
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_backend_up", Help: "1 when the backend connection is up.",
 	}, func() float64 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/render"
 	"github.com/heraldhq/herald/template"
 )
 
@@ -93,7 +94,7 @@ func runTemplate(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	rn := &resources.Runner{
+	rn := &render.Runner{
 		Store:  store,
 		Syncer: &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
 		Log:    log,

@@ -1,12 +1,13 @@
-package resources
+// Package render renders resources from the engine's cache and syncs their files: once
+// (herald render, herald template) or as the watch daemon (Runner.Run), with its worker
+// pools, empty-drop guard, one reload per burst, metrics and /healthz status.
+package render
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"path"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,23 +15,21 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine"
+	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
-
-// maxDiscovery bounds how often one render may find that it read data not loaded yet
-// (keys inferred from the template, e.g. getv (printf "/x/%s" (getv "/y"))).
-const maxDiscovery = 8
 
 // Runner drives many resources over one backend and one cache.
 type Runner struct {
 	Store    backends.Store
 	Cache    *cache.Cache
-	Syncer   *Syncer
+	Syncer   *resources.Syncer
 	Log      *slog.Logger
-	Metrics  *Metrics      // optional
-	Wait     Wait          // global quiescence, for resources without their own
-	Interval time.Duration // watch mode: also re-read everything this often (0: never)
+	Metrics  *Metrics       // optional
+	Wait     resources.Wait // global quiescence, for resources without their own
+	Interval time.Duration  // watch mode: also re-read everything this often (0: never)
 	// ReadTimeout bounds RenderOnce's reads from the registry (0: only ctx). It never
 	// bounds check and reload commands: those have their own timeouts.
 	ReadTimeout time.Duration
@@ -43,10 +42,10 @@ type Runner struct {
 	Workers int
 	// Emit, when set, receives each successful render instead of Syncer (herald template
 	// prints to stdout) and reports whether the output changed.
-	Emit func(r *Resource, content []byte) (changed bool, err error)
+	Emit func(r *resources.Resource, content []byte) (changed bool, err error)
 	// Guard holds back watch-mode renders whose service lists shrink too far at once;
 	// nil is DefaultGuard. Resources may override it field by field.
-	Guard *Guard
+	Guard *resources.Guard
 	// Beat, when set, is called from Run's loop itself after each burst of renders ends
 	// and every BeatEvery (default 5 s): a caller learns the loop is alive (systemd's
 	// watchdog) and when to report progress. It must return quickly.
@@ -57,17 +56,15 @@ type Runner struct {
 	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read
 	noCatalogAt time.Time
 	states      map[string]*state // by resource name
-	watching    map[string]*watch // by target ID
-	events      chan backends.Event
-	wg          sync.WaitGroup // watch goroutines
-	syncs       *executor      // renders with their syncs, workers() at once
-	renders     chan struct{}  // template executions, GOMAXPROCS at once
-	execs       *executor      // where template executions run (see execute)
-	loadErr     error          // what the last load of the resource files found wrong
+	eng         *engine.Engine    // loads, watches and settles renders
+	syncs       *executor         // renders with their syncs, workers() at once
+	renders     chan struct{}     // template executions, GOMAXPROCS at once
+	execs       *executor         // where template executions run (see execute)
+	loadErr     error             // what the last load of the resource files found wrong
 }
 
 type state struct {
-	r       *Resource
+	r       *resources.Resource
 	reads   *template.Reads
 	targets []backends.Target
 
@@ -75,7 +72,7 @@ type state struct {
 	why       string // what scheduled the next render, for its log line
 	rendering bool
 	again     bool
-	first     time.Time // first change of the current burst
+	burst     engine.Burst // changes waiting for quiescence
 	timer     *time.Timer
 	retry     time.Duration
 
@@ -93,11 +90,6 @@ type state struct {
 	heldWhy   string         // why the current render is held back, "" when not
 	heldSince time.Time
 	missing   []string // services read that the catalog does not have
-}
-
-type watch struct {
-	target backends.Target
-	cancel context.CancelFunc
 }
 
 // Status is one resource's health, for /healthz.
@@ -128,8 +120,6 @@ func (rn *Runner) init() {
 	defer rn.mu.Unlock()
 	if rn.states == nil {
 		rn.states = make(map[string]*state)
-		rn.watching = make(map[string]*watch)
-		rn.events = make(chan backends.Event, 1024)
 		rn.renders = make(chan struct{}, runtime.GOMAXPROCS(0))
 		rn.syncs = newExecutor(rn.workers())
 		// Executions past their timeout keep a worker until they end (one per
@@ -139,8 +129,11 @@ func (rn *Runner) init() {
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
 	}
+	if rn.eng == nil {
+		rn.eng = engine.New(rn.Store, rn.Cache, rn.Log)
+	}
 	if rn.Syncer == nil {
-		rn.Syncer = &Syncer{Log: rn.Log}
+		rn.Syncer = &resources.Syncer{Log: rn.Log}
 	}
 	rn.Syncer.DeferDirSync = true
 }
@@ -169,7 +162,7 @@ func (rn *Runner) Statuses() []Status {
 		s := Status{Name: st.r.Name, Dest: st.r.Dest, Rendered: st.rendered, LastSuccess: st.lastOK,
 			Held: st.heldWhy, MissingServices: slices.Clone(st.missing)}
 		if st.lastErr != nil {
-			s.LastError, s.Behind = Summary(st.lastErr), true
+			s.LastError, s.Behind = resources.Summary(st.lastErr), true
 		}
 		out = append(out, s)
 	}
@@ -190,7 +183,7 @@ func compareStrings(a, b string) int {
 // RenderOnce renders every resource once from one consistent read, syncs each, then runs
 // each distinct reload command once. It processes every resource even when some fail,
 // and returns an error naming each failure.
-func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
+func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) error {
 	rn.init()
 	readCtx := ctx
 	if rn.ReadTimeout > 0 {
@@ -212,7 +205,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	// resource order, so errors and reloads come out the same on every run. A dry run
 	// stays sequential so its diffs print in order.
 	type result struct {
-		o   Outcome
+		o   outcome
 		err error
 	}
 	results := make([]result, len(rs))
@@ -253,7 +246,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 			reloads = append(reloads, o.Reload)
 		}
 	}
-	SyncDirs(dirs)
+	resources.SyncDirs(dirs)
 	for _, cmd := range reloads {
 		if err := rn.reload(ctx, cmd, rn.reloadTimeout(cmd, rs)); err != nil {
 			errs = append(errs, err)
@@ -262,10 +255,10 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*Resource) error {
 	return errors.Join(errs...)
 }
 
-func (rn *Runner) reloadTimeout(cmd string, rs []*Resource) time.Duration {
+func (rn *Runner) reloadTimeout(cmd string, rs []*resources.Resource) time.Duration {
 	var d time.Duration
 	for _, r := range rs {
-		if exp, _ := expandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
+		if exp, _ := resources.ExpandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
 			d = r.ReloadTimeout
 		}
 	}
@@ -274,7 +267,7 @@ func (rn *Runner) reloadTimeout(cmd string, rs []*Resource) time.Duration {
 
 func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration) error {
 	start := time.Now()
-	out, err := runCommand(ctx, "reload_cmd", cmd, timeout)
+	out, err := resources.RunCommand(ctx, "reload_cmd", cmd, timeout)
 	rn.Metrics.reload(err, time.Since(start))
 	if err != nil {
 		rn.log().Error("reload failed", "cmd", cmd, "err", err)
@@ -289,98 +282,38 @@ func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration)
 // Reads from the registry use readCtx, the write and its commands ctx: in watch mode
 // SIGTERM abandons a render still waiting for an unreachable registry (dest stays as it
 // is) but lets one that is writing or checking finish.
-func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (Outcome, error) {
+func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (outcome, error) {
 	r := st.r
 	start := time.Now()
-	var (
-		out   []byte
-		reads *template.Reads
-		err   error
-	)
-	opts := template.Options{Prefix: r.Prefix, Scope: r.Scope()}
-	// checked holds the targets found loaded after the previous execution: an execution
-	// whose targets all lie in it began with its data in place.
-	var checked map[string]bool
-	var readTargets []backends.Target
-	for round := 0; ; round++ {
-		// Bounded by its render timeout, not by the registry wait; in watch mode an
-		// execution in flight at SIGTERM finishes (within that timeout) like the rest
-		// of its render.
-		out, reads, err = rn.execute(ctx, st, opts)
-		if errors.Is(err, errAbandoned) {
-			break // no second try: it would take as long
-		}
-		var missing []backends.Target
-		read := map[string]bool{}
-		readTargets = nil
-		if reads != nil {
-			readTargets = reads.Targets()
-			for _, t := range readTargets {
-				read[t.ID()] = true
-				if !rn.Cache.Covered(t) && !(t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()) {
-					missing = append(missing, t)
-				}
-			}
-		}
-		if round == maxDiscovery {
-			break
-		}
-		if len(missing) == 0 {
-			// Renders run in parallel: another one may have loaded a target this
-			// execution found missing between the execution and the check above. Its
-			// error is the template's own only once an execution that began with all
-			// its targets loaded fails too.
-			settled := err == nil
-			if !settled && checked != nil {
-				settled = true
-				for id := range read {
-					settled = settled && checked[id]
-				}
-			}
-			if settled {
-				break
-			}
-			checked = read
-			continue
-		}
-		checked = nil
-		missing = rn.ensureCatalog(readCtx, missing, reads, watching)
-		if lerr := rn.ensure(readCtx, missing, watching); lerr != nil {
-			err = loadError{lerr}
-			break
-		}
-	}
-	targets := r.Targets()
+	out, reads, err := rn.settle(ctx, readCtx, st, watching)
 	if reads != nil {
-		targets = mergeTargets(targets, readTargets)
-	}
-	rn.mu.Lock()
-	if reads != nil {
+		targets := mergeTargets(r.Targets(), reads.Targets())
+		rn.mu.Lock()
 		st.reads, st.targets = reads, targets
+		rn.mu.Unlock()
 	}
-	rn.mu.Unlock()
 	if err == nil {
 		err = rn.absent(st, reads, watching)
 	}
 	if err != nil {
 		rn.Metrics.render(r.Name, "error", time.Since(start))
 		rn.fail(st, err)
-		return Outcome{}, err
+		return outcome{}, err
 	}
 	if watching {
 		if left := rn.guard(st, reads); left > 0 {
 			rn.Metrics.render(r.Name, "held", time.Since(start))
-			return Outcome{heldFor: left}, nil
+			return outcome{heldFor: left}, nil
 		}
 	}
-	var o Outcome
+	var o outcome
 	if rn.Emit != nil {
 		o.Changed, err = rn.Emit(r, out)
 	} else {
-		o, err = rn.Syncer.Sync(ctx, r, out)
+		o.Outcome, err = rn.Syncer.Sync(ctx, r, out)
 	}
 	if err != nil {
-		var ce *CommandError
+		var ce *resources.CommandError
 		if errors.As(err, &ce) {
 			rn.Metrics.checkFailed(r.Name)
 		}
@@ -388,8 +321,39 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		rn.fail(st, err)
 		return o, err
 	}
+	rn.synced(ctx, st, reads, o.Changed, start)
+	return o, nil
+}
+
+// settle executes st's template until what it reads is loaded (see engine.Settle).
+func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool) ([]byte, *template.Reads, error) {
+	var out []byte
+	opts := template.Options{Prefix: st.r.Prefix, Scope: st.r.Scope()}
+	reads, err := rn.eng.Settle(engine.Render{
+		// Bounded by its render timeout, not by the registry wait; in watch mode an
+		// execution in flight at SIGTERM finishes (within that timeout) like the rest
+		// of its render.
+		Execute: func() (rd *template.Reads, err error) {
+			out, rd, err = rn.execute(ctx, st, opts)
+			return rd, err
+		},
+		Load: func(missing []backends.Target, reads *template.Reads) error {
+			return rn.ensure(readCtx, rn.ensureCatalog(readCtx, missing, reads, watching), watching)
+		},
+		Final: func(err error) bool { return errors.Is(err, errAbandoned) }, // no second try: it would take as long
+		Skip: func(t backends.Target, reads *template.Reads) bool {
+			return t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
+		},
+	})
+	return out, reads, err
+}
+
+// synced records a render written (or found identical): metrics, the guard's baseline,
+// /healthz, and the log line.
+func (rn *Runner) synced(ctx context.Context, st *state, reads *template.Reads, changed bool, start time.Time) {
+	r := st.r
 	result := "unchanged"
-	if o.Changed {
+	if changed {
 		result = "changed"
 	}
 	rn.Metrics.render(r.Name, result, time.Since(start))
@@ -399,16 +363,15 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	rn.mu.Unlock()
 	rn.Metrics.success(r.Name)
 	lvl := slog.LevelDebug
-	if o.Changed {
+	if changed {
 		lvl = slog.LevelInfo
 	}
 	why := st.why
 	if why == "" {
 		why = "start"
 	}
-	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", o.Changed,
+	rn.log().Log(ctx, lvl, "rendered", "resource", r.Name, "dest", r.Dest, "changed", changed,
 		"reason", why, "dry_run", rn.Syncer.DryRun, "duration", time.Since(start).Round(time.Microsecond))
-	return o, nil
 }
 
 func (rn *Runner) fail(st *state, err error) {
@@ -430,134 +393,30 @@ func mergeTargets(a, b []backends.Target) []backends.Target {
 	return out
 }
 
-// ensure loads every target not in the cache yet — all prefixes in one consistent read —
-// and, in watch mode, starts one watch for each from the revision it was read at.
+// ensure loads every target not in the cache yet and, in watch mode, watches it.
 func (rn *Runner) ensure(ctx context.Context, ts []backends.Target, watching bool) error {
-	var prefixes []string
-	var others []backends.Target
-	for _, t := range ts {
-		if rn.Cache.Covered(t) {
-			continue
-		}
-		if t.Service == nil && !t.ServiceNames {
-			prefixes = append(prefixes, t.Prefix)
-		} else {
-			others = append(others, t)
-		}
-	}
-	prefixes = backends.MinimalPrefixes(prefixes)
-	var evs []backends.Event
-	if len(prefixes) > 0 {
-		kvs, rev, err := rn.Store.Get(ctx, prefixes)
-		if err != nil {
-			return fmt.Errorf("read %v: %w", prefixes, err)
-		}
-		for p, sub := range splitByPrefix(kvs, prefixes) {
-			evs = append(evs, backends.Event{Target: backends.PrefixTarget(p), Revision: rev, Full: true, KVs: sub})
-		}
-	}
-	for _, t := range others {
-		if t.ServiceNames {
-			names, rev, err := rn.Store.ServiceNames(ctx)
-			if err != nil {
-				return fmt.Errorf("read service catalog: %w", err)
-			}
-			evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Names: names})
-			continue
-		}
-		svcs, rev, err := rn.Store.Services(ctx, *t.Service)
-		if err != nil {
-			return fmt.Errorf("read service %s: %w", t.Service, err)
-		}
-		evs = append(evs, backends.Event{Target: t, Revision: rev, Full: true, Services: svcs})
-	}
-	rn.Cache.ApplyAll(evs)
-	if watching {
-		for _, ev := range evs {
-			rn.startWatch(ev.Target, ev.Revision)
-		}
+	if err := rn.eng.Ensure(ctx, ts, watching); err != nil {
+		return err
 	}
 	rn.Metrics.cacheKeys(rn.Cache.Len())
 	return nil
 }
 
-// splitByPrefix assigns each key of one read to the prefix holding it. The prefixes are
-// minimal (none under another), so each key has exactly one, found by walking up its
-// own path: O(keys x depth) rather than O(keys x prefixes). Every prefix gets an entry,
-// empty when nothing lies under it, so its Full event clears what the cache held.
-func splitByPrefix(kvs map[string]string, prefixes []string) map[string]map[string]string {
-	out := make(map[string]map[string]string, len(prefixes))
-	for _, p := range prefixes {
-		out[p] = map[string]string{}
-	}
-	for k, v := range kvs {
-		for a := k; ; a = path.Dir(a) {
-			if sub, ok := out[a]; ok {
-				sub[k] = v
-				break
-			}
-			if a == "/" {
-				break
-			}
-		}
-	}
-	return out
-}
-
-func (rn *Runner) startWatch(t backends.Target, from uint64) {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if _, ok := rn.watching[t.ID()]; ok {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	rn.watching[t.ID()] = &watch{target: t, cancel: cancel}
-	rn.log().Debug("watching", "target", t.ID(), "from", from) // before the goroutine may change from
-	rn.wg.Add(1)
-	go func() {
-		defer rn.wg.Done()
-		backoff := 100 * time.Millisecond
-		for {
-			err := rn.Store.Watch(ctx, t, from, rn.events)
-			if ctx.Err() != nil {
-				return
-			}
-			// The contract is to retry inside Watch; if a backend gives up anyway, start
-			// over from a fresh read rather than lose the target.
-			rn.log().Warn("watch ended; restarting", "target", t.ID(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(jitter(backoff)):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			if rev, ok := rn.Cache.Loaded(t); ok {
-				from = rev
-			}
-		}
-	}()
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
 // WatchCount is the number of running watches (one per distinct target).
 func (rn *Runner) WatchCount() int {
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	return len(rn.watching)
+	if eng := rn.engine(); eng != nil {
+		return eng.WatchCount()
+	}
+	return 0
 }
 
-func (rn *Runner) watchIDs() []string {
+func (rn *Runner) watchIDs() []string { return rn.engine().WatchIDs() }
+
+// engine is nil until Run or RenderOnce starts.
+func (rn *Runner) engine() *engine.Engine {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	var ids []string
-	for id := range rn.watching {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return rn.eng
 }
 
 func (rn *Runner) workers() int {

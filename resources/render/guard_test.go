@@ -1,4 +1,4 @@
-package resources
+package render
 
 import (
 	"context"
@@ -12,10 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 )
 
 func TestGuardCheck(t *testing.T) {
-	g := DefaultGuard
+	g := resources.DefaultGuard
 	tests := []struct {
 		name            string
 		written, counts map[string]int
@@ -30,21 +31,21 @@ func TestGuardCheck(t *testing.T) {
 		{"first offender in order", map[string]int{"a": 2, "b": 2}, map[string]int{"a": 0, "b": 0}, "service a fell"},
 	}
 	for _, tt := range tests {
-		if got := g.check(tt.written, tt.counts); (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+		if got := g.Check(tt.written, tt.counts); (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 			t.Errorf("%s: check = %q, want %q", tt.name, got, tt.want)
 		}
 	}
-	off := Guard{MinInstances: 0, MaxDrop: 1}
-	if got := off.check(map[string]int{"web": 9}, map[string]int{"web": 0}); got != "" {
+	off := resources.Guard{MinInstances: 0, MaxDrop: 1}
+	if got := off.Check(map[string]int{"web": 9}, map[string]int{"web": 0}); got != "" {
 		t.Errorf("guard turned off still held: %s", got)
 	}
 	for in, want := range map[string]float64{"50%": 0.5, "0.25": 0.25, "100%": 1, " 10 % ": 0.1} {
-		if got, err := ParseShare(in); err != nil || got != want {
+		if got, err := resources.ParseShare(in); err != nil || got != want {
 			t.Errorf("ParseShare(%q) = %v, %v", in, got, err)
 		}
 	}
 	for _, in := range []string{"", "150%", "-1", "half", "2"} {
-		if _, err := ParseShare(in); err == nil {
+		if _, err := resources.ParseShare(in); err == nil {
 			t.Errorf("ParseShare(%q) accepted", in)
 		}
 	}

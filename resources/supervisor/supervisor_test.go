@@ -1,6 +1,6 @@
 //go:build linux
 
-package child
+package supervisor
 
 import (
 	"bytes"
@@ -28,16 +28,17 @@ import (
 // children; integration/exec_test.go does the same through the CLI against real etcd
 // and Consul.
 
-// shChild is a child that writes its environment to $STATE/env.<pid>, its pid to
-// $STATE/pids, records the signals it gets in $STATE/signals, and on TERM does onTerm.
+// shChild is a child that writes its environment to $STATE/env.<pid>, records the
+// signals it gets in $STATE/signals, and on TERM does onTerm. It writes its pid to
+// $STATE/pids once its traps are set: a test signals it only then.
 func shChild(state, onTerm, extra string) Command {
 	script := fmt.Sprintf(`
 state=%q
 env > "$state/env.$$.tmp" && mv "$state/env.$$.tmp" "$state/env.$$"
-echo $$ >> "$state/pids"
 trap 'echo "$$ HUP" >> "$state/signals"; %s' HUP
 trap 'echo "$$ USR1" >> "$state/signals"' USR1
 trap 'echo "$$ TERM" >> "$state/signals"; %s' TERM
+echo $$ >> "$state/pids"
 i=0
 while [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done
 exit 99
@@ -203,8 +204,14 @@ func TestRunEnvAndRestartOnChange(t *testing.T) {
 	}
 	// A change that leaves the variables as they are restarts nothing.
 	writeData(t, data, "app:\n  db:\n    host: one\n  secret-token: rotated-s3cret\nother:\n  db:\n    host: other\nunrelated: 1\n")
-	time.Sleep(300 * time.Millisecond)
-	if n := len(pids(state)); n != 2 {
+	// A later change that does restart the child proves the unrelated one did not: one
+	// child more, not two.
+	writeData(t, data, "app:\n  db:\n    host: one\n  secret-token: third-s3cret\nother:\n  db:\n    host: other\nunrelated: 1\n")
+	waitFor(t, 10*time.Second, "child restarted for the later change", func() bool {
+		ps := pids(state)
+		return len(ps) >= 3 && envOf(t, state, ps[len(ps)-1])["APP_SECRET_TOKEN"] == "third-s3cret"
+	})
+	if n := len(pids(state)) - 1; n != 2 {
 		t.Errorf("%d children after an unrelated change, want 2", n)
 	}
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/backends/cache"
+	"github.com/heraldhq/herald/resources/engine/cache"
 	"github.com/heraldhq/herald/template"
 )
 

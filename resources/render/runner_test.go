@@ -1,14 +1,13 @@
-package resources
+package render
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,170 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
 )
 
-// memStore is an in-memory registry for runner unit tests: revisions, prefix watches
-// with incremental events, service lists, and a switch to make it "down".
-type memStore struct {
-	mu    sync.Mutex
-	kv    map[string]string
-	svcs  map[string][]backends.Service
-	rev   uint64
-	down  bool
-	gets  int
-	watch map[chan<- backends.Event][]backends.Target
-}
-
-func newMem(kv map[string]string) *memStore {
-	if kv == nil {
-		kv = map[string]string{}
-	}
-	return &memStore{kv: kv, svcs: map[string][]backends.Service{}, rev: 1, watch: map[chan<- backends.Event][]backends.Target{}}
-}
-
-var errDown = errors.New("127.0.0.1:1: connection refused")
-
-func (m *memStore) Get(ctx context.Context, prefixes []string) (map[string]string, uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.gets++
-	if m.down {
-		return nil, 0, errDown
-	}
-	out := map[string]string{}
-	for k, v := range m.kv {
-		for _, p := range prefixes {
-			if backends.UnderPrefix(k, p) {
-				out[k] = v
-			}
-		}
-	}
-	return out, m.rev, nil
-}
-
-func (m *memStore) Services(ctx context.Context, q backends.ServiceQuery) ([]backends.Service, uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.down {
-		return nil, 0, errDown
-	}
-	var out []backends.Service
-	for _, s := range m.svcs[q.Name] {
-		if q.Accepts(s) {
-			out = append(out, s)
-		}
-	}
-	return out, m.rev, nil
-}
-
-// ServiceNames is the catalog: every service with at least one instance, as etcd and
-// ZooKeeper list them.
-func (m *memStore) ServiceNames(ctx context.Context) ([]backends.ServiceSummary, uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.down {
-		return nil, 0, errDown
-	}
-	return m.namesLocked(), m.rev, nil
-}
-
-func (m *memStore) namesLocked() []backends.ServiceSummary {
-	out := []backends.ServiceSummary{}
-	for name, list := range m.svcs {
-		if len(list) > 0 {
-			out = append(out, backends.ServiceSummary{Name: name})
-		}
-	}
-	slices.SortFunc(out, func(a, b backends.ServiceSummary) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-func (m *memStore) Watch(ctx context.Context, t backends.Target, from uint64, out chan<- backends.Event) error {
-	m.mu.Lock()
-	m.watch[out] = append(m.watch[out], t)
-	m.mu.Unlock()
-	<-ctx.Done()
-	m.mu.Lock()
-	ts := m.watch[out]
-	for i, x := range ts {
-		if x.ID() == t.ID() {
-			m.watch[out] = append(ts[:i:i], ts[i+1:]...)
-			break
-		}
-	}
-	m.mu.Unlock()
-	return ctx.Err()
-}
-
-func (m *memStore) State() backends.State { return backends.State{Conn: backends.Up} }
-func (m *memStore) Close() error          { return nil }
-
-// put changes a key and notifies watchers of prefixes holding it.
-func (m *memStore) put(k, v string) {
-	m.mu.Lock()
-	m.rev++
-	m.kv[k] = v
-	type send struct {
-		ch chan<- backends.Event
-		ev backends.Event
-	}
-	var sends []send
-	for ch, ts := range m.watch {
-		for _, t := range ts {
-			if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
-				sends = append(sends, send{ch, backends.Event{Target: t, Revision: m.rev, KVs: map[string]string{k: v}}})
-			}
-		}
-	}
-	m.mu.Unlock()
-	for _, s := range sends {
-		s.ch <- s.ev
-	}
-}
-
-func (m *memStore) setServices(name string, svcs []backends.Service) {
-	m.mu.Lock()
-	m.rev++
-	m.svcs[name] = svcs
-	var sends []func()
-	for ch, ts := range m.watch {
-		for _, t := range ts {
-			if t.Service != nil && t.Service.Name == name {
-				var out []backends.Service
-				for _, s := range svcs {
-					if t.Service.Accepts(s) {
-						out = append(out, s)
-					}
-				}
-				ev := backends.Event{Target: t, Revision: m.rev, Full: true, Services: out}
-				ch := ch
-				sends = append(sends, func() { ch <- ev })
-			}
-			if t.ServiceNames {
-				ev := backends.Event{Target: t, Revision: m.rev, Full: true, Names: m.namesLocked()}
-				ch := ch
-				sends = append(sends, func() { ch <- ev })
-			}
-		}
-	}
-	m.mu.Unlock()
-	for _, f := range sends {
-		f()
-	}
-}
-
-func (m *memStore) watchCount() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, ts := range m.watch {
-		n += len(ts)
-	}
-	return n
-}
-
-// confdir writes resources: name -> (toml body without [template], template text).
-func confdir(t *testing.T, res map[string][2]string) (string, []*Resource) {
+func confdir(t *testing.T, res map[string][2]string) (string, []*resources.Resource) {
 	t.Helper()
 	files := map[string]string{}
 	for name, rt := range res {
@@ -188,7 +27,7 @@ func confdir(t *testing.T, res map[string][2]string) (string, []*Resource) {
 	}
 	dir := tree(t, files)
 	os.Mkdir(filepath.Join(dir, "out"), 0o755)
-	rs, err := Load(LoadOptions{ConfDir: dir})
+	rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +142,7 @@ func TestRenderOnceBackendDown(t *testing.T) {
 }
 
 // startRun runs the watch loop in the background and returns a stop function.
-func startRun(t *testing.T, rn *Runner, rs []*Resource, updates chan ResourceSet) (stop func()) {
+func startRun(t *testing.T, rn *Runner, rs []*resources.Resource, updates chan resources.ResourceSet) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -326,6 +165,23 @@ func startRun(t *testing.T, rn *Runner, rs []*Resource, updates chan ResourceSet
 	return stop
 }
 
+// bursts counts the ends of render bursts (Runner.Beat with no periodic beat): the end
+// of the burst a change started proves every render it dispatched has finished.
+type bursts struct{ n atomic.Int64 }
+
+func (b *bursts) watch(rn *Runner) *Runner {
+	rn.Beat, rn.BeatEvery = func() { b.n.Add(1) }, time.Hour
+	return rn
+}
+
+// after runs change, then waits for cond and for a burst to end after the change.
+func (b *bursts) after(t *testing.T, what string, change func(), cond func() bool) {
+	t.Helper()
+	before := b.n.Load()
+	change()
+	eventually(t, what, func() bool { return cond() && b.n.Load() > before })
+}
+
 func renders(m *Metrics, name string) int {
 	return int(testutil.ToFloat64(m.renders.WithLabelValues(name, "changed")) +
 		testutil.ToFloat64(m.renders.WithLabelValues(name, "unchanged")) +
@@ -340,7 +196,8 @@ func TestWatchRerendersOnlyTouchedResources(t *testing.T) {
 		"x": {"", `{{getv "/x"}}`},
 	})
 	met := NewMetrics(prometheus.NewRegistry())
-	rn := &Runner{Store: m, Metrics: met}
+	var b bursts
+	rn := b.watch(&Runner{Store: m, Metrics: met})
 	startRun(t, rn, rs, nil)
 	eventually(t, "first render", func() bool {
 		return read(t, filepath.Join(dir, "out/a")) == "1" && read(t, filepath.Join(dir, "out/b")) == "1" && read(t, filepath.Join(dir, "out/x")) == "1"
@@ -351,9 +208,7 @@ func TestWatchRerendersOnlyTouchedResources(t *testing.T) {
 		t.Fatalf("watching %v", ids)
 	}
 
-	m.put("/app/b", "2")
-	eventually(t, "b re-rendered", func() bool { return read(t, filepath.Join(dir, "out/b")) == "2" })
-	time.Sleep(50 * time.Millisecond)
+	b.after(t, "b re-rendered", func() { m.put("/app/b", "2") }, func() bool { return read(t, filepath.Join(dir, "out/b")) == "2" })
 	if n := renders(met, "a.toml"); n != 1 {
 		t.Errorf("a rendered %d times; /app/b does not touch its reads", n)
 	}
@@ -403,9 +258,13 @@ func TestWatchQuiescence(t *testing.T) {
 		t.Fatalf("rendered after %v, before 600ms of calm", d)
 	}
 	// The file appears a moment before the render is counted.
-	eventually(t, "two renders", func() bool { return renders(met, "a.toml") == 2 })
-	time.Sleep(100 * time.Millisecond)
-	if n := renders(met, "a.toml"); n != 2 {
+	eventually(t, "two renders", func() bool { return renders(met, "a.toml") >= 2 })
+	// One more change renders once more: a third render before it was a spare one.
+	m.put("/k", "6")
+	eventually(t, "render of a later change", func() bool {
+		return read(t, filepath.Join(dir, "out/a")) == "6" && renders(met, "a.toml") >= 3
+	})
+	if n := renders(met, "a.toml") - 1; n != 2 {
 		t.Fatalf("%d renders, want the initial one and one for the burst", n)
 	}
 
@@ -434,13 +293,14 @@ func TestWatchBurstCoalesces(t *testing.T) {
 	m := newMem(map[string]string{"/k": "0"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"keys = [\"/k\"]", `{{getv "/k"}}`}})
 	met := NewMetrics(prometheus.NewRegistry())
-	startRun(t, &Runner{Store: m, Metrics: met, Wait: Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}, rs, nil)
+	var b bursts
+	startRun(t, b.watch(&Runner{Store: m, Metrics: met, Wait: resources.Wait{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}), rs, nil)
 	eventually(t, "watch", func() bool { return m.watchCount() == 1 && read(t, filepath.Join(dir, "out/a")) == "0" })
-	for i := 1; i <= 1000; i++ {
-		m.put("/k", fmt.Sprint(i))
-	}
-	eventually(t, "final value", func() bool { return read(t, filepath.Join(dir, "out/a")) == "1000" })
-	time.Sleep(100 * time.Millisecond)
+	b.after(t, "final value", func() {
+		for i := 1; i <= 1000; i++ {
+			m.put("/k", fmt.Sprint(i))
+		}
+	}, func() bool { return read(t, filepath.Join(dir, "out/a")) == "1000" })
 	if n := renders(met, "a.toml"); n > 6 {
 		t.Fatalf("1,000 changes caused %d renders", n)
 	}
@@ -463,21 +323,14 @@ func TestWatchServices(t *testing.T) {
 func TestWatchHotReload(t *testing.T) {
 	m := newMem(map[string]string{"/k": "v"})
 	dir, rs := confdir(t, map[string][2]string{"a": {"", `a={{getv "/k"}}`}})
-	updates := make(chan ResourceSet)
-	startRun(t, &Runner{Store: m}, rs, updates)
+	updates := make(chan resources.ResourceSet)
+	var bs bursts
+	startRun(t, bs.watch(&Runner{Store: m}), rs, updates)
 	eventually(t, "a", func() bool { return read(t, filepath.Join(dir, "out/a")) == "a=v" })
 
 	write := func(p, s string) { os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644) }
-	load := func() ResourceSet {
-		rs, err := Load(LoadOptions{ConfDir: dir})
-		set := ResourceSet{Resources: rs, Failed: map[string]bool{}}
-		var re *Error
-		for _, e := range unjoin(err) {
-			if errors.As(e, &re) {
-				set.Failed[re.File] = true
-			}
-		}
-		return set
+	load := func() resources.ResourceSet {
+		return resources.NewResourceSet(resources.Load(resources.LoadOptions{ConfDir: dir}))
 	}
 	// add
 	write("conf.d/b.toml", "[template]\nsrc = \"b.tmpl\"\ndest = \"out/b\"\n")
@@ -499,28 +352,11 @@ func TestWatchHotReload(t *testing.T) {
 	eventually(t, "a fixed", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=w" })
 	// delete b: it stops following changes
 	os.Remove(filepath.Join(dir, "conf.d/b.toml"))
-	updates <- load()
-	time.Sleep(100 * time.Millisecond)
-	m.put("/k", "z")
-	eventually(t, "a follows", func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=z" })
-	time.Sleep(100 * time.Millisecond)
+	updates <- load() // taken by Run's loop, which replaces the set before it reads the next event
+	bs.after(t, "a follows", func() { m.put("/k", "z") }, func() bool { return read(t, filepath.Join(dir, "out/a")) == "fixed=z" })
 	if got := read(t, filepath.Join(dir, "out/b")); got != "b=w" {
 		t.Fatalf("deleted resource still rendered: %q", got)
 	}
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	if err == nil {
-		return nil
-	}
-	return []error{err}
 }
 
 func TestWatchBackendDownAtStartThenUp(t *testing.T) {
@@ -528,8 +364,12 @@ func TestWatchBackendDownAtStartThenUp(t *testing.T) {
 	m.down = true
 	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
 	os.WriteFile(filepath.Join(dir, "out/a"), []byte("last good"), 0o644)
-	startRun(t, &Runner{Store: m}, rs, nil)
-	time.Sleep(300 * time.Millisecond)
+	met := NewMetrics(prometheus.NewRegistry())
+	startRun(t, &Runner{Store: m, Metrics: met}, rs, nil)
+	// Two failed renders: the first, and a retry after it.
+	eventually(t, "a render and its retry failing", func() bool {
+		return testutil.ToFloat64(met.renders.WithLabelValues("a.toml", "error")) >= 2
+	})
 	if got := read(t, filepath.Join(dir, "out/a")); got != "last good" {
 		t.Fatalf("dest changed while the backend was down: %q", got)
 	}
@@ -543,10 +383,11 @@ func TestWatchSIGTERMFinishesSlowReload(t *testing.T) {
 	m := newMem(map[string]string{"/k": "v"})
 	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
 	marker := filepath.Join(dir, "reloaded")
-	rs[0].ReloadCmd = "sleep 0.5; touch " + marker
+	started := filepath.Join(dir, "reloading")
+	rs[0].ReloadCmd = "touch " + started + "; sleep 0.5; touch " + marker
 	stop := startRun(t, &Runner{Store: m}, rs, nil)
 	eventually(t, "render", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
-	time.Sleep(100 * time.Millisecond) // the reload is now running
+	eventually(t, "the reload running", func() bool { _, err := os.Stat(started); return err == nil })
 	stop()
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatal("Run returned before the in-flight reload finished")
@@ -581,7 +422,7 @@ func TestRenderOnceBoundsConcurrentChecks(t *testing.T) {
 	for _, r := range rs {
 		r.CheckCmd = strings.ReplaceAll(r.CheckCmd, "LOCK", lock)
 	}
-	rn := &Runner{Store: m, Syncer: &Syncer{Checks: 1}}
+	rn := &Runner{Store: m, Syncer: &resources.Syncer{Checks: 1}}
 	if err := rn.RenderOnce(context.Background(), rs); err != nil {
 		t.Fatal(err)
 	}
@@ -593,4 +434,19 @@ func TestRenderOnceBoundsConcurrentChecks(t *testing.T) {
 			t.Fatalf("r%d = %q", i, got)
 		}
 	}
+}
+
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

@@ -1,4 +1,4 @@
-package resources
+package render
 
 import (
 	"context"
@@ -6,13 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/template"
 )
-
-// DefaultRenderTimeout bounds one template execution when neither the resource
-// (render_timeout) nor the runner (--render-timeout) says otherwise. Real templates take
-// milliseconds; this is for one that loops practically forever.
-const DefaultRenderTimeout = 10 * time.Second
 
 // errAbandoned marks an execution given up on: past its render timeout, or its
 // context ended.
@@ -24,14 +20,14 @@ type abandonedError struct{ error }
 
 func (e abandonedError) Is(target error) bool { return target == errAbandoned }
 
-func (rn *Runner) renderTimeout(r *Resource) time.Duration {
+func (rn *Runner) renderTimeout(r *resources.Resource) time.Duration {
 	switch {
 	case r.RenderTimeout > 0:
 		return r.RenderTimeout
 	case rn.RenderTimeout > 0:
 		return rn.RenderTimeout
 	}
-	return DefaultRenderTimeout
+	return resources.DefaultRenderTimeout
 }
 
 // execute runs one execution of st's template over the cache, at most GOMAXPROCS at

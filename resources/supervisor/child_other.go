@@ -1,6 +1,6 @@
 //go:build !unix
 
-package child
+package supervisor
 
 // Unsupported says why herald exec cannot run here: it forwards POSIX signals, stops a
 // child's whole process group and, as PID 1, reaps orphans.

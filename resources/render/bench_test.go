@@ -1,6 +1,6 @@
 //go:build unix
 
-package resources
+package render
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/resources"
 )
 
 // BenchmarkChangeTo200Files measures herald's own pipeline (cache apply, dirty marking,
@@ -96,7 +98,7 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func confdirB(b *testing.B, res map[string][2]string) (string, []*Resource) {
+func confdirB(b *testing.B, res map[string][2]string) (string, []*resources.Resource) {
 	dir := b.TempDir()
 	for name, rt := range res {
 		os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
@@ -105,7 +107,7 @@ func confdirB(b *testing.B, res map[string][2]string) (string, []*Resource) {
 		os.WriteFile(filepath.Join(dir, "templates", name+".tmpl"), []byte(rt[1]), 0o644)
 	}
 	os.Mkdir(filepath.Join(dir, "out"), 0o755)
-	rs, err := Load(LoadOptions{ConfDir: dir})
+	rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func BenchmarkLoad1000(b *testing.B) {
 			}
 			dir, _ := confdirB(b, res)
 			if withPartials {
-				pd := PartialsDir(dir)
+				pd := resources.PartialsDir(dir)
 				os.MkdirAll(pd, 0o755)
 				os.WriteFile(filepath.Join(pd, "common.tmpl"), []byte(`{{define "server"}}server {{base .Key}} {{.Value}}{{end}}`), 0o644)
 				for p := range 20 {
@@ -165,7 +167,7 @@ func BenchmarkLoad1000(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				rs, err := Load(LoadOptions{ConfDir: dir})
+				rs, err := resources.Load(resources.LoadOptions{ConfDir: dir})
 				if err != nil || len(rs) != 1000 {
 					b.Fatal(len(rs), err)
 				}

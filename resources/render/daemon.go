@@ -1,0 +1,268 @@
+package render
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine"
+)
+
+// outcome is a render's: what its sync did, or how long the guard holds it back.
+type outcome struct {
+	resources.Outcome
+	heldFor time.Duration // render again after this long
+}
+
+type result struct {
+	st  *state
+	o   outcome
+	err error
+}
+
+// daemon is Run's state. Only Run's goroutine touches it; renders run on the pool and
+// report on done, timers on due.
+type daemon struct {
+	rn       *Runner
+	ctx      context.Context // ends at SIGTERM: no new renders, registry reads abandoned
+	workCtx  context.Context // commands and writes run to completion even after SIGTERM
+	due      chan *state
+	done     chan result
+	inflight int
+	pending  []string // reload commands of the current burst, in order
+	dirs     []string // directories whose fsync the burst still owes
+	rl       *reloader
+}
+
+// Run renders every resource, then keeps their files current until ctx ends: one watch
+// per distinct target feeds the cache, a change re-renders only the resources whose last
+// render read what changed, after their quiescence. New resource sets arriving on
+// updates replace the running ones. When ctx ends, in-flight renders and commands finish
+// (bounded by their own timeouts), then Run returns nil.
+func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-chan resources.ResourceSet) error {
+	rn.init()
+	d := &daemon{rn: rn, ctx: ctx, workCtx: context.WithoutCancel(ctx),
+		due: make(chan *state, 64), done: make(chan result, 64), rl: &reloader{rn: rn}}
+	defer rn.eng.Stop()
+	d.start(rs)
+
+	var tick <-chan time.Time
+	if rn.Interval > 0 {
+		t := time.NewTicker(rn.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var beats <-chan time.Time
+	if rn.Beat != nil {
+		t := time.NewTicker(cmp.Or(rn.BeatEvery, 5*time.Second))
+		defer t.Stop()
+		beats = t.C
+	}
+	var rereading sync.WaitGroup
+	defer rereading.Wait()
+
+	for {
+		select {
+		case <-ctx.Done():
+			d.finish()
+			return nil
+		case ev := <-rn.eng.Events():
+			d.events(ev)
+		case st := <-d.due:
+			if rn.current(st) {
+				d.dispatch(st)
+			}
+		case res := <-d.done:
+			d.finished(res)
+		case set := <-updates:
+			rn.replace(set, d.add)
+			rn.pruneWatches()
+		case <-beats:
+			d.beat()
+		case <-tick:
+			rereading.Go(func() { rn.eng.Reread(ctx) })
+		}
+	}
+}
+
+// start reads every declared key in one consistent read before the first renders, so
+// they all see one revision and share one watch per prefix, then renders every
+// resource. If the registry is down, the renders fail and retry with backoff.
+func (d *daemon) start(rs []*resources.Resource) {
+	var declared []backends.Target
+	for _, r := range rs {
+		declared = append(declared, r.Targets()...)
+	}
+	if err := d.rn.ensure(d.ctx, declared, true); err != nil {
+		d.rn.log().Warn("registry not reachable; keeping the files as they are and retrying", "err", err)
+	}
+	for _, r := range rs {
+		d.add(r, "start")
+	}
+}
+
+// add starts running a resource (new, or a new version of one).
+func (d *daemon) add(r *resources.Resource, why string) {
+	st := &state{r: r, why: why}
+	d.rn.mu.Lock()
+	d.rn.states[r.Name] = st
+	d.rn.mu.Unlock()
+	d.dispatch(st)
+}
+
+// dispatch renders st now, or once more after the render in flight.
+func (d *daemon) dispatch(st *state) {
+	if st.why == "" {
+		st.why = "start"
+	}
+	if st.timer != nil {
+		st.timer.Stop()
+		st.timer = nil
+	}
+	st.burst.Reset()
+	if st.rendering {
+		st.again = true
+		return
+	}
+	st.rendering = true
+	d.inflight++
+	// On a pool worker: its stack has grown to what a render and a sync need.
+	d.rn.syncs.submit(func() {
+		o, err := d.rn.renderAndSync(d.workCtx, d.ctx, st, true)
+		d.done <- result{st, o, err}
+	})
+}
+
+// schedule renders st after delay (now when delay <= 0).
+func (d *daemon) schedule(st *state, delay time.Duration) {
+	if delay <= 0 {
+		d.dispatch(st)
+		return
+	}
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	st.timer = time.AfterFunc(delay, func() {
+		select {
+		case d.due <- st:
+		case <-d.ctx.Done():
+		}
+	})
+}
+
+// changed schedules st after its quiescence: Wait.Min after the last change, at most
+// Wait.Max after the first of the burst.
+func (d *daemon) changed(st *state, why string) {
+	if !st.burst.Started() && !st.rendering {
+		st.why = why
+	}
+	w := st.r.Wait
+	if w == (resources.Wait{}) {
+		w = d.rn.Wait
+	}
+	d.schedule(st, st.burst.Change(w.Min, w.Max, time.Now()))
+}
+
+// events folds everything already queued into this burst, then schedules the resources
+// whose last render read what changed.
+func (d *daemon) events(ev backends.Event) {
+	rn := d.rn
+	evs := []backends.Event{ev}
+	for more := true; more && len(evs) < 4096; {
+		select {
+		case ev := <-rn.eng.Events():
+			evs = append(evs, ev)
+		default:
+			more = false
+		}
+	}
+	changes := rn.Cache.ApplyAll(evs)
+	rn.Metrics.cacheKeys(rn.Cache.Len())
+	for _, st := range rn.snapshotStates() {
+		if why := rn.touched(st, changes); why != "" {
+			d.changed(st, why)
+		}
+	}
+}
+
+// collect remembers what a finished render owes the end of its burst.
+func (d *daemon) collect(o outcome) {
+	if o.Reload != "" && !slices.Contains(d.pending, o.Reload) {
+		d.pending = append(d.pending, o.Reload)
+	}
+	if o.Dir != "" && !slices.Contains(d.dirs, o.Dir) {
+		d.dirs = append(d.dirs, o.Dir)
+	}
+}
+
+// finished handles a render's end: again if asked meanwhile, a retry, or a hold; the
+// burst's end when it was the last in flight.
+func (d *daemon) finished(res result) {
+	d.inflight--
+	st := res.st
+	st.rendering = false
+	d.collect(res.o)
+	switch {
+	case !d.rn.current(st):
+	case st.again:
+		st.again = false
+		d.dispatch(st)
+	case retryable(res.err):
+		// The registry unreachable, or the file could not be written: dest is stale
+		// until a retry, with backoff, succeeds.
+		st.retry = engine.RetryAfter(st.retry)
+		st.why = "retry after: " + res.err.Error()
+		d.schedule(st, engine.Jitter(st.retry))
+	case res.err == nil:
+		st.retry = 0
+		if res.o.heldFor > 0 {
+			// A change meanwhile renders sooner; this one writes the smaller list if it
+			// is still there when the hold is over.
+			st.why = "hold over for a shrunken service list"
+			d.schedule(st, res.o.heldFor)
+		}
+	}
+	if d.inflight == 0 {
+		d.burstOver()
+		d.rn.pruneWatches()
+		d.beat()
+	}
+}
+
+// burstOver makes the burst's renames durable, then runs each distinct reload command
+// once for it.
+func (d *daemon) burstOver() {
+	resources.SyncDirs(d.dirs)
+	d.dirs = d.dirs[:0]
+	for _, cmd := range d.pending {
+		d.rl.request(d.workCtx, cmd, d.rn.reloadTimeoutFor(cmd))
+	}
+	d.pending = d.pending[:0]
+}
+
+// finish ends Run: no more scheduled renders; those in flight end, then their burst's
+// reloads run and are waited for.
+func (d *daemon) finish() {
+	for _, st := range d.rn.snapshotStates() {
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+	}
+	for d.inflight > 0 {
+		res := <-d.done
+		d.inflight--
+		d.collect(res.o)
+	}
+	d.burstOver()
+	d.rl.wait()
+}
+
+func (d *daemon) beat() {
+	if d.rn.Beat != nil {
+		d.rn.Beat()
+	}
+}

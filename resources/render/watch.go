@@ -1,0 +1,187 @@
+package render
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine"
+	"github.com/heraldhq/herald/resources/engine/cache"
+)
+
+// retryable reports whether a render failed for a cause that passes by itself (the
+// registry down, a write failing), rather than one that waits for a change.
+func retryable(err error) bool {
+	return engine.IsLoadError(err) || resources.IsWriteError(err)
+}
+
+// current reports whether st is still the running version of its resource.
+func (rn *Runner) current(st *state) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.states[st.r.Name] == st
+}
+
+func (rn *Runner) snapshotStates() []*state {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	out := make([]*state, 0, len(rn.states))
+	for _, st := range rn.states {
+		out = append(out, st)
+	}
+	return out
+}
+
+// touched reports what, among the changes, can alter st's output ("" for nothing).
+func (rn *Runner) touched(st *state, changes []cache.Change) string {
+	rn.mu.Lock()
+	reads, targets := st.reads, st.targets
+	rn.mu.Unlock()
+	if reads == nil {
+		// Its first render has not recorded what it reads yet (services are read
+		// even with keys declared) and may have read the cache before this change:
+		// render again to be sure.
+		return "change before the first render recorded its reads"
+	}
+	if targets == nil {
+		targets = st.r.Targets()
+	}
+	for _, ch := range changes {
+		if ch.Other {
+			for _, t := range targets {
+				if t.ID() == ch.Target.ID() {
+					return "changed " + t.ID()
+				}
+			}
+			continue
+		}
+		for _, k := range ch.Keys {
+			if reads != nil {
+				if reads.Touches(k) {
+					return "changed key " + k
+				}
+				continue
+			}
+			for _, t := range targets {
+				if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
+					return "changed key " + k
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// replace swaps in a new resource set: new and changed resources render, removed ones
+// stop, and resources whose file failed to load keep their previous version.
+func (rn *Runner) replace(set resources.ResourceSet, add func(*resources.Resource, string)) {
+	next := map[string]*resources.Resource{}
+	for _, r := range set.Resources {
+		next[r.Name] = r
+	}
+	rn.mu.Lock()
+	rn.loadErr = set.Err
+	rn.mu.Unlock()
+	for _, st := range rn.snapshotStates() {
+		if set.Keeps(st.r.File) {
+			rn.log().Warn("resource file invalid; previous version keeps running", "resource", st.r.Name)
+			continue
+		}
+		if _, ok := next[st.r.Name]; !ok {
+			if st.timer != nil {
+				st.timer.Stop()
+			}
+			rn.mu.Lock()
+			delete(rn.states, st.r.Name)
+			rn.mu.Unlock()
+			rn.log().Info("resource removed", "resource", st.r.Name)
+		}
+	}
+	for _, r := range set.Resources {
+		rn.mu.Lock()
+		old := rn.states[r.Name]
+		rn.mu.Unlock()
+		if old != nil && old.r.Fingerprint == r.Fingerprint {
+			continue
+		}
+		if old != nil && old.timer != nil {
+			old.timer.Stop()
+		}
+		rn.log().Info("resource loaded", "resource", r.Name, "new", old == nil)
+		add(r, "resource file changed")
+	}
+}
+
+// pruneWatches stops watches that no resource reads any more.
+func (rn *Runner) pruneWatches() {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	need := map[string]bool{}
+	for _, st := range rn.states {
+		if st.reads == nil {
+			// A first render (a new or reloaded resource) has not recorded what it
+			// reads yet, and may have read the cache already: dropping a watch now
+			// would leave it deaf. The prune after the burst will know.
+			return
+		}
+		ts := st.targets
+		if ts == nil {
+			ts = st.r.Targets()
+		}
+		for _, t := range ts {
+			need[t.ID()] = true
+		}
+	}
+	rn.eng.Prune(need)
+}
+
+func (rn *Runner) reloadTimeoutFor(cmd string) time.Duration {
+	var rs []*resources.Resource
+	for _, st := range rn.snapshotStates() {
+		rs = append(rs, st.r)
+	}
+	return rn.reloadTimeout(cmd, rs)
+}
+
+// reloader runs each reload command at most once at a time; a request while it runs is
+// folded into one more run afterwards, so a burst never becomes a reload storm.
+type reloader struct {
+	rn      *Runner
+	mu      sync.Mutex
+	running map[string]bool
+	again   map[string]bool
+	wg      sync.WaitGroup
+}
+
+func (l *reloader) request(ctx context.Context, cmd string, timeout time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running == nil {
+		l.running, l.again = map[string]bool{}, map[string]bool{}
+	}
+	if l.running[cmd] {
+		l.again[cmd] = true
+		return
+	}
+	l.running[cmd] = true
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			// A failing reload is logged and counted; it never stops the daemon.
+			_ = l.rn.reload(ctx, cmd, timeout)
+			l.mu.Lock()
+			if !l.again[cmd] {
+				l.running[cmd] = false
+				l.mu.Unlock()
+				return
+			}
+			l.again[cmd] = false
+			l.mu.Unlock()
+		}
+	}()
+}
+
+func (l *reloader) wait() { l.wg.Wait() }
