@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
@@ -245,12 +244,10 @@ func (a *Announcer) Run(ctx context.Context) error {
 		takeOver   bool
 		warned     logLimiter
 	)
+	delays := backends.Backoff{Min: a.o.MinBackoff, Max: a.o.MaxBackoff}
 	backoff := func() <-chan time.Time {
-		d := a.o.MinBackoff << min(failures, 16)
-		d = min(d, a.o.MaxBackoff)
-		d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 		failures++
-		return time.After(d)
+		return time.After(delays.Next())
 	}
 	for {
 		if retry == nil && ctx.Err() == nil {
@@ -264,6 +261,7 @@ func (a *Announcer) Run(ctx context.Context) error {
 				case err == nil:
 					defer end(nil)
 					reg, applied, failures, takenSince = r, true, 0, time.Time{}
+					delays.Reset()
 					warned = logLimiter{}
 					a.set(StateAnnounced, nil)
 					a.log.Info("announced", "address", a.o.Service.Address, "port", a.o.Service.Port)
@@ -304,6 +302,7 @@ func (a *Announcer) Run(ctx context.Context) error {
 				switch {
 				case err == nil:
 					applied, failures = desired.healthy, 0
+					delays.Reset()
 					warned = logLimiter{}
 					if desired.healthy {
 						a.set(StateAnnounced, nil)

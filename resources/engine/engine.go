@@ -59,7 +59,7 @@ func (e *Engine) Ensure(ctx context.Context, ts []backends.Target, watching bool
 	for _, t := range ts {
 		switch {
 		case e.cache.Covered(t):
-		case t.Service == nil && !t.ServiceNames:
+		case t.Kind() == backends.KindPrefix:
 			prefixes = append(prefixes, t.Prefix)
 		default:
 			others = append(others, t)
@@ -103,7 +103,7 @@ func (e *Engine) read(ctx context.Context, prefixes []string, others []backends.
 
 // readOther reads a service list or the service catalog.
 func (e *Engine) readOther(ctx context.Context, t backends.Target) (backends.Event, error) {
-	if t.ServiceNames {
+	if t.Kind() == backends.KindServiceNames {
 		names, rev, err := e.store.ServiceNames(ctx)
 		if err != nil {
 			return backends.Event{}, fmt.Errorf("read service catalog: %w", err)
@@ -161,14 +161,14 @@ func (e *Engine) startWatch(t backends.Target, from uint64) {
 // gives up anyway, it starts over from what the cache holds rather than lose the target.
 // Meanwhile renders keep the data they have.
 func (e *Engine) follow(ctx context.Context, t backends.Target, from uint64) {
-	var backoff rewatch
+	backoff := RewatchBackoff()
 	for {
 		err := e.store.Watch(ctx, t, from, e.events)
 		if ctx.Err() != nil {
 			return
 		}
 		e.log.Warn("watch ended; restarting", "target", t.ID(), "err", err)
-		if !backoff.sleep(ctx) {
+		if !Sleep(ctx, &backoff) {
 			return
 		}
 		if rev, ok := e.cache.Loaded(t); ok {
@@ -220,11 +220,11 @@ func (e *Engine) Prune(need map[string]bool) {
 // redundant reports whether another running watch covers a prefix target: concurrent
 // first renders may have started a narrow watch before the broad one. Caller holds mu.
 func (e *Engine) redundant(t backends.Target) bool {
-	if t.Service != nil || t.ServiceNames {
+	if t.Kind() != backends.KindPrefix {
 		return false
 	}
 	for id, w := range e.watching {
-		if id != t.ID() && w.target.Service == nil && !w.target.ServiceNames && backends.UnderPrefix(t.Prefix, w.target.Prefix) {
+		if id != t.ID() && w.target.Kind() == backends.KindPrefix && backends.UnderPrefix(t.Prefix, w.target.Prefix) {
 			return true
 		}
 	}
@@ -233,7 +233,7 @@ func (e *Engine) redundant(t backends.Target) bool {
 
 // coveredBy reports whether a prefix target lies under a needed prefix.
 func coveredBy(t backends.Target, need map[string]bool) bool {
-	if t.Service != nil || t.ServiceNames {
+	if t.Kind() != backends.KindPrefix {
 		return false
 	}
 	for id := range need {
@@ -266,7 +266,7 @@ func (e *Engine) Reread(ctx context.Context) {
 	e.mu.Unlock()
 	var prefixes []string
 	for _, t := range ts {
-		if t.Service == nil && !t.ServiceNames {
+		if t.Kind() == backends.KindPrefix {
 			prefixes = append(prefixes, t.Prefix)
 		}
 	}
@@ -287,7 +287,7 @@ func (e *Engine) Reread(ctx context.Context) {
 		}
 	}
 	for _, t := range ts {
-		if t.Service == nil && !t.ServiceNames {
+		if t.Kind() == backends.KindPrefix {
 			continue
 		}
 		ev, err := e.readOther(ctx, t)

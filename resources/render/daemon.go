@@ -107,7 +107,7 @@ func (d *daemon) start(rs []*resources.Resource) {
 
 // add starts running a resource (new, or a new version of one).
 func (d *daemon) add(r *resources.Resource, why string) {
-	st := &state{r: r, why: why}
+	st := &state{r: r, why: why, retry: engine.RetryBackoff()}
 	d.rn.mu.Lock()
 	d.rn.states[r.Name] = st
 	d.rn.mu.Unlock()
@@ -214,11 +214,10 @@ func (d *daemon) finished(res result) {
 	case retryable(res.err):
 		// The registry unreachable, or the file could not be written: dest is stale
 		// until a retry, with backoff, succeeds.
-		st.retry = engine.RetryAfter(st.retry)
 		st.why = "retry after: " + res.err.Error()
-		d.schedule(st, engine.Jitter(st.retry))
+		d.schedule(st, st.retry.Next())
 	case res.err == nil:
-		st.retry = 0
+		st.retry.Reset()
 		if res.o.heldFor > 0 {
 			// A change meanwhile renders sooner; this one writes the smaller list if it
 			// is still there when the hold is over.

@@ -107,7 +107,7 @@ func (rn *Runner) ensureCatalog(ctx context.Context, missing []backends.Target, 
 	}
 	rest := missing[:0:0]
 	for _, t := range missing {
-		if !t.ServiceNames {
+		if t.Kind() != backends.KindServiceNames {
 			rest = append(rest, t)
 			continue
 		}

@@ -74,7 +74,7 @@ type state struct {
 	again     bool
 	burst     engine.Burst // changes waiting for quiescence
 	timer     *time.Timer
-	retry     time.Duration
+	retry     backends.Backoff // of a render that failed for a passing cause
 
 	// running is set while an execution that outlived its render timeout still runs:
 	// the next render fails at once rather than pile up another one.
@@ -195,7 +195,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 	for _, r := range rs {
 		declared = append(declared, r.Targets()...)
 		rn.mu.Lock()
-		rn.states[r.Name] = &state{r: r}
+		rn.states[r.Name] = &state{r: r, retry: engine.RetryBackoff()}
 		rn.mu.Unlock()
 	}
 	if err := rn.ensure(readCtx, declared, false); err != nil {
@@ -342,7 +342,7 @@ func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool)
 		},
 		Final: func(err error) bool { return errors.Is(err, errAbandoned) }, // no second try: it would take as long
 		Skip: func(t backends.Target, reads *template.Reads) bool {
-			return t.ServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
+			return t.Kind() == backends.KindServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
 		},
 	})
 	return out, reads, err

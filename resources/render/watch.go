@@ -65,7 +65,7 @@ func (rn *Runner) touched(st *state, changes []cache.Change) string {
 				continue
 			}
 			for _, t := range targets {
-				if t.Service == nil && !t.ServiceNames && backends.UnderPrefix(k, t.Prefix) {
+				if t.Kind() == backends.KindPrefix && backends.UnderPrefix(k, t.Prefix) {
 					return "changed key " + k
 				}
 			}

@@ -23,9 +23,9 @@ type loop struct {
 	quiet, splay, retry, kill *time.Timer  // stopped until armed
 	burst                     engine.Burst // changes waiting for quiescence
 	splaying                  bool
-	backoff                   time.Duration // of the render retry
-	stopping                  bool          // asked the child to stop; a new one starts when it has
-	ending                    bool          // herald ends once the child has exited
+	backoff                   backends.Backoff // of the render retry
+	stopping                  bool             // asked the child to stop; a new one starts when it has
+	ending                    bool             // herald ends once the child has exited
 }
 
 func stoppedTimer() *time.Timer {
@@ -36,7 +36,7 @@ func stoppedTimer() *time.Timer {
 
 // loop supervises the running child until it exits.
 func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal, chld <-chan os.Signal) (int, error) {
-	l := &loop{s: s, ctx: ctx, quiet: stoppedTimer(), splay: stoppedTimer(), retry: stoppedTimer(), kill: stoppedTimer()}
+	l := &loop{s: s, ctx: ctx, quiet: stoppedTimer(), splay: stoppedTimer(), retry: stoppedTimer(), kill: stoppedTimer(), backoff: engine.RetryBackoff()}
 	defer func() {
 		for _, t := range []*time.Timer{l.quiet, l.splay, l.retry, l.kill} {
 			t.Stop()
@@ -154,13 +154,12 @@ func (l *loop) apply() {
 	changed, err := l.render()
 	if err != nil {
 		if engine.IsLoadError(err) {
-			l.backoff = engine.RetryAfter(l.backoff)
-			l.retry.Reset(engine.Jitter(l.backoff))
+			l.retry.Reset(l.backoff.Next())
 		}
 		s.log.Error("render failed; the child keeps running as it is", "err", err)
 		return
 	}
-	l.backoff = 0
+	l.backoff.Reset()
 	vars := s.vars(false)
 	diff := diffNames(s.applied, vars)
 	switch {

@@ -165,7 +165,7 @@ func (s *supervisor) initial(ctx context.Context) error {
 	for _, p := range backends.MinimalPrefixes(s.cfg.Prefixes) {
 		targets = append(targets, backends.PrefixTarget(p))
 	}
-	var backoff engine.StartupBackoff
+	backoff := engine.StartupBackoff()
 	for {
 		err := s.load(ctx, targets)
 		if err == nil {
@@ -180,7 +180,7 @@ func (s *supervisor) initial(ctx context.Context) error {
 			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
 		}
 		s.log.Warn("registry not readable yet; retrying until --timeout", "timeout", s.cfg.Timeout, "err", err)
-		if !backoff.Sleep(ctx) {
+		if !engine.Sleep(ctx, &backoff) {
 			return fmt.Errorf("registry not readable within --timeout %v: %w", s.cfg.Timeout, err)
 		}
 	}

@@ -71,7 +71,7 @@ func (c *Cache) coveredLocked(t backends.Target) bool {
 	if _, ok := c.loaded[t.ID()]; ok {
 		return true
 	}
-	if t.Service != nil || t.ServiceNames {
+	if t.Kind() != backends.KindPrefix {
 		return false
 	}
 	for p := t.Prefix; ; {
@@ -112,7 +112,7 @@ func (c *Cache) Apply(ev backends.Event) Change {
 func (c *Cache) ApplyAll(evs []backends.Event) []Change {
 	var prefixes []string
 	for _, ev := range evs {
-		if ev.Target.Service == nil && !ev.Target.ServiceNames {
+		if ev.Target.Kind() == backends.KindPrefix {
 			prefixes = append(prefixes, ev.Target.Prefix)
 		}
 	}
@@ -136,15 +136,15 @@ func (c *Cache) applyLocked(ev backends.Event) Change {
 	c.memo = nil
 	ch := Change{Target: ev.Target}
 	t := ev.Target
-	switch {
-	case t.Service != nil:
+	switch t.Kind() {
+	case backends.KindService:
 		id := t.ID()
 		old, had := c.svcs[id]
 		if !had || !servicesEqual(old, ev.Services) {
 			c.svcs[id] = slices.Clone(ev.Services)
 			ch.Other = true
 		}
-	case t.ServiceNames:
+	case backends.KindServiceNames:
 		if _, had := c.loaded[t.ID()]; !had || !namesEqual(c.names, ev.Names) {
 			// Loaded is never nil, even empty: nil tells a render the catalog is not
 			// loaded yet, and an empty registry must still report an absent service.
@@ -230,10 +230,10 @@ func (c *Cache) Forget(t backends.Target) {
 	defer c.mu.Unlock()
 	c.memo = nil
 	delete(c.loaded, t.ID())
-	switch {
-	case t.Service != nil:
+	switch t.Kind() {
+	case backends.KindService:
 		delete(c.svcs, t.ID())
-	case t.ServiceNames:
+	case backends.KindServiceNames:
 		c.names = nil
 	default:
 		for _, k := range c.under(t.Prefix) {
