@@ -74,6 +74,7 @@ type badEnv struct {
 	nobody bool // run herald as uid/gid 65534 (when the test runs as root)
 	fsize  int  // ulimit -f for herald, in 512-byte blocks; 0: none
 	env    []string
+	proc   *heraldProc // the running watch, if any
 }
 
 func badName(t *testing.T) string {
@@ -123,6 +124,26 @@ func newBadEnv(t *testing.T, e *harness.Etcd, cli *clientv3.Client, mode string)
 		b.putRaw("/services/"+b.svc+"/w1", `{"address":"10.0.0.1","port":80}`)
 	}
 	return b
+}
+
+// reloadTOML writes a.toml as writeTOML; with a watch running, it returns once the
+// watch has loaded the new version (a later "resource loaded" line).
+func (b *badEnv) reloadTOML(extra string) {
+	b.t.Helper()
+	const loaded = `msg="resource loaded" resource=a.toml`
+	n := 0
+	if b.proc != nil {
+		n = strings.Count(b.proc.Output(), loaded)
+	}
+	b.writeTOML(extra)
+	if b.proc == nil {
+		return
+	}
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(b.proc.Output(), loaded) <= n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("herald watch did not load the new a.toml within 20s:\n%s", tail(b.proc.Output(), 40))
+		}
+	}
 }
 
 // writeTOML writes a.toml: src, dest, mode (lines 1-4), then extra.
@@ -263,6 +284,7 @@ func (b *badEnv) watch() (*heraldProc, string) {
 		b.t.Fatal(err)
 	}
 	go func() { p.err = c.Wait(); close(p.done) }()
+	b.proc = p
 	b.t.Cleanup(func() {
 		select {
 		case <-p.done:
@@ -419,7 +441,8 @@ func runBadConfig(t *testing.T, e *harness.Etcd, cli *clientv3.Client, tc badCon
 		tc.bad(b)
 		b.waitLog(p, regexp.QuoteMeta(`msg="resource reload found errors; the previous version of those resources keeps running"`)+" "+logErr(tc.want(b)))
 		b.running(p, listen)
-		time.Sleep(300 * time.Millisecond)
+		// The refusal is logged, so its render is over: dest must be as before now; the
+		// later change rendered below proves herald went on without acting on it.
 		b.same(before)
 		// The previous version keeps following changes; the fixed file is picked up.
 		b.put("/app/rev", "2")
@@ -603,7 +626,8 @@ func runBadData(t *testing.T, e *harness.Etcd, cli *clientv3.Client, tc badDataC
 		}
 		b.waitLog(p, logErr(tc.want(b)))
 		b.running(p, listen)
-		time.Sleep(300 * time.Millisecond)
+		// The refusal is logged, so its render is over: dest must be as before now; the
+		// later change rendered below proves herald went on without acting on it.
 		check(b, before)
 		tc.fix(b)
 		b.put("/app/rev", "3")
@@ -662,7 +686,8 @@ func TestBadInputRegistryValues(t *testing.T) {
 				b.putRaw("/services/"+b.svc+"/bad", tc.value)
 				b.waitLog(p, warning(b))
 				b.running(p, listen)
-				time.Sleep(300 * time.Millisecond)
+				// The refusal is logged, so its render is over: dest must be as before now; the
+				// later change rendered below proves herald went on without acting on it.
 				b.same(before)
 				b.put("/app/rev", "2")
 				b.waitDest(badGood("2"))
@@ -778,7 +803,8 @@ func TestBadInputDest(t *testing.T) {
 			b.put("/app/rev", "2")
 			b.waitLog(p, logErr(b.dest+": dest is not a regular file"))
 			b.running(p, listen)
-			time.Sleep(300 * time.Millisecond)
+			// The refusal is logged, so its render is over: dest must be as before now; the
+			// later change rendered below proves herald went on without acting on it.
 			b.same(before)
 			if err := os.Remove(b.dest); err != nil {
 				t.Fatal(err)
@@ -824,7 +850,8 @@ func TestBadInputDest(t *testing.T) {
 			b.put("/app/rev", "2")
 			b.waitLog(p, logErr(b.dest+": dest is a directory"))
 			b.running(p, listen)
-			time.Sleep(300 * time.Millisecond)
+			// The refusal is logged, so its render is over: dest must be as before now; the
+			// later change rendered below proves herald went on without acting on it.
 			b.same(before)
 			if err := os.RemoveAll(b.dest); err != nil {
 				t.Fatal(err)
@@ -878,8 +905,7 @@ func TestBadInputCheckCmd(t *testing.T) {
 			if timeout != "" {
 				extra += "check_timeout = " + strconv.Quote(timeout) + "\n"
 			}
-			b.writeTOML(extra)
-			time.Sleep(400 * time.Millisecond) // watch: let the hot reload happen first
+			b.reloadTOML(extra) // watch: the hot reload happens first
 		}
 	}
 	t.Run("fails", func(t *testing.T) {
@@ -925,8 +951,7 @@ func TestBadInputReloadCmd(t *testing.T) {
 			if timeout != "" {
 				extra += "reload_timeout = " + strconv.Quote(timeout) + "\n"
 			}
-			b.writeTOML(extra)
-			time.Sleep(400 * time.Millisecond)
+			b.reloadTOML(extra)
 		}
 	}
 	// The reload runs after the rename: dest holds the new content, which passed its

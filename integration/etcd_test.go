@@ -833,7 +833,12 @@ func TestEtcdDownAtStartThenUp(t *testing.T) {
 
 	// watch: waits, says so, and starts when etcd appears.
 	w := etcdStartWatch(t, s, backends.PrefixTarget("/app"), 0, 0)
-	time.Sleep(1500 * time.Millisecond)
+	// The positive event: the warning about the unreachable etcd.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if l := logs.String(); strings.Contains(l, "level=WARN") && strings.Contains(l, "connection refused") {
+			break
+		}
+	}
 	if st := s.State(); st.Conn != backends.Down || st.Endpoint != addr || st.Err == nil {
 		t.Errorf("state while down: %+v", st)
 	}

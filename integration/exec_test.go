@@ -82,6 +82,17 @@ func execArgs(global, execFlags, child []string) []string {
 	return append(append(args, "--"), child...)
 }
 
+// execWaitWarn waits until herald has logged more than n warnings: the positive event
+// that it noticed a registry fault (and is still handling it).
+func execWaitWarn(t *testing.T, p *heraldProc, n int, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); strings.Count(p.Output(), "level=WARN") <= n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("herald logged no warning within %v:\n%s", within, tail(p.Output(), 20))
+		}
+	}
+}
+
 func execWaitExit(t *testing.T, p *heraldProc, within time.Duration) int {
 	t.Helper()
 	select {
@@ -252,12 +263,19 @@ func TestExecQuiescenceOneRestartPerBurst(t *testing.T) {
 	if second.Env["n"] != "10" {
 		t.Fatalf("child after the burst sees n=%q, want 10", second.Env["n"])
 	}
-	time.Sleep(time.Second)
-	if now, _ := st.read(); now.PID != second.PID {
-		t.Fatalf("restarted again after the burst (pid %d -> %d)", second.PID, now.PID)
+	// The later positive event: one more change restarts the child once more. Had the
+	// burst caused a second restart, this child would not be the next after the
+	// second, or there would be a third TERM.
+	if _, err := cli.Put(ctx, "/svc/n", "11"); err != nil {
+		t.Fatal(err)
 	}
-	if sig := st.signals(); len(sig) != 2 { // "PID TERM" of the first child only
-		t.Fatalf("signals %v: want one TERM for one restart", sig)
+	third := st.next(t, second.PID, 15*time.Second)
+	if third.Env["n"] != "11" {
+		t.Fatalf("restarted again after the burst: the child after pid %d sees n=%q, want the later change's 11", second.PID, third.Env["n"])
+	}
+	want := []string{strconv.Itoa(first.PID), "TERM", strconv.Itoa(second.PID), "TERM"}
+	if sig := st.signals(); !slices.Equal(sig, want) { // "PID TERM" per restart
+		t.Fatalf("signals %v: want %v, one TERM for the burst's restart and one for the later change's", sig, want)
 	}
 }
 
@@ -315,7 +333,6 @@ func TestExecSignalForwardingAndExitStatus(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
 	if got := st.signals(); !slices.Equal(got, want) {
 		t.Fatalf("child received %v, want %v", got, want)
 	}
@@ -323,8 +340,10 @@ func TestExecSignalForwardingAndExitStatus(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 42 {
 		t.Fatalf("herald exit %d, want the child's 42", code)
 	}
-	if got := st.signals(); !slices.Equal(got[len(got)-2:], []string{pid, "TERM"}) {
-		t.Fatalf("TERM not forwarded: %v", got)
+	// The TERM, forwarded last, is the later positive event: nothing else (no URG, no
+	// WINCH, no duplicate) came before it.
+	if got, want := st.signals(), append(want, pid, "TERM"); !slices.Equal(got, want) {
+		t.Fatalf("child received %v, want %v (TERM forwarded last, nothing else)", got, want)
 	}
 }
 
@@ -418,8 +437,8 @@ func TestExecRegistryDownAtStart(t *testing.T) {
 		e.Client(t).Put(context.Background(), "/app/x", "late")
 		e.Members[0].Stop(t)
 		st := newExecChildState(t)
-		startHerald(t, nil, execArgs([]string{"--backend", execEtcdURL(e), "--timeout", "30s"}, []string{"--prefix", "/app"}, st.args(t))...)
-		time.Sleep(1500 * time.Millisecond)
+		p := startHerald(t, nil, execArgs([]string{"--backend", execEtcdURL(e), "--timeout", "30s"}, []string{"--prefix", "/app"}, st.args(t))...)
+		execWaitWarn(t, p, 0, 20*time.Second) // it tried etcd and is waiting
 		if _, ok := st.read(); ok {
 			t.Fatal("the child started while etcd was down")
 		}
@@ -433,7 +452,7 @@ func TestExecRegistryDownAtStart(t *testing.T) {
 		st := newExecChildState(t)
 		p := startHerald(t, nil, execArgs([]string{"--backend", fmt.Sprintf("etcd://127.0.0.1:%d", port), "--timeout", "60s"},
 			[]string{"--prefix", "/app"}, st.args(t))...)
-		time.Sleep(500 * time.Millisecond)
+		execWaitWarn(t, p, 0, 20*time.Second) // waiting for the registry
 		if code := p.stop(t, syscall.SIGTERM, 5*time.Second); code != 128+15 {
 			t.Fatalf("exit %d, want 143", code)
 		}
@@ -449,8 +468,9 @@ func TestExecRegistryDownWhileRunning(t *testing.T) {
 	p := startHerald(t, nil, execArgs([]string{"--backend", execEtcdURL(e)}, []string{"--prefix", "/app"}, st.args(t))...)
 	first := st.next(t, 0, 15*time.Second)
 
+	warns := strings.Count(p.Output(), "level=WARN")
 	e.Members[0].Stop(t)
-	time.Sleep(3 * time.Second)
+	execWaitWarn(t, p, warns, 30*time.Second) // herald noticed etcd is down
 	select {
 	case <-p.done:
 		t.Fatalf("herald exited while etcd was down:\n%s", p.Output())
@@ -468,8 +488,14 @@ func TestExecRegistryDownWhileRunning(t *testing.T) {
 	if _, err := cli.Put(ctx, "/app/x", "2"); err != nil {
 		t.Fatal(err)
 	}
+	// The later positive event: the change after the outage restarts the child once.
+	// A restart during the outage would show as a child with the old value here, or
+	// as a second TERM.
 	if second := st.next(t, first.PID, 30*time.Second); second.Env["x"] != "2" {
 		t.Fatalf("after etcd came back the child sees x=%q", second.Env["x"])
+	}
+	if sig, want := st.signals(), []string{strconv.Itoa(first.PID), "TERM"}; !slices.Equal(sig, want) {
+		t.Fatalf("signals %v, want %v: one restart, for the change after the outage", sig, want)
 	}
 }
 

@@ -299,9 +299,21 @@ func runLBStory(t *testing.T, kind, lb string) {
 	gone := time.Since(killed)
 	time.Sleep(1500 * time.Millisecond) // old workers finish their requests
 	l.mu.Lock()
-	lastB2 := l.last["b2"]
+	lastB2, okB1, okB3 := l.last["b2"], l.ok["b1"], l.ok["b3"]
 	l.mu.Unlock()
-	time.Sleep(1 * time.Second)
+	// The later positive event: b1 and b3 each serve 500 more requests, which the
+	// clients spread over every server the load balancer still has.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		n1, n3 := l.ok["b1"]-okB1, l.ok["b3"]-okB3
+		l.mu.Unlock()
+		if n1 >= 500 && n3 >= 500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: b1 and b3 served only %d and %d requests in 20s after b2 left", lb, n1, n3)
+		}
+	}
 	l.mu.Lock()
 	if l.last["b2"].After(lastB2) {
 		t.Errorf("%s still sends to b2 after it left the config", lb)

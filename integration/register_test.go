@@ -343,8 +343,19 @@ func TestRegisterHealthCheck(t *testing.T) {
 				"--check-interval", interval, "--check-timeout", "200ms"}, sw.args...)
 			p := regRegister(t, s, args...)
 
-			// Failing from the start: not announced (Consul: at most critical).
-			time.Sleep(2500 * time.Millisecond)
+			// Failing from the start: not announced (Consul: at most critical). The positive
+			// event first: herald's verdict logged, or Consul's own check critical.
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if strings.Contains(p.Output(), "health check failing; not announcing until it passes") {
+					break
+				}
+				if tc.keepsCritical && strings.Contains(regInstanceLine(regServices(t, s, "web"), "web-1"), "critical") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no failing verdict within 20s:\n%s", tail(p.Output(), 20))
+				}
+			}
 			if b, _ := os.ReadFile(file); len(b) != 0 {
 				t.Fatalf("announced while the check fails:\n%s", b)
 			}

@@ -312,12 +312,12 @@ func TestRealRegistrants(t *testing.T) {
 			regs = append(regs, startRegistrant(t, c.argv(t, srv, ports[3]), ports[3]))
 			registered := time.Since(regStart)
 			took := waitServers(t, dest, ports, 60*time.Second)
-			t.Logf("%s: 4th instance in the file %v after its registrant reported it registered (start to registered: %v)",
+			t.Logf("FIGURE %s: 4th instance in the file %v after its registrant reported it registered (start to registered: %v)",
 				c.name, took.Round(time.Millisecond), registered.Round(time.Millisecond))
 
 			regs[1].kill()
 			took = waitServers(t, dest, []int{ports[0], ports[2], ports[3]}, 60*time.Second)
-			t.Logf("%s: killed registrant gone from the file %v after SIGKILL", c.name, took.Round(time.Millisecond))
+			t.Logf("FIGURE %s: killed registrant gone from the file %v after SIGKILL", c.name, took.Round(time.Millisecond))
 		})
 	}
 }
@@ -388,6 +388,7 @@ func TestEmptyDropGuard(t *testing.T) {
 	if _, err := cli.Delete(ctx, "/services/web/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
+	emptied := time.Now()
 	deadline := time.Now().Add(20 * time.Second)
 	for metric(t, listen, heldMetric) < 1 {
 		if time.Now().After(deadline) {
@@ -401,11 +402,13 @@ func TestEmptyDropGuard(t *testing.T) {
 	if b, _ := os.ReadFile(dest); !sameSet(haproxyServers(string(b)), []string{"13001", "13002", "13003"}) {
 		t.Fatalf("dest changed while held:\n%s", b)
 	}
+	heldAfter := time.Since(emptied)
 	for _, p := range []int{13001, 13002, 13003} {
 		put(p)
 	}
 	put(13004) // a later change that must be written: proof the list came back unheld
 	waitServers(t, dest, []int{13001, 13002, 13003, 13004}, 20*time.Second)
+	transient := time.Since(emptied)
 	if n := metric(t, listen, heldMetric); n != 1 {
 		t.Errorf("held %v times, want 1", n)
 	}
@@ -427,7 +430,8 @@ func TestEmptyDropGuard(t *testing.T) {
 	if n := metric(t, listen, heldMetric); n != 2 {
 		t.Errorf("held %v times, want 2", n)
 	}
-	t.Logf("scale-down 4 -> 1 written %v after the deletes (hold %v)", time.Since(start).Round(time.Millisecond), hold)
+	t.Logf("FIGURE empty-drop guard (etcd, --drop-hold %v): an empty answer held %v after the delete, dest untouched through the %v until the list came back; "+
+		"a real scale-down 4 -> 1 written %v after the deletes", hold, heldAfter.Round(time.Millisecond), transient.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 // etcd v2 writers are invisible to herald (v3 only): an empty prefix says so once, with

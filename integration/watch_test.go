@@ -77,18 +77,26 @@ func TestWatchEtcdEndToEnd(t *testing.T) {
 	waitFile(t, filepath.Join(out, "a"), "a=3", 5*time.Second)
 	put("/services/web/w2", `{"address":"10.0.0.2","port":80}`)
 	waitFile(t, filepath.Join(out, "s"), "10.0.0.1:80 10.0.0.2:80 ", 5*time.Second)
-	time.Sleep(200 * time.Millisecond)
-	for r, want := range map[string]float64{"a.toml": 1, "b.toml": 1, "s.toml": 1} {
-		if got := renders(r) - before[r]; got != want {
-			t.Errorf("%s rendered %v more times, want %v (only what a change touches)", r, got, want)
-		}
-	}
 	// An unrelated key re-renders nothing.
 	put("/unrelated", "x")
-	time.Sleep(300 * time.Millisecond)
+	// Later positive events: one more change of each resource's own data. Renders of
+	// one resource never overlap and run in order, so once this one is counted, any
+	// render an earlier change (a neighbour's key, the unrelated key) caused is too.
+	put("/app/a", "4")
+	put("/app/b", "5")
+	put("/services/web/w3", `{"address":"10.0.0.3","port":80}`)
+	waitFile(t, filepath.Join(out, "a"), "a=4", 5*time.Second)
+	waitFile(t, filepath.Join(out, "b"), "b=5", 5*time.Second)
+	waitFile(t, filepath.Join(out, "s"), "10.0.0.1:80 10.0.0.2:80 10.0.0.3:80 ", 5*time.Second)
 	for _, r := range []string{"a.toml", "b.toml", "s.toml"} {
-		if got := renders(r) - before[r]; got != 1 {
-			t.Errorf("%s rendered for an unrelated key", r)
+		// The counter is bumped right after the file is written: wait for the later
+		// render to be counted, then nothing more may be.
+		deadline := time.Now().Add(5 * time.Second)
+		for renders(r)-before[r] < 2 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := renders(r) - before[r]; got != 2 {
+			t.Errorf("%s rendered %v more times for two changes of its own data, a neighbour's and an unrelated key, want 2 (only what a change touches)", r, got)
 		}
 	}
 	if n := metric(t, listen, "herald_cache_keys"); n != 2 { // /app/a and /app/b; services are not keys
@@ -145,8 +153,18 @@ func TestWatchStartsWhileEtcdIsDown(t *testing.T) {
 	e := harness.StartEtcd(t)
 	e.Members[0].Stop(t)
 	dir := watchTree(t)
-	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"))
-	time.Sleep(1500 * time.Millisecond)
+	listen := freeAddr(t)
+	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"), "--listen", listen)
+	// The positive event: herald serves /healthz saying the backend is not up, i.e.
+	// it tried etcd, failed, and kept running.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, body := httpGet(t, "http://"+listen+"/healthz"); code == 503 && !strings.Contains(body, `"state":"up"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 503 from /healthz while etcd is down:\n%s", p.Output())
+		}
+	}
 	select {
 	case <-p.done:
 		t.Fatalf("herald watch exited while etcd was down:\n%s", p.Output())
@@ -198,22 +216,32 @@ func TestWatchHotReloadAndSIGHUP(t *testing.T) {
 	waitFile(t, filepath.Join(out, "c"), "c=1", 10*time.Second)
 	// Broken template: reported, previous version keeps running and following changes.
 	writeTree(t, dir, map[string]string{"templates/a.tmpl": `A={{getv "/app/a"`})
-	time.Sleep(600 * time.Millisecond)
+	// The broken template reported: the hot reload has seen it.
+	reported := func() bool {
+		o := p.Output()
+		return strings.Contains(o, "resource reload found errors") && strings.Contains(o, "a.tmpl")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !reported(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the broken template was not reported:\n%s", tail(p.Output(), 20))
+		}
+	}
 	cli.Put(context.Background(), "/app/a", "2")
 	waitFile(t, filepath.Join(out, "a"), "a=2", 10*time.Second)
-	if !strings.Contains(p.Output(), "a.tmpl") {
-		t.Errorf("the broken template was not reported:\n%s", tail(p.Output(), 20))
-	}
 	// Fixed, then SIGHUP (also works without fsnotify).
 	writeTree(t, dir, map[string]string{"templates/a.tmpl": `fixed={{getv "/app/a"}}`})
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFile(t, filepath.Join(out, "a"), "fixed=2", 10*time.Second)
 	// Deleted resource stops following changes.
 	os.Remove(filepath.Join(dir, "conf.d/c.toml"))
-	time.Sleep(800 * time.Millisecond)
+	// The removal seen (logged) before the change: c cannot render it any more.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), `msg="resource removed" resource=c.toml`); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("removal of c.toml not logged:\n%s", tail(p.Output(), 20))
+		}
+	}
 	cli.Put(context.Background(), "/app/a", "3")
 	waitFile(t, filepath.Join(out, "a"), "fixed=3", 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
 	if b, _ := os.ReadFile(filepath.Join(out, "c")); string(b) != "c=2" {
 		t.Errorf("deleted resource still follows changes: %q", b)
 	}
@@ -224,16 +252,16 @@ func TestWatchSIGTERMWaitsForSlowReload(t *testing.T) {
 	cli := e.Client(t)
 	cli.Put(context.Background(), "/app/a", "1")
 	dir := watchTree(t)
-	marker := filepath.Join(dir, "reloaded")
+	marker, started := filepath.Join(dir, "reloaded"), filepath.Join(dir, "started")
 	writeTree(t, dir, map[string]string{
-		"conf.d/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\nkeys = [\"/app/a\"]\nreload_cmd = \"sleep 1; echo done >> " + marker + "\"\n",
+		"conf.d/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\nkeys = [\"/app/a\"]\nreload_cmd = \"echo go >> " + started + "; sleep 1; echo done >> " + marker + "\"\n",
 	})
 	p := startHerald(t, nil, "watch", "--confdir", dir, "--backend", "etcd://"+strings.TrimPrefix(e.Endpoints[0], "http://"))
 	waitFile(t, filepath.Join(dir, "out", "a"), "a=1", 10*time.Second)
 	waitFile(t, marker, "done\n", 10*time.Second)
 	cli.Put(context.Background(), "/app/a", "2")
 	waitFile(t, filepath.Join(dir, "out", "a"), "a=2", 10*time.Second)
-	time.Sleep(100 * time.Millisecond) // the second reload is running
+	waitFile(t, started, "go\ngo\n", 10*time.Second) // the second reload is running
 	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}

@@ -35,6 +35,7 @@ type Consul struct {
 	Datacenter string // "dc1"
 	Node       string // ConsulNodeName
 	ConfigPath string // the agent's JSON configuration
+	DNSPort    int    // with ConsulDNS: the DNS interface's port on 127.0.0.1 (UDP and TCP); else 0
 }
 
 // ConsulOption configures StartConsul.
@@ -47,11 +48,16 @@ type consulConfig struct {
 	wan   int      // serf_wan port; 0: WAN off
 	join  []string // WAN addresses to (re)join, each start
 	peers []string // datacenters that must be known before the agent counts as ready
+	dns   bool
 }
 
 // ConsulACL enables ACLs with default policy deny; Consul.Token holds the initial
 // management token (also used as the agent token, so the node registers itself).
 func ConsulACL() ConsulOption { return func(c *consulConfig) { c.acl = true } }
+
+// ConsulDNS turns the agent's DNS interface on, on a free port on 127.0.0.1
+// (Consul.DNSPort); off otherwise, as every port a test does not use.
+func ConsulDNS() ConsulOption { return func(c *consulConfig) { c.dns = true } }
 
 // ConsulTLS serves the API over HTTPS only (plain HTTP off) with c's server certificate
 // and verify_incoming: clients must present a certificate signed by c's CA.
@@ -108,6 +114,10 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		"data_dir":             filepath.Join(dir, "data"),
 		"log_level":            "info",
 		"ports":                portsCfg,
+	}
+	if cfg.dns {
+		c.DNSPort = FreePort(t)
+		portsCfg["dns"] = c.DNSPort
 	}
 	if cfg.wan != 0 {
 		portsCfg["serf_wan"] = cfg.wan

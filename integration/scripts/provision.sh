@@ -10,7 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # Registrant client libraries for the service-discovery tests (issue 16): kazoo, python-consul,
 # python-etcd3 (for /usr/bin/python3) and Curator (jars under /usr/share/java).
 packages=(etcd-server etcd-client zookeeper haproxy nginx libslf4j-java
-  python3-kazoo python3-consul python3-etcd3 libcurator-discovery-java libcurator-recipes-java)
+  python3-kazoo python3-consul python3-etcd3 libcurator-discovery-java libcurator-recipes-java
+  dnsutils) # dig: the Consul DNS test reads herald's registrations as SRV records
 # make package-test: podman builds and runs the image (runc: crun refuses hybrid cgroups),
 # busybox-static is the image test's child, ca-certificates go into the image, and
 # systemd-analyze checks the packaged unit.
