@@ -88,11 +88,10 @@ func burstRuns(t *testing.T, log string) (map[string][]burstRun, []string) {
 //
 // "transaction" writes each round of the burst in one etcd transaction; "key-by-key"
 // writes the 12 changes one at a time, 25 ms apart (300 ms in all, as a deploy script
-// would), all well inside the 1 s quiet window. key-by-key FAILS today (every round, 2
-// runs of the shared command for one burst, each resource rendered once): each
-// resource's quiescence timer ends at its own last change, so r1 renders alone, the
-// runner sees no render in flight and counts that as the end of a burst, and r2 and r3
-// render a few ms later as another one. Found by this test; the runner must fix it.
+// would), all well inside the 1 s quiet window. Each resource's quiescence ends at its
+// own last change, so r1 renders alone first: the burst must not count as over until r2
+// and r3, still quiescing, have rendered too (before that fix: 2 runs of the shared
+// command per key-by-key burst).
 func TestWatchSharedReloadOncePerBurst(t *testing.T) {
 	res := []string{"r1", "r2", "r3", "r4"}
 	t.Run("transaction", func(t *testing.T) {

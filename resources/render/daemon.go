@@ -36,6 +36,15 @@ type daemon struct {
 	pending  []string // reload commands of the current burst, in order
 	dirs     []string // directories whose fsync the burst still owes
 	rl       *reloader
+
+	// A burst is over when no render is in flight and no resource still waits for its
+	// quiescence: written key by key, one burst ends each resource's quiet time at a
+	// different moment, and their shared reload must still run once. It waits at most
+	// the longest quiescence (Wait.Max) after the burst's first finished render, so a
+	// registry that never stops changing cannot starve the reloads.
+	pendingSince time.Time     // the first finished render the burst owes a reload or fsync
+	overdue      chan struct{} // the bound above has passed
+	overdueTimer *time.Timer
 }
 
 // Run renders every resource, then keeps their files current until ctx ends: one watch
@@ -46,7 +55,8 @@ type daemon struct {
 func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-chan resources.ResourceSet) error {
 	rn.init()
 	d := &daemon{rn: rn, ctx: ctx, workCtx: context.WithoutCancel(ctx),
-		due: make(chan *state, 64), done: make(chan result, 64), rl: &reloader{rn: rn}}
+		due: make(chan *state, 64), done: make(chan result, 64), rl: &reloader{rn: rn},
+		overdue: make(chan struct{}, 1)}
 	defer rn.eng.Stop()
 	d.start(rs)
 
@@ -78,6 +88,10 @@ func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-c
 			}
 		case res := <-d.done:
 			d.finished(res)
+		case <-d.overdue:
+			if d.inflight == 0 {
+				d.burstOver()
+			}
 		case set := <-updates:
 			rn.replace(set, d.add)
 			rn.pruneWatches()
@@ -160,11 +174,32 @@ func (d *daemon) changed(st *state, why string) {
 	if !st.burst.Started() && !st.rendering {
 		st.why = why
 	}
-	w := st.r.Wait
-	if w == (resources.Wait{}) {
-		w = d.rn.Wait
-	}
+	w := d.wait(st)
 	d.schedule(st, st.burst.Change(w.Min, w.Max, time.Now()))
+}
+
+// wait is st's quiescence: its own, or the runner's.
+func (d *daemon) wait(st *state) resources.Wait {
+	if st.r.Wait == (resources.Wait{}) {
+		return d.rn.Wait
+	}
+	return st.r.Wait
+}
+
+// quiescing is how long the burst's end may still wait for resources whose changes
+// wait for their quiescence (0: none does).
+func (d *daemon) quiescing() time.Duration {
+	var longest time.Duration
+	for _, st := range d.rn.snapshotStates() {
+		if st.burst.Started() && d.rn.current(st) {
+			w := d.wait(st)
+			longest = max(longest, w.Max, w.Min)
+		}
+	}
+	if longest == 0 {
+		return 0
+	}
+	return longest - time.Since(d.pendingSince)
 }
 
 // events folds everything already queued into this burst, then schedules the resources
@@ -197,6 +232,9 @@ func (d *daemon) collect(o outcome) {
 	if o.Dir != "" && !slices.Contains(d.dirs, o.Dir) {
 		d.dirs = append(d.dirs, o.Dir)
 	}
+	if d.pendingSince.IsZero() && (len(d.pending) > 0 || len(d.dirs) > 0) {
+		d.pendingSince = time.Now()
+	}
 }
 
 // finished handles a render's end: again if asked meanwhile, a retry, or a hold; the
@@ -226,7 +264,11 @@ func (d *daemon) finished(res result) {
 		}
 	}
 	if d.inflight == 0 {
-		d.burstOver()
+		if left := d.quiescing(); left > 0 && d.ctx.Err() == nil {
+			d.overdueAfter(left)
+		} else {
+			d.burstOver()
+		}
 		d.rn.pruneWatches()
 		d.beat()
 	}
@@ -235,6 +277,14 @@ func (d *daemon) finished(res result) {
 // burstOver makes the burst's renames durable, then runs each distinct reload command
 // once for it.
 func (d *daemon) burstOver() {
+	d.pendingSince = time.Time{}
+	if d.overdueTimer != nil {
+		d.overdueTimer.Stop()
+	}
+	select {
+	case <-d.overdue: // fired for this burst, before the timer could be stopped
+	default:
+	}
 	resources.SyncDirs(d.dirs)
 	d.dirs = d.dirs[:0]
 	for _, cmd := range d.pending {
@@ -258,6 +308,19 @@ func (d *daemon) finish() {
 	}
 	d.burstOver()
 	d.rl.wait()
+}
+
+// overdueAfter ends the burst after left even if resources still wait for quiescence.
+func (d *daemon) overdueAfter(left time.Duration) {
+	if d.overdueTimer != nil {
+		d.overdueTimer.Stop()
+	}
+	d.overdueTimer = time.AfterFunc(left, func() {
+		select {
+		case d.overdue <- struct{}{}:
+		default:
+		}
+	})
 }
 
 func (d *daemon) beat() {
