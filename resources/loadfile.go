@@ -82,12 +82,12 @@ type fileLoader struct {
 }
 
 func (l *fileLoader) fail(key, msg string, err error) {
-	l.errs = append(l.errs, &Error{File: l.file, Line: keyLine(l.raw, key), Msg: msg, Err: err})
+	l.errs = append(l.errs, &Error{File: l.file, Line: KeyLine(l.raw, key), Msg: msg, Err: err})
 }
 
 // warn records a problem that does not stop the resource (as in confd).
 func (l *fileLoader) warn(key, msg string, err error) {
-	l.r.Warnings = append(l.r.Warnings, &Error{File: l.file, Line: keyLine(l.raw, key), Msg: msg, Err: err})
+	l.r.Warnings = append(l.r.Warnings, &Error{File: l.file, Line: KeyLine(l.raw, key), Msg: msg, Err: err})
 }
 
 // resource is what needs no checking.

@@ -292,22 +292,6 @@ func lookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// keyLine finds the line where a key is assigned. BurntSushi/toml reports no positions
-// for decoded or undecoded keys, and a file name without a line makes users hunt.
-func keyLine(raw []byte, key string) int {
-	re, err := regexp.Compile(`^\s*("?)` + regexp.QuoteMeta(key) + `("?)\s*=`)
-	if err != nil {
-		return 0
-	}
-	tableRe := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(key) + `\s*\]`)
-	for i, line := range strings.Split(string(raw), "\n") {
-		if re.MatchString(line) || tableRe.MatchString(line) {
-			return i + 1
-		}
-	}
-	return 0
-}
-
 var lineRe = regexp.MustCompile(`line (\d+)`)
 
 func tomlErrLine(err error) int {

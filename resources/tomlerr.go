@@ -53,3 +53,18 @@ func tomlKind(goType, key string) string {
 	}
 	return "a value of another type"
 }
+
+// KeyLine is the 1-based line of raw (a TOML document) where key is set (key = ...) or
+// its table starts ([key], [[key]], [key.sub]); 0 when not found. BurntSushi/toml keeps
+// key positions to itself, and errors after decoding (a bad value, not bad syntax)
+// should still name the line.
+func KeyLine(raw []byte, key string) int {
+	q := regexp.QuoteMeta(key)
+	re := regexp.MustCompile(`^\s*(?:"?` + q + `"?\s*=|\[\[?\s*"?` + q + `"?\s*[\].])`)
+	for i, l := range strings.Split(string(raw), "\n") {
+		if re.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
+}

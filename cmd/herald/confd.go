@@ -11,7 +11,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/heraldhq/herald/internal/regfile"
 	"io"
 	iofs "io/fs"
 	"maps"
@@ -24,6 +23,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/regfile"
+	"github.com/heraldhq/herald/resources"
 )
 
 // confdConfig holds confd's settings, by confd's flag names.
@@ -198,7 +200,7 @@ func applyConfdTOML(fs *flag.FlagSet, set map[string]bool, path string, raw []by
 		name, ok := byKey[confdKey(k)]
 		if !ok || name == "config-file" || name == "version" {
 			// confd ignores keys it does not know (old files hold etcd_nodes, [confd]).
-			warnings = append(warnings, fmt.Sprintf("%s:%d: unknown key %q ignored", path, lineOf(raw, k), k))
+			warnings = append(warnings, fmt.Sprintf("%s:%d: unknown key %q ignored", path, resources.KeyLine(raw, k), k))
 			continue
 		}
 		if set[name] {
@@ -210,10 +212,10 @@ func applyConfdTOML(fs *flag.FlagSet, set map[string]bool, path string, raw []by
 		}
 		for _, v := range vals {
 			if _, nested := v.(map[string]any); nested {
-				return nil, fmt.Errorf("%s:%d: %s: want a value, not a table", path, lineOf(raw, k), k)
+				return nil, fmt.Errorf("%s:%d: %s: want a value, not a table", path, resources.KeyLine(raw, k), k)
 			}
 			if err := fs.Set(name, fmt.Sprint(v)); err != nil {
-				return nil, fmt.Errorf("%s:%d: %s: %w", path, lineOf(raw, k), k, badValue(fmt.Sprint(v), err, name == "password" || name == "auth-token"))
+				return nil, fmt.Errorf("%s:%d: %s: %w", path, resources.KeyLine(raw, k), k, badValue(fmt.Sprint(v), err, name == "password" || name == "auth-token"))
 			}
 		}
 	}

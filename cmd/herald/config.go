@@ -238,7 +238,7 @@ func (o *Options) resolve(fs *flag.FlagSet, tbl []option, env func(string) (stri
 			continue
 		}
 		if err := fs.Set(opt.name, fmt.Sprint(v)); err != nil {
-			return fmt.Errorf("%s:%d: %s: %w", path, lineOf(fc.raw, key), key, badValue(fmt.Sprint(v), err, opt.secret))
+			return fmt.Errorf("%s:%d: %s: %w", path, resources.KeyLine(fc.raw, key), key, badValue(fmt.Sprint(v), err, opt.secret))
 		}
 		fromFile[opt.name] = true
 	}
@@ -347,7 +347,7 @@ func readFileConfig(path string, tbl []option) (fileConfig, error) {
 	fc.values = map[string]any{}
 	for k, v := range doc {
 		if !known[k] {
-			errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, lineOf(raw, k), k))
+			errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, resources.KeyLine(raw, k), k))
 			continue
 		}
 		if k != "register" {
@@ -364,23 +364,12 @@ func readFileConfig(path string, tbl []option) (fileConfig, error) {
 		}
 		for _, k := range md.Undecoded() {
 			if len(k) > 1 && k[0] == "register" {
-				errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, lineOf(raw, k[len(k)-1]), k.String()))
+				errs = append(errs, fmt.Errorf("%s:%d: unknown key %q", path, resources.KeyLine(raw, k[len(k)-1]), k.String()))
 			}
 		}
 		fc.Register = regs.Register
 	}
 	return fc, errors.Join(errs...)
-}
-
-// lineOf finds the line where key is assigned, or where the table key starts.
-func lineOf(raw []byte, key string) int {
-	re := regexp.MustCompile(`^\s*(?:"?` + regexp.QuoteMeta(key) + `"?\s*=|\[\[?\s*"?` + regexp.QuoteMeta(key) + `"?\s*[\].])`)
-	for i, l := range strings.Split(string(raw), "\n") {
-		if re.MatchString(l) {
-			return i + 1
-		}
-	}
-	return 0
 }
 
 // logger builds the slog logger the options ask for.

@@ -235,105 +235,142 @@ func (a *Announcer) Run(ctx context.Context) error {
 		}()
 	}
 
-	var (
-		reg        backends.Registration
-		applied    bool // the health reg was last told (Register announces healthy)
-		retry      <-chan time.Time
-		failures   int
-		takenSince time.Time
-		takeOver   bool
-		warned     logLimiter
-	)
-	delays := backends.Backoff{Min: a.o.MinBackoff, Max: a.o.MaxBackoff}
-	backoff := func() <-chan time.Time {
-		failures++
-		return time.After(delays.Next())
-	}
+	st := &runState{desired: desired, delays: backends.Backoff{Min: a.o.MinBackoff, Max: a.o.MaxBackoff}}
+	defer func() {
+		if st.end != nil {
+			st.end(nil)
+		}
+	}()
 	for {
-		if retry == nil && ctx.Err() == nil {
+		if st.retry == nil && ctx.Err() == nil {
 			switch {
-			case reg == nil && desired.healthy:
-				a.enter(StateRegistering)
-				opts := a.o.Register
-				opts.Replace = opts.Replace || takeOver
-				r, end, err := a.register(ctx, life, opts)
-				switch {
-				case err == nil:
-					defer end(nil)
-					reg, applied, failures, takenSince = r, true, 0, time.Time{}
-					delays.Reset()
-					warned = logLimiter{}
-					a.set(StateAnnounced, nil)
-					a.log.Info("announced", "address", a.o.Service.Address, "port", a.o.Service.Port)
-				case ctx.Err() != nil:
-				case a.o.IsTaken != nil && a.o.IsTaken(err):
-					if takenSince.IsZero() {
-						takenSince = time.Now()
-						if a.o.ClaimWait > 0 {
-							a.log.Warn("the instance ID is registered by another process; waiting in case it is the entry of a herald that was killed and is about to expire",
-								"wait", a.o.ClaimWait, "err", err.Error())
-						}
-					}
-					if !takeOver && a.abandoned(ctx) {
-						takeOver = true
-						a.log.Warn("the entry holding the instance ID is critical: left by a herald that is gone; taking it over", "err", err.Error())
-						continue
-					}
-					takeOver = false
-					if time.Since(takenSince) >= a.o.ClaimWait {
-						err = fmt.Errorf("service %s: %w: %w (use --replace, or replace = true in herald.toml, to take it over)", a.o.Service.Name, ErrTaken, err)
-						a.set(StateFailed, err)
-						a.log.Error("giving up: the instance ID belongs to another process", "err", err.Error())
-						return err
-					}
-					a.set(StateRegistering, err)
-					retry = time.After(min(time.Second, max(a.o.ClaimWait/4, 10*time.Millisecond)))
-				default:
-					a.set(StateRegistering, err)
-					retry = backoff()
-					if warned.ok(err) {
-						a.log.Warn("cannot register; retrying with backoff", "err", err.Error(), "attempt", failures)
-					} else {
-						a.log.Debug("cannot register; retrying", "err", err.Error(), "attempt", failures)
-					}
+			case st.reg == nil && st.desired.healthy:
+				again, err := a.tryRegister(ctx, life, st)
+				if err != nil {
+					return err
 				}
-			case reg != nil && applied != desired.healthy:
-				err := a.setHealthy(ctx, reg, desired)
-				switch {
-				case err == nil:
-					applied, failures = desired.healthy, 0
-					delays.Reset()
-					warned = logLimiter{}
-					if desired.healthy {
-						a.set(StateAnnounced, nil)
-						a.log.Info("health check passes again; announced", "note", desired.note)
-					} else {
-						a.set(StateWithdrawn, errors.New(desired.note))
-						a.log.Warn("health check failing; instance withdrawn (Consul: marked critical)", "note", desired.note)
-					}
-				case ctx.Err() != nil:
-				default:
-					retry = backoff()
-					a.set(a.Status().State, err)
-					if warned.ok(err) {
-						a.log.Warn("cannot update the registration's health; retrying", "healthy", desired.healthy, "err", err.Error())
-					}
+				if again {
+					continue
 				}
+			case st.reg != nil && st.applied != st.desired.healthy:
+				a.tryHealth(ctx, st)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return a.stop(ctx, reg, endLife)
+			return a.stop(ctx, st.reg, endLife)
 		case v := <-health:
-			desired = v
-			if reg == nil && !v.healthy {
+			st.desired = v
+			if st.reg == nil && !v.healthy {
 				a.set(StateChecking, errors.New(v.note))
 				a.log.Warn("health check failing; not announcing until it passes", "note", v.note)
 			}
 			// A changed verdict is acted on at once, backoff or not.
-			retry = nil
-		case <-retry:
-			retry = nil
+			st.retry = nil
+		case <-st.retry:
+			st.retry = nil
+		}
+	}
+}
+
+// runState is Run's loop state: the registration and what it was last told, and the
+// retry of the step that failed.
+type runState struct {
+	reg     backends.Registration
+	end     context.CancelCauseFunc // ends reg's lifetime once Run is done with it
+	applied bool                    // the health reg was last told (Register announces healthy)
+	desired verdict                 // the health check's latest verdict
+
+	retry    <-chan time.Time // nil: no step waits for a retry
+	failures int
+	delays   backends.Backoff
+	warned   logLimiter
+
+	takenSince time.Time // when the instance ID was first found taken; zero: it was not
+	takeOver   bool      // the entry holding the ID is abandoned: replace it
+}
+
+// failed schedules the next attempt of a step that failed.
+func (st *runState) failed() {
+	st.failures++
+	st.retry = time.After(st.delays.Next())
+}
+
+// succeeded ends the retries of a step.
+func (st *runState) succeeded() {
+	st.failures = 0
+	st.delays.Reset()
+	st.warned = logLimiter{}
+}
+
+// tryRegister makes one registration attempt. again: try once more at once (the entry
+// holding the ID turned out abandoned); err: give up (the ID belongs to another process).
+func (a *Announcer) tryRegister(ctx, life context.Context, st *runState) (again bool, _ error) {
+	a.enter(StateRegistering)
+	opts := a.o.Register
+	opts.Replace = opts.Replace || st.takeOver
+	r, end, err := a.register(ctx, life, opts)
+	switch {
+	case err == nil:
+		st.reg, st.end, st.applied, st.takenSince = r, end, true, time.Time{}
+		st.succeeded()
+		a.set(StateAnnounced, nil)
+		a.log.Info("announced", "address", a.o.Service.Address, "port", a.o.Service.Port)
+	case ctx.Err() != nil:
+	case a.o.IsTaken != nil && a.o.IsTaken(err):
+		if st.takenSince.IsZero() {
+			st.takenSince = time.Now()
+			if a.o.ClaimWait > 0 {
+				a.log.Warn("the instance ID is registered by another process; waiting in case it is the entry of a herald that was killed and is about to expire",
+					"wait", a.o.ClaimWait, "err", err.Error())
+			}
+		}
+		if !st.takeOver && a.abandoned(ctx) {
+			st.takeOver = true
+			a.log.Warn("the entry holding the instance ID is critical: left by a herald that is gone; taking it over", "err", err.Error())
+			return true, nil
+		}
+		st.takeOver = false
+		if time.Since(st.takenSince) >= a.o.ClaimWait {
+			err = fmt.Errorf("service %s: %w: %w (use --replace, or replace = true in herald.toml, to take it over)", a.o.Service.Name, ErrTaken, err)
+			a.set(StateFailed, err)
+			a.log.Error("giving up: the instance ID belongs to another process", "err", err.Error())
+			return false, err
+		}
+		a.set(StateRegistering, err)
+		st.retry = time.After(min(time.Second, max(a.o.ClaimWait/4, 10*time.Millisecond)))
+	default:
+		a.set(StateRegistering, err)
+		st.failed()
+		if st.warned.ok(err) {
+			a.log.Warn("cannot register; retrying with backoff", "err", err.Error(), "attempt", st.failures)
+		} else {
+			a.log.Debug("cannot register; retrying", "err", err.Error(), "attempt", st.failures)
+		}
+	}
+	return false, nil
+}
+
+// tryHealth tells the registration the health check's latest verdict.
+func (a *Announcer) tryHealth(ctx context.Context, st *runState) {
+	err := a.setHealthy(ctx, st.reg, st.desired)
+	switch {
+	case err == nil:
+		st.applied = st.desired.healthy
+		st.succeeded()
+		if st.desired.healthy {
+			a.set(StateAnnounced, nil)
+			a.log.Info("health check passes again; announced", "note", st.desired.note)
+		} else {
+			a.set(StateWithdrawn, errors.New(st.desired.note))
+			a.log.Warn("health check failing; instance withdrawn (Consul: marked critical)", "note", st.desired.note)
+		}
+	case ctx.Err() != nil:
+	default:
+		st.failed()
+		a.set(a.Status().State, err)
+		if st.warned.ok(err) {
+			a.log.Warn("cannot update the registration's health; retrying", "healthy", st.desired.healthy, "err", err.Error())
 		}
 	}
 }
