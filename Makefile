@@ -17,7 +17,7 @@ UNIT_PKGS = $(GO) list ./... | grep -v -E '/integration(/|$$)'
 
 # Version stamps (herald version): `git describe`, the commit, and the commit's date as the
 # build date, so that two builds of one commit are byte-identical (make release).
-VERSION ?= $(shell packaging/version.sh)
+VERSION ?= $(shell cmd/herald/packaging/version.sh)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 DATE ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
@@ -76,16 +76,16 @@ cross:
 # dist/: a reproducible static binary per platform in a tarball with README and LICENSE,
 # and SHA256SUMS.
 release:
-	GO=$(GO) packaging/release.sh
+	GO=$(GO) cmd/herald/packaging/release.sh
 
 # dist/herald_<version>_<arch>.deb (nfpm): binary, unit, /etc/herald, /etc/default/herald,
 # man page, completions, the herald user. DEB_ARCH=arm64 or armhf cross-builds.
 deb:
-	GO=$(GO) packaging/deb.sh
+	GO=$(GO) cmd/herald/packaging/deb.sh
 
-# herald's container image (packaging/Containerfile, FROM scratch), built with podman.
+# herald's container image (cmd/herald/packaging/Containerfile, FROM scratch), built with podman.
 image:
-	GO=$(GO) packaging/image.sh
+	GO=$(GO) cmd/herald/packaging/image.sh
 
 # The package installs, works and goes away (dpkg -i, herald version, man page,
 # systemd-analyze verify of its unit, dpkg -r, dpkg -P; as root, leaves nothing), and the
@@ -93,9 +93,9 @@ image:
 package-test:
 	@rm -f dist/herald_*.deb
 	@$(MAKE) --no-print-directory deb
-	packaging/test-deb.sh dist/herald_*_$(shell $(GO) env GOARCH).deb
-	IMAGE=herald-test:$(COMMIT) GO=$(GO) packaging/image.sh
-	code=0; packaging/test-image.sh herald-test:$(COMMIT) || code=$$?; \
+	cmd/herald/packaging/test-deb.sh dist/herald_*_$(shell $(GO) env GOARCH).deb
+	IMAGE=herald-test:$(COMMIT) GO=$(GO) cmd/herald/packaging/image.sh
+	code=0; cmd/herald/packaging/test-image.sh herald-test:$(COMMIT) || code=$$?; \
 	  podman rmi -f herald-test:$(COMMIT) >/dev/null; exit $$code
 
 integration:

@@ -10,7 +10,7 @@ import (
 	"text/template/parse"
 	"time"
 
-	"github.com/heraldhq/herald/internal/shell"
+	"github.com/heraldhq/herald/resources/internal/shell"
 )
 
 // DefaultCommandTimeout bounds check and reload commands that set no timeout: a hung

@@ -12,8 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/heraldhq/herald/internal/regfile"
 	"github.com/heraldhq/herald/template"
+	"github.com/heraldhq/herald/template/regfile"
 )
 
 // LoadFile reads and validates one resource file.

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/internal/regfile"
 	"github.com/heraldhq/herald/template"
+	"github.com/heraldhq/herald/template/regfile"
 )
 
 // Resource is one [template] table of a conf.d/*.toml file, validated and resolved.

@@ -10,7 +10,7 @@ import (
 	"text/template"
 	tparse "text/template/parse"
 
-	"github.com/heraldhq/herald/internal/regfile"
+	"github.com/heraldhq/herald/template/regfile"
 )
 
 // PartialsDir is where, below a confdir's templates/, the files whose definitions every

@@ -24,8 +24,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heraldhq/herald/internal/regfile"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/template/regfile"
 )
 
 // confdConfig holds confd's settings, by confd's flag names.

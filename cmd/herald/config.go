@@ -18,8 +18,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/internal/regfile"
 	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/template/regfile"
 )
 
 // Options are herald's global settings. Each comes from, in order of precedence: a flag,

@@ -16,7 +16,7 @@ import (
 	"sort"
 	"syscall"
 
-	"github.com/heraldhq/herald/internal/earlyhup"
+	"github.com/heraldhq/herald/cmd/herald/internal/earlyhup"
 )
 
 const usage = `herald keeps config files true to what a service registry knows.

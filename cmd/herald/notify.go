@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/internal/sdnotify"
+	"github.com/heraldhq/herald/cmd/herald/internal/sdnotify"
 	"github.com/heraldhq/herald/resources/announce"
 	"github.com/heraldhq/herald/resources/render"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald/backends"
-	"github.com/heraldhq/herald/internal/shell"
+	"github.com/heraldhq/herald/resources/internal/shell"
 )
 
 // Check is a local health check of the instance being announced. Check returns nil when

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make image: herald's container image (packaging/Containerfile) built with podman from a
+# make image: herald's container image (cmd/herald/packaging/Containerfile) built with podman from a
 # rootfs made here: a static, stamped herald, the build host's CA bundle (Debian's
 # ca-certificates), /etc/passwd and /etc/group with herald (65532), /etc/herald and /tmp.
 # FROM scratch: nothing is pulled. IMAGE names the result (default herald:<version>).
@@ -21,7 +21,7 @@ printf 'root:x:0:\nherald:x:65532:\n' >"$ctx/rootfs/etc/group"
 chmod 1777 "$ctx/rootfs/tmp"
 chmod 0755 "$ctx/rootfs/etc/herald" "$ctx/rootfs/etc/herald/conf.d" "$ctx/rootfs/etc/herald/templates"
 find "$ctx/rootfs" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-cp packaging/Containerfile "$ctx/"
+cp cmd/herald/packaging/Containerfile "$ctx/"
 podman build --network none --pull=never --timestamp "$SOURCE_DATE_EPOCH" \
   -f "$ctx/Containerfile" -t "$IMAGE" "$ctx" >&2
 rm -rf "$ctx"
