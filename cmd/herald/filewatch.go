@@ -32,43 +32,17 @@ func watchFiles(ctx context.Context, trees, files []string, hup <-chan os.Signal
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", slices.Concat(trees, files), err)
 	}
-	add := func(dir string) {
-		if err := w.Add(dir); err != nil {
-			log.Warn("cannot watch directory; edits there need SIGHUP", "dir", dir, "err", err)
-		}
+	fw := &fileWatch{w: w, log: log, watched: map[string]bool{}}
+	for _, t := range trees {
+		t = filepath.Clean(t)
+		fw.trees = append(fw.trees, t)
+		fw.add(filepath.Dir(t)) // only the tree's own name matters there: see relevant
 	}
-	addTree := func(root string) {
-		// Symlinked directories too, each once, as resources.Load reads them.
-		for _, p := range resources.Dirs(root) {
-			add(p)
-		}
-	}
-	addTrees := func() {
-		for _, t := range trees {
-			addTree(t)
-		}
-	}
-	for i, t := range trees {
-		trees[i] = filepath.Clean(t)
-		add(filepath.Dir(trees[i])) // only the tree's own name matters there: see relevant
-	}
-	addTrees()
-	watched := map[string]bool{}
+	fw.addTrees()
 	for _, f := range files {
 		f = filepath.Clean(f)
-		watched[f] = true
-		add(filepath.Dir(f))
-	}
-	relevant := func(name string) bool {
-		if watched[filepath.Clean(name)] {
-			return true
-		}
-		for _, t := range trees {
-			if rel, err := filepath.Rel(t, name); err == nil && filepath.IsLocal(rel) {
-				return true
-			}
-		}
-		return false
+		fw.watched[f] = true
+		fw.add(filepath.Dir(f))
 	}
 	stopHup := func() {}
 	if hup == nil { // run in-process (tests): no handler from main
@@ -80,38 +54,7 @@ func watchFiles(ctx context.Context, trees, files []string, hup <-chan os.Signal
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var debounce <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				addTrees()
-				reload(ctx, "SIGHUP")
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if !relevant(ev.Name) {
-					continue
-				}
-				if ev.Has(fsnotify.Create) {
-					if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-						addTree(ev.Name)
-					}
-				}
-				debounce = time.After(200 * time.Millisecond)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("file watch error", "err", err)
-			case <-debounce:
-				debounce = nil
-				addTrees()
-				reload(ctx, "file change")
-			}
-		}
+		fw.loop(ctx, hup, reload)
 	}()
 	return func() {
 		cancel()
@@ -119,4 +62,84 @@ func watchFiles(ctx context.Context, trees, files []string, hup <-chan os.Signal
 		w.Close()
 		<-done
 	}, nil
+}
+
+// fileWatch follows the directories of herald's own configuration: the resource trees
+// (recursively) and single files (through their directory).
+type fileWatch struct {
+	w       *fsnotify.Watcher
+	log     *slog.Logger
+	trees   []string        // cleaned
+	watched map[string]bool // single files, cleaned
+}
+
+func (fw *fileWatch) add(dir string) {
+	if err := fw.w.Add(dir); err != nil {
+		fw.log.Warn("cannot watch directory; edits there need SIGHUP", "dir", dir, "err", err)
+	}
+}
+
+// addTree watches root and every directory below it, symlinked ones too, each once, as
+// resources.Load reads them.
+func (fw *fileWatch) addTree(root string) {
+	for _, p := range resources.Dirs(root) {
+		fw.add(p)
+	}
+}
+
+func (fw *fileWatch) addTrees() {
+	for _, t := range fw.trees {
+		fw.addTree(t)
+	}
+}
+
+// relevant reports whether an event on name concerns herald's configuration (a
+// directory watched for one file reports its neighbours too).
+func (fw *fileWatch) relevant(name string) bool {
+	if fw.watched[filepath.Clean(name)] {
+		return true
+	}
+	for _, t := range fw.trees {
+		if rel, err := filepath.Rel(t, name); err == nil && filepath.IsLocal(rel) {
+			return true
+		}
+	}
+	return false
+}
+
+// loop calls reload on SIGHUP, and 200 ms after the last of a burst of relevant file
+// events (an editor's save is several), until ctx ends.
+func (fw *fileWatch) loop(ctx context.Context, hup <-chan os.Signal, reload func(ctx context.Context, why string)) {
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			fw.addTrees()
+			reload(ctx, "SIGHUP")
+		case ev, ok := <-fw.w.Events:
+			if !ok {
+				return
+			}
+			if !fw.relevant(ev.Name) {
+				continue
+			}
+			if ev.Has(fsnotify.Create) {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					fw.addTree(ev.Name)
+				}
+			}
+			debounce = time.After(200 * time.Millisecond)
+		case err, ok := <-fw.w.Errors:
+			if !ok {
+				return
+			}
+			fw.log.Warn("file watch error", "err", err)
+		case <-debounce:
+			debounce = nil
+			fw.addTrees()
+			reload(ctx, "file change")
+		}
+	}
 }
