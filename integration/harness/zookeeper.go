@@ -56,6 +56,40 @@ func StartZooKeeperEnsemble(t testing.TB, n int) *ZooKeeper {
 	return startZooKeeper(t, n, nil)
 }
 
+// zooKeeperConfig is one member's zoo.cfg lines, without the ensemble's; with certs it
+// also opens a TLS port, recorded in z.SecureServers.
+func zooKeeperConfig(t testing.TB, dataDir string, clientPort int, certs *Certs, keyStore string, z *ZooKeeper) []string {
+	cfg := []string{
+		"tickTime=" + strconv.Itoa(zkTickMS),
+		"initLimit=20",
+		"syncLimit=10",
+		"maxSessionTimeout=60000",
+		"dataDir=" + dataDir,
+		"clientPort=" + strconv.Itoa(clientPort),
+		"clientPortAddress=127.0.0.1",
+		"admin.enableServer=false",
+		"4lw.commands.whitelist=ruok,srvr,mntr,stat,conf,cons",
+		// Test data need not survive a power cut; a killed JVM loses nothing.
+		"forceSync=no",
+		"maxClientCnxns=0",
+	}
+	if certs != nil {
+		port := FreePort(t)
+		z.SecureServers = append(z.SecureServers, "127.0.0.1:"+strconv.Itoa(port))
+		cfg = append(cfg,
+			"secureClientPort="+strconv.Itoa(port),
+			"secureClientPortAddress=127.0.0.1",
+			"serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+			"ssl.keyStore.location="+keyStore,
+			"ssl.keyStore.type=PEM",
+			"ssl.trustStore.location="+certs.CAFile,
+			"ssl.trustStore.type=PEM",
+			"ssl.clientAuth=need",
+		)
+	}
+	return cfg
+}
+
 func startZooKeeper(t testing.TB, n int, certs *Certs) *ZooKeeper {
 	t.Helper()
 	java := Binary(t, "java")
@@ -88,34 +122,7 @@ func startZooKeeper(t testing.TB, n int, certs *Certs) *ZooKeeper {
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			t.Fatalf("harness: zookeeper: %v", err)
 		}
-		cfg := []string{
-			"tickTime=" + strconv.Itoa(zkTickMS),
-			"initLimit=20",
-			"syncLimit=10",
-			"maxSessionTimeout=60000",
-			"dataDir=" + dataDir,
-			"clientPort=" + strconv.Itoa(clientPorts[i]),
-			"clientPortAddress=127.0.0.1",
-			"admin.enableServer=false",
-			"4lw.commands.whitelist=ruok,srvr,mntr,stat,conf,cons",
-			// Test data need not survive a power cut; a killed JVM loses nothing.
-			"forceSync=no",
-			"maxClientCnxns=0",
-		}
-		if certs != nil {
-			port := FreePort(t)
-			z.SecureServers = append(z.SecureServers, "127.0.0.1:"+strconv.Itoa(port))
-			cfg = append(cfg,
-				"secureClientPort="+strconv.Itoa(port),
-				"secureClientPortAddress=127.0.0.1",
-				"serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
-				"ssl.keyStore.location="+keyStore,
-				"ssl.keyStore.type=PEM",
-				"ssl.trustStore.location="+certs.CAFile,
-				"ssl.trustStore.type=PEM",
-				"ssl.clientAuth=need",
-			)
-		}
+		cfg := zooKeeperConfig(t, dataDir, clientPorts[i], certs, keyStore, z)
 		if n > 1 {
 			cfg = append(cfg, "standaloneEnabled=false", "reconfigEnabled=false")
 			cfg = append(cfg, serverLines...)
