@@ -279,20 +279,23 @@ func (c Config) Root() string {
 	return CleanKey(c.ServicesRoot)
 }
 
-// Layout returns the services layout: ServicesLayout, a relative one under ServicesRoot.
+// Layout returns the services layout: ServicesLayout (one pattern or several,
+// comma-separated), each relative one under ServicesRoot.
 func (c Config) Layout() (Layout, error) {
 	root := c.ServicesRoot
 	if root == "" {
 		root = "/services"
 	}
-	spec := c.ServicesLayout
-	switch {
-	case spec == "":
-		spec = root
-	case !strings.HasPrefix(spec, "/"):
-		spec = strings.TrimSuffix(CleanKey(root), "/") + "/" + spec
+	if strings.TrimSpace(c.ServicesLayout) == "" {
+		return ParseLayout(root)
 	}
-	return ParseLayout(spec)
+	parts := strings.Split(c.ServicesLayout, ",")
+	for i, part := range parts {
+		if part = strings.TrimSpace(part); !strings.HasPrefix(part, "/") {
+			parts[i] = strings.TrimSuffix(CleanKey(root), "/") + "/" + part
+		}
+	}
+	return ParseLayout(strings.Join(parts, ","))
 }
 
 // ErrNotFound is returned for a missing key or service where a caller needs to tell.

@@ -103,6 +103,10 @@ func TestParseLayout(t *testing.T) {
 		{spec: "/s/{name}/{dc}/{dc}/{id}", err: "more than one {dc}"},
 		{spec: "/s/{nom}/{id}", err: `unknown level "{nom}"`},
 		{spec: "/s/{name}//{id}", err: "empty, . or .. level"},
+		// Several patterns: each read as above, in order.
+		{spec: "/registry/{name}/{id},{name}/{dc}/{id}", want: "/registry/{name}/{id},/services/{name}/{dc}/{id}"},
+		{spec: "/a/{name}/{id}, /b", want: "/a/{name}/{id},/b/{name}/{id}"},
+		{spec: "/a/{name}/{id},/b/{name}", err: "exactly one {name} and one {id}"},
 	}
 	for _, tt := range tests {
 		l, err := ParseLayout(tt.spec)
@@ -174,6 +178,55 @@ func TestServicesUnderLayoutWithDC(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "3 levels below /services, the layout has 2") {
 		t.Errorf("warning does not explain the layout: %s", logs.String())
+	}
+}
+
+// Two registrants with different roots and depths in one registry, read with one
+// layout of two patterns: each key by the first pattern it fits, the reads under the
+// patterns' common ancestor, and a key that fits neither reported with both.
+func TestServicesUnderSeveralRoots(t *testing.T) {
+	kvs := map[string]string{
+		"/registry/web/u1":                    "10.0.0.1:80",
+		"/registry/web/u2":                    `{"address":"10.0.0.2","port":80}`,
+		"/services/service_a/datacenter_x/u3": `{"hostname":"10.0.0.3","port":"3000"}`,
+		"/services/web/datacenter_y/u4":       `{"hostname":"10.0.0.4","port":"3000"}`,
+		"/services/service_a/datacenter_x":    "", // a directory node (ZooKeeper)
+		"/registry/web/u5/extra":              "10.0.0.5:80",
+		"/elsewhere/web/u6":                   "10.0.0.6:80", // under no pattern's root: not service data
+	}
+	var reported []string
+	var logs bytes.Buffer
+	cfg := Config{ServicesLayout: "/registry/{name}/{id},{name}/{dc}/{id}", OnMalformed: func(k string, _ error) { reported = append(reported, k) }}
+	l, err := cfg.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Root() != "/" || !l.HasDC() {
+		t.Errorf("Root() = %q, HasDC() = %v; want the common ancestor / and true", l.Root(), l.HasDC())
+	}
+	if p, _ := l.ServicePrefix("web"); p != "/" {
+		t.Errorf("ServicePrefix(web) = %q, want /", p)
+	}
+	got := ServicesUnder(cfg, kvs, slog.New(slog.NewTextHandler(&logs, nil)))
+	var web []string
+	for _, s := range got["web"] {
+		web = append(web, s.Datacenter+"/"+s.HostPort())
+	}
+	if want := []string{"/10.0.0.1:80", "/10.0.0.2:80", "datacenter_y/10.0.0.4:3000"}; !reflect.DeepEqual(web, want) {
+		t.Errorf("web = %v, want %v (both roots)", web, want)
+	}
+	if len(got["service_a"]) != 1 || got["service_a"][0].Datacenter != "datacenter_x" {
+		t.Errorf("service_a = %v, want the one instance in datacenter_x", got["service_a"])
+	}
+	if want := []string{"/registry/web/u5/extra"}; !reflect.DeepEqual(reported, want) {
+		t.Errorf("reported %v, want %v", reported, want)
+	}
+	if !strings.Contains(logs.String(), "/registry/<name>/<id>") || !strings.Contains(logs.String(), "3 levels below /registry, the layout has 2") {
+		t.Errorf("warning does not name the pattern and why: %s", logs.String())
+	}
+	// herald registers with the first pattern.
+	if k, err := l.InstanceKey("web", "", "u9"); err != nil || k != "/registry/web/u9" {
+		t.Errorf("InstanceKey = %q, %v; want /registry/web/u9", k, err)
 	}
 }
 

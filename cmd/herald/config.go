@@ -128,7 +128,7 @@ func (o *Options) table() []option {
 		{name: "tls-key", credential: true, aliases: []string{"client-key"}, usage: "client key", bind: str(&o.TLSKey, "")},
 		{name: "tls-server-name", usage: "server name to verify, when it differs from the host dialled", bind: str(&o.TLSServerName, "")},
 		{name: "services-root", usage: "where etcd and ZooKeeper keep service instances", bind: str(&o.ServicesRoot, "/services")},
-		{name: "services-layout", usage: "what the levels under --services-root mean, e.g. {name}/{dc}/{id} or /services/{name}/{dc}/{id} (default {name}/{id})", bind: str(&o.ServicesLayout, "")},
+		{name: "services-layout", usage: "what the levels under --services-root mean, e.g. {name}/{dc}/{id} or /services/{name}/{dc}/{id}; several patterns comma-separated (default {name}/{id})", bind: str(&o.ServicesLayout, "")},
 		{name: "session-timeout", usage: "ZooKeeper session timeout", bind: dur(&o.SessionTimeout, 10*time.Second)},
 		{name: "consul-wait", usage: "Consul blocking query wait", bind: dur(&o.ConsulWait, 5*time.Minute)},
 		{name: "interval", usage: "watch: also re-read everything this often (0: only watch)", bind: dur(&o.Interval, 0)},

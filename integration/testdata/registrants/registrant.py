@@ -15,13 +15,15 @@ import uuid
 
 kind, server, name, host, port = sys.argv[1:6]
 port = int(port)
+# Where the instance goes; registrants that share a registry often use different roots.
+root = os.environ.get("REGISTRANT_ROOT", "/services")
 
 
 def kazoo_register():
     from kazoo.client import KazooClient
     zk = KazooClient(hosts=server, timeout=4.0)
     zk.start(timeout=15)
-    path = "/services/%s/%s:%d" % (name, host, port)
+    path = "%s/%s/%s:%d" % (root, name, host, port)
     zk.create(path, json.dumps({"pid": os.getpid()}).encode(), ephemeral=True, makepath=True)
     return lambda: None
 
@@ -31,7 +33,7 @@ def etcd3_register():
     h, p = server.split(":")
     client = etcd3.client(host=h, port=int(p))
     lease = client.lease(2)
-    client.put("/services/%s/%s" % (name, uuid.uuid4()), "%s:%d" % (host, port), lease=lease)
+    client.put("%s/%s/%s" % (root, name, uuid.uuid4()), "%s:%d" % (host, port), lease=lease)
     return lease.refresh
 
 
