@@ -485,6 +485,9 @@ func TestExecSkipsOversizedValuesAndKeepsTheChild(t *testing.T) {
 	if next.Env["version"] != "v3" {
 		t.Fatalf("child sees version=%q, want v3", next.Env["version"])
 	}
+	// herald logs the start just after the child is running: wait for the log line, then
+	// count (a fourth start would need a change that never comes).
+	waitFor(t, p, "the third start's log line", func() bool { return strings.Count(p.Output(), "child started") >= 3 })
 	if strings.Count(p.Output(), "child started") != 3 {
 		t.Errorf("want 3 child starts (v0, v1, v3):\n%s", p.Output())
 	}
