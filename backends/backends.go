@@ -291,7 +291,7 @@ func (c Config) Layout() (Layout, error) {
 	}
 	parts := strings.Split(c.ServicesLayout, ",")
 	for i, part := range parts {
-		if part = strings.TrimSpace(part); !strings.HasPrefix(part, "/") {
+		if part = strings.TrimSpace(part); part != "" && !strings.HasPrefix(part, "/") {
 			parts[i] = strings.TrimSuffix(CleanKey(root), "/") + "/" + part
 		}
 	}

@@ -37,7 +37,12 @@ const DefaultLayout = "/services/{name}/{id}"
 // taken under /services.
 func ParseLayout(spec string) (Layout, error) {
 	var l Layout
-	for _, part := range strings.Split(spec, ",") {
+	parts := strings.Split(spec, ",")
+	for _, part := range parts {
+		if len(parts) > 1 && strings.TrimSpace(part) == "" {
+			// "" alone is the root /, but a stray comma must not add it to a list.
+			return Layout{}, fmt.Errorf("services layout %q: empty pattern in the list", spec)
+		}
 		p, err := parsePattern(part)
 		if err != nil {
 			if strings.Contains(spec, ",") {

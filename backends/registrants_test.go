@@ -107,6 +107,7 @@ func TestParseLayout(t *testing.T) {
 		{spec: "/registry/{name}/{id},{name}/{dc}/{id}", want: "/registry/{name}/{id},/services/{name}/{dc}/{id}"},
 		{spec: "/a/{name}/{id}, /b", want: "/a/{name}/{id},/b/{name}/{id}"},
 		{spec: "/a/{name}/{id},/b/{name}", err: "exactly one {name} and one {id}"},
+		{spec: "/a/{name}/{id},", err: "empty pattern in the list"},
 	}
 	for _, tt := range tests {
 		l, err := ParseLayout(tt.spec)
@@ -217,6 +218,9 @@ func TestServicesUnderSeveralRoots(t *testing.T) {
 	}
 	if len(got["service_a"]) != 1 || got["service_a"][0].Datacenter != "datacenter_x" {
 		t.Errorf("service_a = %v, want the one instance in datacenter_x", got["service_a"])
+	}
+	if _, err := (Config{ServicesLayout: "{name}/{id},"}).Layout(); err == nil || !strings.Contains(err.Error(), "empty pattern") {
+		t.Errorf("a trailing comma: %v, want an empty-pattern error", err)
 	}
 	if want := []string{"/registry/web/u5/extra"}; !reflect.DeepEqual(reported, want) {
 		t.Errorf("reported %v, want %v", reported, want)
