@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/template/regfile"
 )
@@ -377,7 +378,16 @@ func (c *confdConfig) backendURL(ctx context.Context, lookupSRV func(context.Con
 			nodes = strings.Split(c.etcdctlPeers, ",")
 		}
 	}
-	return nodesURL(kind, c.scheme, nodes)
+	u, err := nodesURL(kind, c.scheme, nodes)
+	if err != nil {
+		return "", err
+	}
+	// Whatever nodesURL lets through must be a URL herald itself accepts, or the user
+	// would meet the error later and in herald's terms instead of confd's -node.
+	if _, err := backends.ParseURL(u); err != nil {
+		return "", fmt.Errorf("-node: %w", err)
+	}
+	return u, nil
 }
 
 var schemeRe = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]*)://`)

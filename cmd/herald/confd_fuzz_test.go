@@ -20,7 +20,7 @@ func FuzzConfdConfigFile(f *testing.F) {
 		"backend = \"consul\"\nscheme = \"https\"\nnodes = \"c:8500\"\nbasic_auth = true\nusername = \"u\"\npassword = \"p\"\nauth_token = \"t\"\n",
 		"[confd]\nconfdir = \"/etc/confd\"\netcd_nodes = [\"http://127.0.0.1:4001\"]\n",
 		"backend = \"zookeeper\"\nnodes = [1, 2.5, true]\nsrv_domain = \"\"\nsync-only = true\nkeep_stage_file = true\nclient_cakeys = \"ca\"\n",
-		"interval = \"x\"\n", "nodes = [[1]]\n", "backend = \"vault\"\ntable = \"t\"\n", "a = {b = 1}\n",
+		"interval = \"x\"\n", "nodes = [[1]]\n", "backend = \"vault\"\ntable = \"t\"\n", "a = {b = 1}\n", "nodes = [\"X::\"]\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -148,6 +148,7 @@ func TestConfdRefusesWhatHeraldCannotDo(t *testing.T) {
 		{[]string{"-scheme", "ftp"}, `-scheme "ftp": want http or https`},
 		{[]string{"-node", "http://a:2379", "-node", "https://b:2379"}, "some nodes are http and some https"},
 		{[]string{"-node", "ftp://a:2379"}, `-node "a:2379": want host:port`},
+		{[]string{"-node", "X::"}, `-node: backend etcd://X::: bad host "X::"`},
 		{[]string{"-config-file", "/nonexistent/confd.toml"}, "-config-file /nonexistent/confd.toml: stat /nonexistent/confd.toml: no such file"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
