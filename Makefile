@@ -53,11 +53,11 @@ build:
 # check_cmd runs the real haproxy -c / nginx -t, so those are installed first if missing.
 demo: build
 	@command -v haproxy >/dev/null && command -v nginx >/dev/null || integration/scripts/provision.sh --packages haproxy nginx
-	@for ex in haproxy nginx; do \
+	@for ex in haproxy nginx nginx-vhosts; do \
 	  echo "== bin/herald render --confdir examples/$$ex --backend file://examples/$$ex/data.yaml"; \
 	  bin/herald render --confdir examples/$$ex --backend file://examples/$$ex/data.yaml; \
 	done
-	@echo "== rendered:"; ls -l examples/haproxy/out/haproxy.cfg examples/nginx/out/nginx.conf
+	@echo "== rendered:"; ls -l examples/haproxy/out/haproxy.cfg examples/nginx/out/nginx.conf examples/nginx-vhosts/out/nginx.conf examples/nginx-vhosts/out/sites/*.conf
 
 unit:
 	$(GO) vet ./...

@@ -72,11 +72,15 @@ func (g Guard) Check(written, counts map[string]int) string {
 		if !ok || n >= o {
 			continue
 		}
+		what, unit := "service "+id, "instance"
+		if spec, ok := strings.CutPrefix(id, "each "); ok { // a fan-out resource's list
+			what, unit = fmt.Sprintf("the list of each = %q", spec), "item"
+		}
 		if n < g.MinInstances {
-			return fmt.Sprintf("service %s fell from %d to %d instance(s), below min_instances %d", id, o, n, g.MinInstances)
+			return fmt.Sprintf("%s fell from %d to %d %s(s), below min_instances %d", what, o, n, unit, g.MinInstances)
 		}
 		if float64(o-n) > g.MaxDrop*float64(o) {
-			return fmt.Sprintf("service %s fell from %d to %d instances, more than max_drop %g%%", id, o, n, g.MaxDrop*100)
+			return fmt.Sprintf("%s fell from %d to %d %ss, more than max_drop %g%%", what, o, n, unit, g.MaxDrop*100)
 		}
 	}
 	return ""

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -40,7 +41,11 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 	l.t = fr.Template
 	l.r = l.resource()
 	l.src()
-	l.dest()
+	if fr.Template.Each != "" {
+		l.each()
+	} else {
+		l.dest()
+	}
 	l.keysAndMode()
 	l.owner()
 	l.timing()
@@ -163,6 +168,40 @@ func (l *fileLoader) dest() {
 		// A FIFO or a device: reading it to compare would block or never end, and the
 		// rename would replace it.
 		l.fail("dest", "dest "+r.Dest+" is not a regular file", nil)
+	}
+}
+
+// each reads a fan-out resource's list and its dest, a template over the item. Its
+// check_cmd and reload_cmd are not: an item comes from the registry, and no registry
+// value reaches a shell; {{.dest}} gives them the item's file, shell-quoted.
+func (l *fileLoader) each() {
+	t, r := l.t, l.r
+	e, err := template.ParseEach(t.Each)
+	if err != nil {
+		l.fail("each", "bad each", err)
+		return
+	}
+	r.Each = e
+	if t.Dest == "" {
+		l.fail("template", "dest is required", nil)
+		return
+	}
+	dest := t.Dest
+	if !filepath.IsAbs(dest) {
+		dest = filepath.Join(l.opts.ConfDir, dest)
+	}
+	if !strings.Contains(dest, "{{") {
+		l.fail("dest", fmt.Sprintf("dest %q names no item: with each, dest is a template over the item, e.g. \"/etc/nginx/sites/{{.Name}}.conf\"", t.Dest), nil)
+		return
+	}
+	f, err := template.ParseField("dest", dest)
+	if err != nil {
+		l.fail("dest", "bad dest template", err)
+		return
+	}
+	r.Dest, r.DestField = dest, f
+	if t.Backup {
+		l.fail("backup", "backup is not supported with each: the files come and go with the list", nil)
 	}
 }
 

@@ -54,6 +54,14 @@ type Resource struct {
 
 	Template *template.Template
 
+	// Each makes a fan-out resource: one file per item of the list it names, at
+	// DestField rendered for the item (Dest holds the field as written). Its files are
+	// resources of their own (Item set, Parent naming this one), made by the runner.
+	Each      *template.Each
+	DestField *template.Field
+	Item      any    // a fan-out file's item: its template's dot
+	Parent    string // a fan-out file's resource name ("" for others)
+
 	// Warnings are problems confd ignores and so herald does too, e.g. an owner name
 	// this system does not know (each an *Error naming the file and line).
 	Warnings []error
@@ -131,6 +139,7 @@ type fileResource struct {
 
 // fileTemplate is the [template] table.
 type fileTemplate struct {
+	Each      string   `toml:"each"`
 	Src       string   `toml:"src"`
 	Dest      string   `toml:"dest"`
 	Keys      []string `toml:"keys"`

@@ -130,6 +130,14 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 			[]string{"bad.toml:1:", "dest is required"}},
 		{"bad check_cmd", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\ncheck_cmd = \"x {{.src\"\n",
 			[]string{"bad.toml:4:", "check_cmd"}},
+		{"each: unknown list", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/{{.}}\"\neach = \"nodes\"\n",
+			[]string{"bad.toml:4:", `each "nodes": unknown list "nodes"`}},
+		{"each: dest names no item", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/x\"\neach = \"services\"\n",
+			[]string{"bad.toml:3:", `dest "/tmp/x" names no item`}},
+		{"each: bad dest template", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/{{.Name\"\neach = \"services\"\n",
+			[]string{"bad.toml:3:", "bad dest template"}},
+		{"each: backup", "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/{{.Name}}\"\neach = \"services\"\nbackup = true\n",
+			[]string{"bad.toml:5:", "backup is not supported with each"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -30,3 +30,8 @@ func ownerOf(fs.FileInfo) (uid, gid int, ok bool) { return 0, 0, false }
 func idOf(fs.FileInfo) (fileID, bool) { return fileID{}, false }
 
 func (stageFile) Chown(int, int) error { return errNoAtomicReplace }
+
+// WriteFileAtomic is refused here, as every write is (errNoAtomicReplace).
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return errNoAtomicReplace
+}

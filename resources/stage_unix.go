@@ -38,3 +38,9 @@ func idOf(fi fs.FileInfo) (fileID, bool) {
 	}
 	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
 }
+
+// WriteFileAtomic replaces path with data in one rename, fsynced: for herald's own
+// small files (a fan-out resource's record).
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return renameio.WriteFile(path, data, perm)
+}

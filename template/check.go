@@ -13,8 +13,12 @@ import (
 // depends on the data, so it is not reported; the check stops there, since
 // text/template cannot run past it. Paths the empty store does not take (a range over
 // no keys, an if exists) are not checked.
-func (t *Template) Check() error {
-	_, _, err := t.Execute(MapSource{}, Options{missingIsEmpty: true})
+func (t *Template) Check() error { return t.CheckItem(nil) }
+
+// CheckItem is Check for a fan-out resource's template, whose dot is an item (see
+// Each.Sample).
+func (t *Template) CheckItem(item any) error {
+	_, _, err := t.Execute(MapSource{}, Options{missingIsEmpty: true, Data: item})
 	if err == nil || dataDependent(err) {
 		return nil
 	}

@@ -33,6 +33,10 @@ type Options struct {
 	// error, so that Check runs past it.
 	missingIsEmpty bool
 
+	// Data is the template's dot: nil for confd's resources ({{.}} is "<no value>"), a
+	// fan-out item for the files of an `each` resource.
+	Data any
+
 	// Context, when set, stops the render once it ends: the execution fails with its
 	// cause at the next output, store read or list-making function (see bound.go).
 	Context context.Context
@@ -140,7 +144,7 @@ func (t *Template) Execute(src Source, opts Options) ([]byte, *Reads, error) {
 	inst.st.begin(src, opts)
 	var buf bytes.Buffer
 	buf.Grow(int(t.lastSize.Load()))
-	err := inst.tmpl.Execute(outWriter{&buf, inst.st}, nil) // confd passes no data: {{.}} is "<no value>"
+	err := inst.tmpl.Execute(outWriter{&buf, inst.st}, opts.Data)
 	reads := inst.st.end()
 	if err != nil {
 		return nil, reads, fmt.Errorf("render %s: %w", t.label(), err)

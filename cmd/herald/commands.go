@@ -75,7 +75,11 @@ func cmdCheck(_ context.Context, e env, o *Options, args []string) error {
 	// data. Reported together with the broken files, so one pass fixes everything.
 	errs := []error{loadErr}
 	for _, r := range rs {
-		if err := r.Template.Check(); err != nil {
+		var item any
+		if r.Each != nil {
+			item = r.Each.Sample()
+		}
+		if err := r.Template.CheckItem(item); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.File, err))
 		}
 	}

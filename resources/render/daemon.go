@@ -15,7 +15,9 @@ import (
 // outcome is a render's: what its sync did, or how long the guard holds it back.
 type outcome struct {
 	resources.Outcome
-	heldFor time.Duration // render again after this long
+	heldFor  time.Duration         // render again after this long
+	children []*resources.Resource // a fan-out resource's files, one per item
+	sum      string                // a fan-out file's: the SHA-256 of what it wrote
 }
 
 type result struct {
@@ -93,6 +95,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-c
 				d.burstOver()
 			}
 		case set := <-updates:
+			d.flushRecords() // a replaced fan-out resource's successor reads it
 			rn.replace(set, d.add)
 			rn.pruneWatches()
 		case <-beats:
@@ -122,6 +125,9 @@ func (d *daemon) start(rs []*resources.Resource) {
 // add starts running a resource (new, or a new version of one).
 func (d *daemon) add(r *resources.Resource, why string) {
 	st := &state{r: r, why: why, retry: engine.RetryBackoff()}
+	if r.Each != nil {
+		d.rn.newFanout(st)
+	}
 	d.rn.mu.Lock()
 	d.rn.states[r.Name] = st
 	d.rn.mu.Unlock()
@@ -217,9 +223,30 @@ func (d *daemon) events(ev backends.Event) {
 	}
 	changes := rn.Cache.ApplyAll(evs)
 	rn.Metrics.cacheKeys(rn.Cache.Len())
+	touched := map[*state]string{}
 	for _, st := range rn.snapshotStates() {
 		if why := rn.touched(st, changes); why != "" {
-			d.changed(st, why)
+			touched[st] = why
+		}
+	}
+	for st, why := range touched {
+		if _, relisting := touched[st.parent]; st.parent != nil && relisting {
+			// Its item may be gone with this change: render after the new list, not
+			// into a missing key. afterList.
+			st.afterList = why
+			continue
+		}
+		d.changed(st, why)
+	}
+}
+
+// afterList renders the files of a fan-out resource that waited for its new list.
+func (d *daemon) afterList(p *state) {
+	for _, c := range p.fan.children {
+		if c.afterList != "" {
+			why := c.afterList
+			c.afterList = ""
+			d.changed(c, why)
 		}
 	}
 }
@@ -244,6 +271,9 @@ func (d *daemon) finished(res result) {
 	st := res.st
 	st.rendering = false
 	d.collect(res.o)
+	if st.parent != nil {
+		d.childDone(st, res.o)
+	}
 	switch {
 	case !d.rn.current(st):
 	case st.again:
@@ -261,7 +291,12 @@ func (d *daemon) finished(res result) {
 			// is still there when the hold is over.
 			st.why = "hold over for a shrunken service list"
 			d.schedule(st, res.o.heldFor)
+		} else if st.fan != nil {
+			d.fanout(st, res.o.children)
 		}
+	}
+	if st.fan != nil && res.o.heldFor == 0 && d.rn.current(st) {
+		d.afterList(st)
 	}
 	if d.inflight == 0 {
 		if left := d.quiescing(); left > 0 && d.ctx.Err() == nil {
@@ -287,6 +322,7 @@ func (d *daemon) burstOver() {
 	}
 	resources.SyncDirs(d.dirs)
 	d.dirs = d.dirs[:0]
+	d.flushRecords()
 	for _, cmd := range d.pending {
 		d.rl.request(d.workCtx, cmd, d.rn.reloadTimeoutFor(cmd))
 	}
@@ -305,6 +341,9 @@ func (d *daemon) finish() {
 		res := <-d.done
 		d.inflight--
 		d.collect(res.o)
+		if res.st.parent != nil {
+			d.childDone(res.st, res.o)
+		}
 	}
 	d.burstOver()
 	d.rl.wait()

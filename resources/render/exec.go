@@ -39,10 +39,10 @@ func (rn *Runner) renderTimeout(r *resources.Resource) time.Duration {
 // return even so, it is abandoned: its view of the cache goes dark (the cache's writers
 // go on), its CPU slot is freed, this returns an error naming the timeout, and the
 // resource renders no more until that execution has ended.
-func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options) ([]byte, *template.Reads, error) {
+func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options) (execResult, error) {
 	r := st.r
 	if st.running.Load() {
-		return nil, nil, abandonedError{fmt.Errorf("render %s: its previous execution, past its render timeout, is still running", r.Src)}
+		return execResult{}, abandonedError{fmt.Errorf("render %s: its previous execution, past its render timeout, is still running", r.Src)}
 	}
 	timeout := rn.renderTimeout(r)
 	cause := fmt.Errorf("took longer than render_timeout %s", timeout)
@@ -53,26 +53,26 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 	select {
 	case rn.renders <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}
+		return execResult{}, abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}
 	}
 	defer func() { <-rn.renders }()
-	type result struct {
-		out   []byte
-		reads *template.Reads
-		err   error
-	}
-	done := make(chan result, 1)
+	done := make(chan execResult, 1)
 	view, release := rn.Cache.Acquire()
 	defer release()
 	st.running.Store(true)
 	rn.execs.submit(func() {
-		out, reads, err := r.Template.Execute(view, opts)
+		var res execResult
+		if r.Each != nil {
+			res.items, res.reads, res.err = r.Each.List(view, opts)
+		} else {
+			res.out, res.reads, res.err = r.Template.Execute(view, opts)
+		}
 		st.running.Store(false) // before done: the next render must not see it set
-		done <- result{out, reads, err}
+		done <- res
 	})
 	select {
 	case res := <-done:
-		return res.out, res.reads, res.err
+		return res, res.err
 	case <-ctx.Done():
 	}
 	// Its own checks usually end it at once: wait a moment for that (on a busy
@@ -82,12 +82,20 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 	select {
 	case res := <-done:
 		if res.err != nil {
-			return nil, nil, abandonedError{res.err}
+			return execResult{}, abandonedError{res.err}
 		}
-		return res.out, res.reads, nil
+		return res, nil
 	case <-grace.C:
 	}
 	rn.log().Error("render abandoned: the template ignores its timeout and keeps a CPU busy until it ends",
 		"resource", r.Name, "timeout", timeout)
-	return nil, nil, abandonedError{fmt.Errorf("render %s: abandoned, as it does not stop by itself: %w", r.Src, context.Cause(ctx))}
+	return execResult{}, abandonedError{fmt.Errorf("render %s: abandoned, as it does not stop by itself: %w", r.Src, context.Cause(ctx))}
+}
+
+// execResult is one execution's: the output, or a fan-out resource's items.
+type execResult struct {
+	out   []byte
+	items []template.Item
+	reads *template.Reads
+	err   error
 }

@@ -16,6 +16,7 @@ type Metrics struct {
 	lastSuccess    *prometheus.GaugeVec
 	keys           prometheus.Gauge
 	heldRenders    *prometheus.CounterVec
+	removedFiles   *prometheus.CounterVec
 }
 
 // NewMetrics registers the runner's series with reg.
@@ -47,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		heldRenders: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_renders_held_total", Help: "Renders held back by the empty-drop guard (a service list shrank too far at once), by resource; counted once per hold.",
 		}, []string{"resource"}),
+		removedFiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_fanout_files_removed_total", Help: "Files of a fan-out resource (each) removed because their item left the list, by resource.",
+		}, []string{"resource"}),
 	}
-	reg.MustRegister(m.renders, m.renderDuration, m.checkFailures, m.reloads, m.reloadDuration, m.lastSuccess, m.keys, m.heldRenders)
+	reg.MustRegister(m.renders, m.renderDuration, m.checkFailures, m.reloads, m.reloadDuration, m.lastSuccess, m.keys, m.heldRenders, m.removedFiles)
 	return m
 }
 
@@ -93,5 +97,11 @@ func (m *Metrics) cacheKeys(n int) {
 func (m *Metrics) held(resource string) {
 	if m != nil {
 		m.heldRenders.WithLabelValues(resource).Inc()
+	}
+}
+
+func (m *Metrics) removed(resource string) {
+	if m != nil {
+		m.removedFiles.WithLabelValues(resource).Inc()
 	}
 }

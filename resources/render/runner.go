@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -75,6 +76,13 @@ type state struct {
 	burst     engine.Burst // changes waiting for quiescence
 	timer     *time.Timer
 	retry     backends.Backoff // of a render that failed for a passing cause
+
+	// fan-out (fanout.go), owned by the watch loop
+	fan    *fanout // a fan-out resource's files and record
+	parent *state  // a fan-out file's resource
+	// afterList: what changed for a fan-out file while its resource lists again; it
+	// renders after the new list (its item may be gone).
+	afterList string
 
 	// running is set while an execution that outlived its render timeout still runs:
 	// the next render fails at once rather than pile up another one.
@@ -201,6 +209,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 	if err := rn.ensure(readCtx, declared, false); err != nil {
 		return err
 	}
+	rs, fans, errs := rn.expandOnce(ctx, readCtx, rs)
 	// Resources render in parallel (their fsyncs overlap); results are then taken in
 	// resource order, so errors and reloads come out the same on every run. A dry run
 	// stays sequential so its diffs print in order.
@@ -229,11 +238,12 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 	}
 	wg.Wait()
 	var (
-		errs    []error
 		reloads []string
 		dirs    []string
 	)
+	sums := make(map[string]string, len(rs))
 	for i, r := range rs {
+		sums[r.Name] = results[i].o.sum
 		o, err := results[i].o, results[i].err
 		if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
 			dirs = append(dirs, o.Dir)
@@ -244,6 +254,20 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 		}
 		if o.Reload != "" && !slices.Contains(reloads, o.Reload) {
 			reloads = append(reloads, o.Reload)
+		}
+	}
+	for _, f := range fans {
+		o, err := rn.sweepOnce(f, sums)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.parent.Name, err))
+		}
+		for _, o := range o {
+			if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
+				dirs = append(dirs, o.Dir)
+			}
+			if o.Reload != "" && !slices.Contains(reloads, o.Reload) {
+				reloads = append(reloads, o.Reload)
+			}
 		}
 	}
 	resources.SyncDirs(dirs)
@@ -285,7 +309,7 @@ func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration)
 func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watching bool) (outcome, error) {
 	r := st.r
 	start := time.Now()
-	out, reads, err := rn.settle(ctx, readCtx, st, watching)
+	out, items, reads, err := rn.settle(ctx, readCtx, st, watching)
 	if reads != nil {
 		targets := mergeTargets(r.Targets(), reads.Targets())
 		rn.mu.Lock()
@@ -300,6 +324,13 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		rn.fail(st, err)
 		return outcome{}, err
 	}
+	if r.Each != nil && reads != nil {
+		reads.Counts = maps.Clone(reads.Counts)
+		if reads.Counts == nil {
+			reads.Counts = map[string]int{}
+		}
+		reads.Counts[eachCountKey(r)] = len(items)
+	}
 	if watching {
 		if left := rn.guard(st, reads); left > 0 {
 			rn.Metrics.render(r.Name, "held", time.Since(start))
@@ -307,6 +338,15 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		}
 	}
 	var o outcome
+	if r.Each != nil {
+		if o.children, err = rn.children(r, items); err != nil {
+			rn.Metrics.render(r.Name, "error", time.Since(start))
+			rn.fail(st, err)
+			return outcome{}, err
+		}
+		rn.synced(ctx, st, reads, false, start)
+		return o, nil
+	}
 	if rn.Emit != nil {
 		o.Changed, err = rn.Emit(r, out)
 	} else {
@@ -321,21 +361,26 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 		rn.fail(st, err)
 		return o, err
 	}
+	if r.Parent != "" && !rn.Syncer.DryRun {
+		o.sum = contentSum(out)
+	}
 	rn.synced(ctx, st, reads, o.Changed, start)
 	return o, nil
 }
 
 // settle executes st's template until what it reads is loaded (see engine.Settle).
-func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool) ([]byte, *template.Reads, error) {
-	var out []byte
-	opts := template.Options{Prefix: st.r.Prefix, Scope: st.r.Scope()}
+// A fan-out resource's execution lists its items instead.
+func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool) ([]byte, []template.Item, *template.Reads, error) {
+	var res execResult
+	opts := template.Options{Prefix: st.r.Prefix, Scope: st.r.Scope(), Data: st.r.Item}
 	reads, err := rn.eng.Settle(engine.Render{
 		// Bounded by its render timeout, not by the registry wait; in watch mode an
 		// execution in flight at SIGTERM finishes (within that timeout) like the rest
 		// of its render.
-		Execute: func() (rd *template.Reads, err error) {
-			out, rd, err = rn.execute(ctx, st, opts)
-			return rd, err
+		Execute: func() (*template.Reads, error) {
+			var err error
+			res, err = rn.execute(ctx, st, opts)
+			return res.reads, err
 		},
 		Load: func(missing []backends.Target, reads *template.Reads) error {
 			return rn.ensure(readCtx, rn.ensureCatalog(readCtx, missing, reads, watching), watching)
@@ -345,7 +390,7 @@ func (rn *Runner) settle(ctx, readCtx context.Context, st *state, watching bool)
 			return t.Kind() == backends.KindServiceNames && !reads.ServiceNames && rn.catalogUnreadable()
 		},
 	})
-	return out, reads, err
+	return res.out, res.items, reads, err
 }
 
 // synced records a render written (or found identical): metrics, the guard's baseline,

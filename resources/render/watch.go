@@ -89,14 +89,23 @@ func (rn *Runner) replace(set resources.ResourceSet, add func(*resources.Resourc
 			rn.log().Warn("resource file invalid; previous version keeps running", "resource", st.r.Name)
 			continue
 		}
-		if _, ok := next[st.r.Name]; !ok {
+		// A fan-out file goes with its resource, and when the resource changed: the
+		// new version lists its items again.
+		name := st.r.Name
+		if st.r.Parent != "" {
+			name = st.r.Parent
+		}
+		nr := next[name]
+		if nr == nil || (st.r.Parent != "" && nr.Fingerprint != st.r.Fingerprint) {
 			if st.timer != nil {
 				st.timer.Stop()
 			}
 			rn.mu.Lock()
 			delete(rn.states, st.r.Name)
 			rn.mu.Unlock()
-			rn.log().Info("resource removed", "resource", st.r.Name)
+			if st.r.Parent == "" {
+				rn.log().Info("resource removed", "resource", st.r.Name)
+			}
 		}
 	}
 	for _, r := range set.Resources {

@@ -1,0 +1,405 @@
+package render
+
+// Fan-out resources (`each`): one file per item of a list the registry gives. The
+// resource itself writes nothing: its render lists the items, and each item becomes a
+// resource of its own (its file, its reads, its quiescence) that the daemon renders and
+// reloads like any other. Files herald made are kept in a record next to them, so that
+// when an item goes, its file goes, and nothing else ever does, across restarts too.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/heraldhq/herald/resources"
+	"github.com/heraldhq/herald/resources/engine"
+	"github.com/heraldhq/herald/template"
+	"github.com/heraldhq/herald/template/regfile"
+)
+
+// fanout is a fan-out resource's state in the daemon.
+type fanout struct {
+	children map[string]*state // the live files' resources, by name
+	leaving  []*state          // files whose item went while they rendered
+	rec      *record
+	listed   bool // the first list is in: the record may be swept
+}
+
+// record lists the files a fan-out resource made, with the SHA-256 of what it wrote: a
+// file changed since by someone else is not herald's to delete any more.
+type record struct {
+	path     string
+	dirty    bool
+	Resource string            `json:"resource"`
+	Each     string            `json:"each"`
+	Files    map[string]string `json:"files"` // dest -> sha256 of the content written
+}
+
+// maxRecord bounds a record file: 100,000 files of long paths fit.
+const maxRecord = 64 << 20
+
+// recordPath is where r's record lives: in the directory all its files lie under.
+func recordPath(r *resources.Resource) string {
+	name := strings.NewReplacer("/", "_", "#", "_").Replace(r.Name)
+	return filepath.Join(filepath.Clean(r.DestField.StaticDir()), ".herald-"+name+".json")
+}
+
+// loadRecord reads r's record; a missing one is empty. One that cannot be read is
+// reported and treated as empty: herald then deletes nothing it cannot prove it made.
+func loadRecord(r *resources.Resource) (*record, error) {
+	rec := &record{path: recordPath(r), Resource: r.Name, Each: r.Each.Spec, Files: map[string]string{}}
+	raw, err := regfile.Read(rec.path, maxRecord)
+	if errors.Is(err, fs.ErrNotExist) {
+		return rec, nil
+	}
+	if err == nil {
+		var disk record
+		if err = json.Unmarshal(raw, &disk); err == nil {
+			for dest, sum := range disk.Files {
+				if within(r, dest) == nil {
+					rec.Files[dest] = sum
+				}
+			}
+			return rec, nil
+		}
+	}
+	return rec, fmt.Errorf("record %s: %w (herald deletes none of the files it lists)", rec.path, err)
+}
+
+// save writes the record atomically, or removes it when it lists nothing.
+func (rec *record) save() error {
+	rec.dirty = false
+	if len(rec.Files) == 0 {
+		if err := os.Remove(rec.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("record %s: %w", rec.path, err)
+		}
+		return nil
+	}
+	raw, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("record %s: %w", rec.path, err)
+	}
+	if err := resources.WriteFileAtomic(rec.path, append(raw, '\n'), 0o644); err != nil {
+		return fmt.Errorf("record %s: %w", rec.path, err)
+	}
+	return nil
+}
+
+// within checks that dest is a file below the directory r's dest template names: an item
+// from the registry ("../../etc/cron.d/x") must not choose where herald writes.
+func within(r *resources.Resource, dest string) error {
+	base := filepath.Clean(r.DestField.StaticDir())
+	rel, err := filepath.Rel(base, dest)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.Clean(dest) != dest {
+		return fmt.Errorf("dest %q is not a file below %s", dest, base)
+	}
+	if strings.ContainsAny(dest, "\x00\n\r") || filepath.Base(dest) == filepath.Base(recordPath(r)) {
+		return fmt.Errorf("dest %q is not a file herald may write", dest)
+	}
+	return nil
+}
+
+// children makes the resources of a list's items. Two items rendering to one dest are
+// an error naming both, and nothing changes; an item whose dest leaves the directory is
+// left out, with an error in the log.
+func (rn *Runner) children(p *resources.Resource, items []template.Item) ([]*resources.Resource, error) {
+	out := make([]*resources.Resource, 0, len(items))
+	byDest := make(map[string]string, len(items))
+	for _, it := range items {
+		dest, err := p.DestField.Execute(it.Value)
+		if err == nil {
+			err = within(p, dest)
+		}
+		if err != nil {
+			rn.log().Error("fan-out item left out: its dest is not usable", "resource", p.Name, "item", it.Key, "err", err)
+			continue
+		}
+		if other, dup := byDest[dest]; dup {
+			return nil, fmt.Errorf("each %q: items %q and %q both render to %s; make dest tell them apart", p.Each.Spec, other, it.Key, dest)
+		}
+		byDest[dest] = it.Key
+		c := *p
+		c.Name, c.Dest, c.Item, c.Parent = p.Name+"#"+it.Key, dest, it.Value, p.Name
+		c.Each, c.DestField, c.Warnings = nil, nil, nil
+		out = append(out, &c)
+	}
+	return out, nil
+}
+
+// eachCountKey is the list's entry among a render's service counts: the guard holds a
+// list that shrinks the way a registry glitch shrinks it, as it does a service list.
+func eachCountKey(r *resources.Resource) string { return "each " + r.Each.Spec }
+
+// newFanout sets up a fan-out resource's state from its record; the record's size is the
+// guard's baseline, so an empty answer right after a restart deletes nothing either.
+func (rn *Runner) newFanout(st *state) {
+	rec, err := loadRecord(st.r)
+	if err != nil {
+		rn.log().Error("cannot read the record of files herald made", "resource", st.r.Name, "err", err)
+	}
+	st.fan = &fanout{children: map[string]*state{}, rec: rec}
+	if len(rec.Files) > 0 {
+		st.written = map[string]int{eachCountKey(st.r): len(rec.Files)}
+	}
+}
+
+// fanout applies a new list: new items start rendering, changed ones render again, gone
+// ones are dropped and their files removed.
+func (d *daemon) fanout(p *state, next []*resources.Resource) {
+	f := p.fan
+	f.listed = true
+	keep := make(map[string]bool, len(next))
+	for _, c := range next {
+		keep[c.Name] = true
+		old := f.children[c.Name]
+		if old != nil && old.r.Dest == c.Dest && reflect.DeepEqual(old.r.Item, c.Item) {
+			continue
+		}
+		if old != nil {
+			d.drop(p, old)
+		}
+		st := &state{r: c, why: "new item", parent: p, retry: engine.RetryBackoff()}
+		if old != nil {
+			st.why = "item changed"
+		}
+		f.children[c.Name] = st
+		d.rn.mu.Lock()
+		d.rn.states[c.Name] = st
+		d.rn.mu.Unlock()
+		d.dispatch(st)
+	}
+	for name, old := range f.children {
+		if !keep[name] {
+			delete(f.children, name)
+			d.drop(p, old)
+		}
+	}
+	d.sweep(p)
+}
+
+// drop stops a file's resource; one still rendering is swept when its render ends.
+func (d *daemon) drop(p *state, st *state) {
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	d.rn.mu.Lock()
+	if d.rn.states[st.r.Name] == st {
+		delete(d.rn.states, st.r.Name)
+	}
+	d.rn.mu.Unlock()
+	if st.rendering {
+		p.fan.leaving = append(p.fan.leaving, st)
+	}
+}
+
+// childDone records what a file's render wrote, and sweeps once a dropped one is done.
+func (d *daemon) childDone(st *state, o outcome) {
+	p := st.parent
+	if p.fan == nil {
+		return
+	}
+	if o.sum != "" {
+		p.fan.rec.Files[st.r.Dest] = o.sum
+		p.fan.rec.dirty = true
+	}
+	if i := slices.Index(p.fan.leaving, st); i >= 0 {
+		p.fan.leaving = slices.Delete(p.fan.leaving, i, i+1)
+		d.sweep(p)
+	}
+}
+
+// sweep removes the recorded files no live item renders to.
+func (d *daemon) sweep(p *state) {
+	f := p.fan
+	if !f.listed {
+		return
+	}
+	live := make(map[string]bool, len(f.children))
+	for _, c := range f.children {
+		live[c.r.Dest] = true
+	}
+	for _, c := range f.leaving {
+		live[c.r.Dest] = true // its render may still write it: swept when it ends
+	}
+	for _, dest := range slices.Sorted(maps.Keys(f.rec.Files)) {
+		if !live[dest] {
+			d.collect(d.rn.removeFile(p.r, f.rec, dest))
+		}
+	}
+}
+
+// removeFile deletes a file herald made for an item that is gone, if it still holds
+// what herald wrote; the outcome owes the burst a reload and the directory's fsync.
+func (rn *Runner) removeFile(r *resources.Resource, rec *record, dest string) outcome {
+	log := rn.log().With("resource", r.Name, "dest", dest)
+	if rn.Syncer.DryRun {
+		log.Info("would remove the file of an item that is gone (dry run)")
+		return outcome{}
+	}
+	sum, err := fileSum(dest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		delete(rec.Files, dest)
+		rec.dirty = true
+		return outcome{}
+	case err != nil:
+		log.Error("cannot read the file of an item that is gone; left in place, tried again later", "err", err)
+		return outcome{}
+	case sum != rec.Files[dest]:
+		log.Warn("the file of an item that is gone was changed by someone else since herald wrote it; left in place")
+		delete(rec.Files, dest)
+		rec.dirty = true
+		return outcome{}
+	}
+	if err := os.Remove(dest); err != nil {
+		log.Error("cannot remove the file of an item that is gone; tried again later", "err", err)
+		return outcome{}
+	}
+	delete(rec.Files, dest)
+	rec.dirty = true
+	log.Info("removed the file of an item that is gone")
+	o := outcome{}
+	o.Dir = filepath.Dir(dest)
+	if r.ReloadCmd != "" && !rn.Syncer.SyncOnly {
+		o.Reload, _ = resources.ExpandCmd(r.ReloadCmd, dest, dest) // checked at load
+	}
+	rn.Metrics.removed(r.Name)
+	return o
+}
+
+// fileSum is the SHA-256 of a regular file's content.
+func fileSum(path string) (string, error) {
+	// A link or a FIFO planted where herald's file was is not herald's file: reading a
+	// FIFO would block the daemon.
+	if fi, err := os.Lstat(path); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func contentSum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// flushRecords writes the records changed in this burst.
+func (d *daemon) flushRecords() {
+	for _, st := range d.rn.snapshotStates() {
+		if st.fan != nil && st.fan.rec.dirty {
+			if err := st.fan.rec.save(); err != nil {
+				d.rn.log().Error("cannot write the record of files herald made", "resource", st.r.Name, "err", err)
+			}
+		}
+	}
+}
+
+// fanOnce is a fan-out resource in a one-off render: its record and its files.
+type fanOnce struct {
+	parent   *resources.Resource
+	rec      *record
+	recErr   error
+	children []*resources.Resource
+}
+
+// expandOnce lists each fan-out resource's items for `herald render` and puts their
+// files in its place. A resource whose list fails is an error; the others go on.
+func (rn *Runner) expandOnce(ctx, readCtx context.Context, rs []*resources.Resource) ([]*resources.Resource, []fanOnce, []error) {
+	var (
+		out  = make([]*resources.Resource, 0, len(rs))
+		fans []fanOnce
+		errs []error
+	)
+	for _, r := range rs {
+		if r.Each == nil {
+			out = append(out, r)
+			continue
+		}
+		st := rn.states[r.Name]
+		_, items, reads, err := rn.settle(ctx, readCtx, st, false)
+		if err == nil {
+			err = rn.absent(st, reads, false)
+		}
+		var children []*resources.Resource
+		if err == nil {
+			children, err = rn.children(r, items)
+		}
+		if err != nil {
+			rn.fail(st, err)
+			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+			continue
+		}
+		rec, recErr := loadRecord(r)
+		fans = append(fans, fanOnce{parent: r, rec: rec, recErr: recErr, children: children})
+		rn.mu.Lock()
+		for _, c := range children {
+			rn.states[c.Name] = &state{r: c, retry: engine.RetryBackoff()}
+		}
+		rn.mu.Unlock()
+		out = append(out, children...)
+	}
+	return out, fans, errs
+}
+
+// sweepOnce records what a one-off render wrote and removes the files of items that are
+// gone, unless the list shrank as the guard would hold it in watch mode: a one-off
+// render cannot wait for it to persist, so it deletes nothing and says why.
+func (rn *Runner) sweepOnce(f fanOnce, sums map[string]string) ([]outcome, error) {
+	if f.recErr != nil {
+		return nil, f.recErr
+	}
+	before := len(f.rec.Files)
+	live := make(map[string]bool, len(f.children))
+	for _, c := range f.children {
+		live[c.Dest] = true
+		if sum := sums[c.Name]; sum != "" {
+			f.rec.Files[c.Dest] = sum
+			f.rec.dirty = true
+		}
+	}
+	var (
+		outs []outcome
+		err  error
+	)
+	g := resources.DefaultGuard
+	if rn.Guard != nil {
+		g = *rn.Guard
+	}
+	key := eachCountKey(f.parent)
+	if why := g.With(f.parent.Guard).Check(map[string]int{key: before}, map[string]int{key: len(f.children)}); why != "" {
+		err = fmt.Errorf("%s: the files of the items that are gone stay; run herald watch, which removes them once the smaller list persists for drop_hold, or set min_instances = 0 and max_drop = \"100%%\" on the resource", why)
+	} else {
+		for _, dest := range slices.Sorted(maps.Keys(f.rec.Files)) {
+			if !live[dest] {
+				outs = append(outs, rn.removeFile(f.parent, f.rec, dest))
+			}
+		}
+	}
+	if f.rec.dirty && !rn.Syncer.DryRun {
+		if serr := f.rec.save(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}
+	return outs, err
+}
