@@ -179,6 +179,46 @@ func TestFollowerApplyPrefix(t *testing.T) {
 	}
 }
 
+// The catalog follower parses each instance once and sends a new catalog only when a
+// name or a tag set moved: an instance's new address is no catalog change.
+func TestFollowerCatalog(t *testing.T) {
+	s, err := New(backends.Config{}, backends.Endpoint{Scheme: "etcd", Hosts: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := s.newFollower(backends.Target{ServiceNames: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.base(map[string]string{"/services/web/1": `{"address":"10.0.0.1","port":80,"tags":["a"]}`, "/services/db/1": "10.0.0.9:5432"})
+	sp := f.span()
+	names := func(ev backends.Event) string {
+		var out []string
+		for _, n := range ev.Names {
+			out = append(out, n.Name+strings.Join(n.Tags, "+"))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, step := range []struct {
+		evs  []*clientv3.Event
+		want string // "" for no event
+	}{
+		{[]*clientv3.Event{put("/services/web/1", `{"address":"10.0.0.2","port":81,"tags":["a"]}`, 2)}, ""},
+		{[]*clientv3.Event{put("/services/web/2", `{"address":"10.0.0.3","port":80,"tags":["b"]}`, 3)}, "db weba+b"},
+		{[]*clientv3.Event{put("/services/db/1", "10.0.0.8:5432", 4)}, ""},
+		{[]*clientv3.Event{put("/services/web/1", `{"address":"10.0.0.2","port":81}`, 5)}, "db webb"},
+		{[]*clientv3.Event{put("/services/web/2", "not an instance", 6)}, "db web"},
+		{[]*clientv3.Event{del("/services/db/1", 7)}, "web"},
+		{[]*clientv3.Event{put("/services/api/1", "10.0.0.5:80", 8)}, "api web"},
+	} {
+		ev, ok := f.apply(sp, step.evs, step.evs[0].Kv.ModRevision)
+		if got := names(ev); ok != (step.want != "") || got != step.want {
+			t.Fatalf("after %s: event %v %q, want %q", step.evs[0].Kv.Key, ok, got, step.want)
+		}
+	}
+}
+
 func TestOutboxMergesIntoARealState(t *testing.T) {
 	tgt := backends.PrefixTarget("/app")
 	out := make(chan backends.Event, 1)

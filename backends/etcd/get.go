@@ -282,7 +282,13 @@ func (s *Store) filterServices(q backends.ServiceQuery, kvs map[string]string, l
 }
 
 func (s *Store) summaries(kvs map[string]string, log *slog.Logger) []backends.ServiceSummary {
-	names := backends.ServiceSummaries(s.layout.ServicesUnder(s.cfg, kvs, log))
+	return summariesOf(s.layout.ServicesUnder(s.cfg, kvs, log))
+}
+
+// summariesOf is the catalog of instances grouped by name: never nil, so that an empty
+// registry reads as loaded.
+func summariesOf(byName map[string][]backends.Service) []backends.ServiceSummary {
+	names := backends.ServiceSummaries(byName)
 	if names == nil {
 		names = []backends.ServiceSummary{}
 	}

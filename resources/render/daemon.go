@@ -95,7 +95,7 @@ func (rn *Runner) Run(ctx context.Context, rs []*resources.Resource, updates <-c
 				d.burstOver()
 			}
 		case set := <-updates:
-			d.flushRecords() // a replaced fan-out resource's successor reads it
+			d.flushRecords(true) // a replaced fan-out resource's successor reads it
 			rn.replace(set, d.add)
 			rn.pruneWatches()
 		case <-beats:
@@ -322,7 +322,7 @@ func (d *daemon) burstOver() {
 	}
 	resources.SyncDirs(d.dirs)
 	d.dirs = d.dirs[:0]
-	d.flushRecords()
+	d.flushRecords(d.ctx.Err() != nil)
 	for _, cmd := range d.pending {
 		d.rl.request(d.workCtx, cmd, d.rn.reloadTimeoutFor(cmd))
 	}

@@ -21,6 +21,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/resources"
 	"github.com/heraldhq/herald/resources/engine"
@@ -39,11 +40,15 @@ type fanout struct {
 // record lists the files a fan-out resource made, with the SHA-256 of what it wrote: a
 // file changed since by someone else is not herald's to delete any more.
 type record struct {
-	path     string
-	dirty    bool
-	Resource string            `json:"resource"`
-	Each     string            `json:"each"`
-	Files    map[string]string `json:"files"` // dest -> sha256 of the content written
+	path string
+	// dirty: files were added or removed, saved at the burst's end. stale: only the sums
+	// of files changed, saved at most every recordEvery: a sum lost in a crash makes its
+	// file look changed by someone else, so it is kept, never deleted by mistake.
+	dirty, stale bool
+	savedAt      time.Time
+	Resource     string            `json:"resource"`
+	Each         string            `json:"each"`
+	Files        map[string]string `json:"files"` // dest -> sha256 of the content written
 }
 
 // maxRecord bounds a record file: 100,000 files of long paths fit.
@@ -77,9 +82,12 @@ func loadRecord(r *resources.Resource) (*record, error) {
 	return rec, fmt.Errorf("record %s: %w (herald deletes none of the files it lists)", rec.path, err)
 }
 
+// recordEvery bounds how often a record is saved for changed sums alone.
+const recordEvery = 30 * time.Second
+
 // save writes the record atomically, or removes it when it lists nothing.
 func (rec *record) save() error {
-	rec.dirty = false
+	rec.dirty, rec.stale, rec.savedAt = false, false, time.Now()
 	if len(rec.Files) == 0 {
 		if err := os.Remove(rec.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("record %s: %w", rec.path, err)
@@ -209,9 +217,13 @@ func (d *daemon) childDone(st *state, o outcome) {
 	if p.fan == nil {
 		return
 	}
-	if o.sum != "" {
+	if prev, ok := p.fan.rec.Files[st.r.Dest]; o.sum != "" && prev != o.sum {
 		p.fan.rec.Files[st.r.Dest] = o.sum
-		p.fan.rec.dirty = true
+		if ok {
+			p.fan.rec.stale = true
+		} else {
+			p.fan.rec.dirty = true
+		}
 	}
 	if i := slices.Index(p.fan.leaving, st); i >= 0 {
 		p.fan.leaving = slices.Delete(p.fan.leaving, i, i+1)
@@ -304,11 +316,16 @@ func contentSum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// flushRecords writes the records changed in this burst.
-func (d *daemon) flushRecords() {
+// flushRecords writes the records whose files changed in this burst, and those whose
+// sums alone changed every recordEvery (always, when all is true: at the end).
+func (d *daemon) flushRecords(all bool) {
 	for _, st := range d.rn.snapshotStates() {
-		if st.fan != nil && st.fan.rec.dirty {
-			if err := st.fan.rec.save(); err != nil {
+		if st.fan == nil {
+			continue
+		}
+		rec := st.fan.rec
+		if rec.dirty || rec.stale && (all || time.Since(rec.savedAt) >= recordEvery) {
+			if err := rec.save(); err != nil {
 				d.rn.log().Error("cannot write the record of files herald made", "resource", st.r.Name, "err", err)
 			}
 		}

@@ -1,0 +1,118 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+// BenchmarkFanoutEtcd1000Services: one fan-out resource (each = "services") over 1,000
+// services of 2 instances each in etcd, so 1,000 files. Each iteration changes one
+// instance of one service; latency is from the put's return to that service's file
+// renamed into place. At the end every other file must still be the one written at the
+// start (same inode: herald replaces a file by renaming a new one over it).
+//
+//	go test ./integration -run XXX -bench BenchmarkFanoutEtcd1000Services -benchtime 100x
+func BenchmarkFanoutEtcd1000Services(b *testing.B) {
+	const nSvc = 1000
+	e := harness.StartEtcd(b)
+	cli := e.Client(b)
+	ctx := context.Background()
+	for i := 0; i < nSvc; i += 50 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+50, nSvc); j++ {
+			for k := range 2 {
+				// registrator's etcd value: ip:port under /services/<name>/<id>.
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("/services/svc%04d/i%d", j, k), fmt.Sprintf("10.%d.%d.%d:80", k, j/256, j%256)))
+			}
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := benchDir(b)
+	writeTree(b, dir, map[string]string{
+		"conf.d/sites.toml":   "[template]\neach = \"services\"\nsrc = \"site.tmpl\"\ndest = \"out/{{.Name}}.conf\"\n",
+		"templates/site.tmpl": "upstream {{.Name}} {\n{{- range service .Name}}\n    server {{.HostPort}};\n{{- end}}\n}\n",
+	})
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(out, 0o755)
+	rn := newRenames(b, out)
+	started := time.Now()
+	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+	profile := os.Getenv("HERALD_BENCH_CPUPROFILE") // as in benchWatch
+	var addr string
+	if profile != "" {
+		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		args = append(args, "--listen", addr, "--pprof")
+	}
+	p := startHerald(b, nil, args...)
+	rn.wait(b, nSvc, 120*time.Second)
+	first := time.Since(started)
+	rn.drain()
+	inodes := func() map[string]uint64 {
+		m := map[string]uint64{}
+		ents, _ := os.ReadDir(out)
+		for _, en := range ents {
+			if fi, err := en.Info(); err == nil && !strings.HasPrefix(en.Name(), ".") {
+				m[en.Name()] = fi.Sys().(*syscall.Stat_t).Ino
+			}
+		}
+		return m
+	}
+	before := inodes()
+	if len(before) != nSvc {
+		b.Fatalf("%d files, want %d", len(before), nSvc)
+	}
+	pid := p.cmd.Process.Pid
+	cpu0 := readProc(pid)
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- saveProfile("http://"+addr+"/debug/pprof/profile?seconds=5", profile) }()
+	} else {
+		profiled <- nil
+	}
+	var lat []time.Duration
+	start := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if _, err := cli.Put(ctx, "/services/svc0500/i1", fmt.Sprintf("10.9.%d.%d:81", i/256%256, i%256)); err != nil {
+			b.Fatal(err)
+		}
+		rn.wait(b, 1, 30*time.Second)
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	elapsed := time.Since(start)
+	after := readProc(pid)
+	if err := <-profiled; err != nil {
+		b.Fatal(err)
+	}
+	rn.drain()
+	now := inodes()
+	var rewritten []string
+	for name, ino := range before {
+		if now[name] != ino && name != "svc0500.conf" {
+			rewritten = append(rewritten, name)
+		}
+	}
+	if len(rewritten) > 0 || now["svc0500.conf"] == before["svc0500.conf"] {
+		b.Fatalf("files rewritten besides svc0500.conf: %d %.10q; svc0500.conf replaced: %v", len(rewritten), rewritten, now["svc0500.conf"] != before["svc0500.conf"])
+	}
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(first.Seconds(), "first-1000-files-s")
+	b.ReportMetric(float64(after.rssKB)/1024, "rss-MB")
+	b.ReportMetric(100*float64(after.cpuTicks-cpu0.cpuTicks)/100/elapsed.Seconds(), "cpu-%")
+}
