@@ -78,7 +78,7 @@ func newRenames(b *testing.B, dir string) *renames {
 	return &renames{f: f, buf: make([]byte, 256<<10)}
 }
 
-func (r *renames) wait(b *testing.B, n int, within time.Duration) {
+func (r *renames) wait(b *testing.B, n int, within time.Duration) map[string]bool {
 	seen := map[string]bool{}
 	r.f.SetReadDeadline(time.Now().Add(within))
 	for len(seen) < n {
@@ -98,6 +98,7 @@ func (r *renames) wait(b *testing.B, n int, within time.Duration) {
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 		}
 	}
+	return seen
 }
 
 // drain drops what arrives until 50 ms pass without an event.
