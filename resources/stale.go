@@ -19,14 +19,27 @@ func stageNameRe(base string) *regexp.Regexp {
 // RemoveStaleStages removes the stage files a crashed herald left next to the
 // resources' dests: only regular files whose names herald's own pattern produces, in
 // the dest directories configured. Call it before any render of this process starts.
+// A fan-out resource's files are not known here: the runner passes those its record
+// lists to RemoveStaleStagesOf.
 func RemoveStaleStages(rs []*Resource, log *slog.Logger) {
+	var dests []string
+	for _, r := range rs {
+		if r.Each == nil {
+			dests = append(dests, r.Dest)
+		}
+	}
+	RemoveStaleStagesOf(dests, log)
+}
+
+// RemoveStaleStagesOf removes the stage files a crashed herald left next to dests.
+func RemoveStaleStagesOf(dests []string, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	byDir := map[string][]*regexp.Regexp{}
-	for _, r := range rs {
-		dir := filepath.Dir(r.Dest)
-		byDir[dir] = append(byDir[dir], stageNameRe(filepath.Base(r.Dest)))
+	for _, d := range dests {
+		dir := filepath.Dir(d)
+		byDir[dir] = append(byDir[dir], stageNameRe(filepath.Base(d)))
 	}
 	for dir, res := range byDir {
 		entries, err := os.ReadDir(dir)

@@ -126,7 +126,7 @@ func (d *daemon) start(rs []*resources.Resource) {
 func (d *daemon) add(r *resources.Resource, why string) {
 	st := &state{r: r, why: why, retry: engine.RetryBackoff()}
 	if r.Each != nil {
-		d.rn.newFanout(st)
+		d.rn.newFanout(st, why == "start")
 	}
 	d.rn.mu.Lock()
 	d.rn.states[r.Name] = st

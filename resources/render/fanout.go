@@ -150,11 +150,15 @@ func (rn *Runner) children(p *resources.Resource, items []template.Item) ([]*res
 func eachCountKey(r *resources.Resource) string { return "each " + r.Each.Spec }
 
 // newFanout sets up a fan-out resource's state from its record; the record's size is the
-// guard's baseline, so an empty answer right after a restart deletes nothing either.
-func (rn *Runner) newFanout(st *state) {
+// guard's baseline, so an empty answer right after a restart deletes nothing either. At
+// the start, stage files a crash left next to the recorded files are removed.
+func (rn *Runner) newFanout(st *state, starting bool) {
 	rec, err := loadRecord(st.r)
 	if err != nil {
 		rn.log().Error("cannot read the record of files herald made", "resource", st.r.Name, "err", err)
+	}
+	if starting {
+		resources.RemoveStaleStagesOf(slices.Collect(maps.Keys(rec.Files)), rn.Log)
 	}
 	st.fan = &fanout{children: map[string]*state{}, rec: rec}
 	if len(rec.Files) > 0 {
@@ -368,6 +372,7 @@ func (rn *Runner) expandOnce(ctx, readCtx context.Context, rs []*resources.Resou
 			continue
 		}
 		rec, recErr := loadRecord(r)
+		resources.RemoveStaleStagesOf(slices.Collect(maps.Keys(rec.Files)), rn.Log)
 		fans = append(fans, fanOnce{parent: r, rec: rec, recErr: recErr, children: children})
 		rn.mu.Lock()
 		for _, c := range children {

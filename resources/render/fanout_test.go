@@ -159,12 +159,16 @@ func TestFanoutRecordSurvivesRestart(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "out/c.conf"), []byte("edited by hand"), 0o644)
 	m.svcs["b"], m.svcs["c"] = nil, nil
+	// A crash mid-write left a stage of a recorded file; a name of that shape for a file
+	// herald did not make is not herald's.
+	os.WriteFile(filepath.Join(dir, "out/.a.conf1234567890123"), []byte("half"), 0o600)
+	os.WriteFile(filepath.Join(dir, "out/.foreign.conf1234567890123"), []byte("x"), 0o600)
 
 	var b bursts
 	rn := b.watch(&Runner{Store: m})
 	startRun(t, rn, load(), nil)
 	eventually(t, "b's file removed", func() bool { return !slices.Contains(files(t, dir), "b.conf") })
-	if got := files(t, dir); !slices.Equal(got, []string{".herald-sites.toml.json", "a.conf", "c.conf", "d.conf", "foreign.conf"}) {
+	if got := files(t, dir); !slices.Equal(got, []string{".foreign.conf1234567890123", ".herald-sites.toml.json", "a.conf", "c.conf", "d.conf", "foreign.conf"}) {
 		t.Fatalf("out/ after the restart: %q", got)
 	}
 	// The record is written when the burst ends.
