@@ -18,6 +18,8 @@ func FuzzLoadFile(f *testing.F) {
 		"[template\n", "", "src = 1", "[template]\nsrc = \"../../etc/passwd\"\ndest = \"\"\n",
 		"[template]\nsrc = \"t.tmpl\"\ndest = \"out\"\ncheck_cmd = \"{{.src\"\nwait = \":\"\n",
 		"[[template]]\nsrc = \"t.tmpl\"\n", "[template]\nkeys = \"notalist\"\n",
+		"[template]\neach = \"services web-* tag=http\"\nsrc = \"t.tmpl\"\ndest = \"out/{{.Name | lower}}.conf\"\n",
+		"[template]\neach = \"lsdir /apps\"\nsrc = \"t.tmpl\"\ndest = \"/srv/{{.}}/x\"\nbackup = true\n",
 	} {
 		f.Add(seed)
 	}

@@ -145,3 +145,34 @@ func TestCheckItem(t *testing.T) {
 		t.Fatal("a key name has no .Name: the check must say so")
 	}
 }
+
+// FuzzEach: any `each` value either fails to parse with an error naming it, or lists
+// from a source without panicking; a dest field never panics either.
+func FuzzEach(f *testing.F) {
+	for _, s := range []string{"services", "services w* tag=http", "service web any", "service prod.web@dc1", "ls /a", "lsdir /a/b", `ls /"}}{{`, "services [", "x y z"} {
+		f.Add(s, "/x/{{.Name}}.conf")
+	}
+	src := MapSource{KV: map[string]string{"/a/b/c": "1", "/a/x": "2"}, Names: []backends.ServiceSummary{{Name: "web", Tags: []string{"http"}}},
+		Svcs: map[string][]backends.Service{"web": {{Name: "web", Address: "10.0.0.1", Port: 80, Status: "passing", Healthy: true}}}}
+	f.Fuzz(func(t *testing.T, spec, dest string) {
+		e, err := ParseEach(spec)
+		if err != nil {
+			if !strings.Contains(err.Error(), "each ") {
+				t.Fatalf("error does not name the each value: %v", err)
+			}
+			return
+		}
+		items, _, err := e.List(src, Options{})
+		if err == nil {
+			for _, it := range items {
+				if it.Key == "" && it.Value != "" {
+					t.Fatalf("item with an empty key: %#v", it)
+				}
+			}
+		}
+		if fl, err := ParseField("dest", dest); err == nil {
+			_ = fl.StaticDir()
+			_, _ = fl.Execute(e.Sample())
+		}
+	})
+}
