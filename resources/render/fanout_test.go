@@ -238,3 +238,18 @@ func TestFanoutBadItems(t *testing.T) {
 		t.Fatalf("an item escaped out/: %v", err)
 	}
 }
+
+// Each file goes through its own check: one that fails stays as it was (here: is never
+// written), the others are written, and the render reports the one that failed.
+func TestFanoutCheckPerFile(t *testing.T) {
+	m := newMem(nil)
+	m.svcs["good"], m.svcs["bad"] = instances(1), instances(1)
+	dir, load := fanoutDir(t, "check_cmd = \"! grep -q bad {{.src}}\"\n", siteTmpl)
+	err := (&Runner{Store: m}).RenderOnce(context.Background(), load())
+	if err == nil || !strings.Contains(err.Error(), "sites.toml#bad") || strings.Contains(err.Error(), "sites.toml#good") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := files(t, dir); !slices.Equal(got, []string{".herald-sites.toml.json", "good.conf"}) {
+		t.Fatalf("out/: %q", got)
+	}
+}
