@@ -170,6 +170,9 @@ func (rn *Runner) newFanout(st *state, starting bool) {
 // ones are dropped and their files removed.
 func (d *daemon) fanout(p *state, next []*resources.Resource) {
 	f := p.fan
+	if len(next) == 0 && (!f.listed || len(f.children) > 0) {
+		d.rn.log().Warn("the list of a fan-out resource is empty: no file", "resource", p.r.Name, "each", p.r.Each.Spec)
+	}
 	f.listed = true
 	keep := make(map[string]bool, len(next))
 	for _, c := range next {
@@ -365,6 +368,9 @@ func (rn *Runner) expandOnce(ctx, readCtx context.Context, rs []*resources.Resou
 		var children []*resources.Resource
 		if err == nil {
 			children, err = rn.children(r, items)
+		}
+		if err == nil && len(children) == 0 {
+			rn.log().Warn("the list of a fan-out resource is empty: no file", "resource", r.Name, "each", r.Each.Spec)
 		}
 		if err != nil {
 			rn.fail(st, err)
