@@ -246,9 +246,13 @@ func transientEmpty(t *testing.T, cli *clientv3.Client, w *heraldProc, sites str
 	}
 	before, _ := os.ReadDir(sites)
 	from := len(w.Output())
-	since := func(what string) bool {
-		out := w.Output()[from:]
-		return strings.Contains(out, what) && strings.Contains(out, "resource=sites.toml ")
+	since := func(what string) bool { // a line of the fan-out resource's own, not a file's
+		for _, l := range strings.Split(w.Output()[from:], "\n") {
+			if strings.Contains(l, what) && strings.Contains(l, "resource=sites.toml ") {
+				return true
+			}
+		}
+		return false
 	}
 	if _, err := cli.Delete(ctx, "/services/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
