@@ -253,3 +253,35 @@ func TestFanoutCheckPerFile(t *testing.T) {
 		t.Fatalf("out/: %q", got)
 	}
 }
+
+// A fan-out resource edited while herald watches: a new template re-renders every file;
+// a new dest writes the new files and removes the ones herald made at the old names.
+func TestFanoutHotReload(t *testing.T) {
+	m := newMem(nil)
+	m.svcs["api"], m.svcs["web"] = instances(1), instances(1)
+	dir, load := fanoutDir(t, "", siteTmpl)
+	updates := make(chan resources.ResourceSet)
+	var b bursts
+	startRun(t, b.watch(&Runner{Store: m}), load(), updates)
+	eventually(t, "files", func() bool { return len(files(t, dir)) == 3 })
+	reload := func() resources.ResourceSet {
+		return resources.NewResourceSet(resources.Load(resources.LoadOptions{ConfDir: dir}))
+	}
+	os.WriteFile(filepath.Join(dir, "templates/site.tmpl"), []byte("v2 "+siteTmpl), 0o644)
+	updates <- reload()
+	eventually(t, "the new template in both files", func() bool {
+		return strings.HasPrefix(read(t, filepath.Join(dir, "out/api.conf")), "v2 api:") &&
+			strings.HasPrefix(read(t, filepath.Join(dir, "out/web.conf")), "v2 web:")
+	})
+	toml := filepath.Join(dir, "conf.d/sites.toml")
+	raw, _ := os.ReadFile(toml)
+	os.WriteFile(toml, []byte(strings.Replace(string(raw), "{{.Name}}.conf", "{{.Name}}.site", 1)), 0o644)
+	updates <- reload()
+	eventually(t, "files at the new names only", func() bool {
+		return slices.Equal(files(t, dir), []string{".herald-sites.toml.json", "api.site", "web.site"})
+	})
+	eventually(t, "the record names the new files", func() bool {
+		r := read(t, filepath.Join(dir, "out/.herald-sites.toml.json"))
+		return strings.Contains(r, "api.site") && !strings.Contains(r, "api.conf")
+	})
+}
