@@ -112,22 +112,12 @@ func (d *daemon) sendLocked(lines ...string) {
 func (d *daemon) close() { d.n.Close() }
 
 // watchStatus is watch's STATUS= line and whether every resource has rendered once.
-func watchStatus(sts []render.Status, st backends.State) (bool, string) {
-	ok := 0
-	var failing []string
-	for _, s := range sts {
-		if s.Rendered {
-			ok++
-		}
-		if s.LastError != "" {
-			failing = append(failing, s.Name)
-		}
+func watchStatus(p render.Progress, st backends.State) (bool, string) {
+	msg := fmt.Sprintf("%d/%d resources rendered; backend %s", p.Rendered, p.Total, backendStatus(st))
+	if len(p.Failing) > 0 {
+		msg += "; failing: " + strings.Join(p.Failing, ", ")
 	}
-	msg := fmt.Sprintf("%d/%d resources rendered; backend %s", ok, len(sts), backendStatus(st))
-	if len(failing) > 0 {
-		msg += "; failing: " + strings.Join(failing, ", ")
-	}
-	return ok == len(sts), msg
+	return p.Rendered == p.Total, msg
 }
 
 // registerStatus is register's STATUS= line and whether every instance is registered

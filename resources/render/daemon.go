@@ -130,6 +130,7 @@ func (d *daemon) add(r *resources.Resource, why string) {
 	}
 	d.rn.mu.Lock()
 	d.rn.states[r.Name] = st
+	d.rn.targetsMoved = true // it may replace a state whose targets it does not share
 	d.rn.mu.Unlock()
 	d.dispatch(st)
 }
@@ -223,9 +224,15 @@ func (d *daemon) events(ev backends.Event) {
 	}
 	changes := rn.Cache.ApplyAll(evs)
 	rn.Metrics.cacheKeys(rn.Cache.Len())
+	ids := make([]string, len(changes))
+	for i, ch := range changes {
+		if ch.Other {
+			ids[i] = ch.Target.ID()
+		}
+	}
 	touched := map[*state]string{}
 	for _, st := range rn.snapshotStates() {
-		if why := rn.touched(st, changes); why != "" {
+		if why := rn.touched(st, changes, ids); why != "" {
 			touched[st] = why
 		}
 	}

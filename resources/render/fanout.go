@@ -212,6 +212,7 @@ func (d *daemon) drop(p *state, st *state) {
 	if d.rn.states[st.r.Name] == st {
 		delete(d.rn.states, st.r.Name)
 	}
+	d.rn.targetsMoved = true
 	d.rn.mu.Unlock()
 	if st.rendering {
 		p.fan.leaving = append(p.fan.leaving, st)

@@ -62,12 +62,16 @@ type Runner struct {
 	renders     chan struct{}     // template executions, GOMAXPROCS at once
 	execs       *executor         // where template executions run (see execute)
 	loadErr     error             // what the last load of the resource files found wrong
+	// targetsMoved: a state's targets changed, or a state went, since the last prune of
+	// the watches (pruneWatches is O(states): with 1,000 files, most of a burst's work).
+	targetsMoved bool
 }
 
 type state struct {
-	r       *resources.Resource
-	reads   *template.Reads
-	targets []backends.Target
+	r         *resources.Resource
+	reads     *template.Reads
+	targets   []backends.Target
+	targetIDs []string // targets' IDs, for touched
 
 	// owned by the watch loop
 	why       string // what scheduled the next render, for its log line
@@ -176,6 +180,30 @@ func (rn *Runner) Statuses() []Status {
 	}
 	slices.SortFunc(out, func(a, b Status) int { return compareStrings(a.Name, b.Name) })
 	return out
+}
+
+// Progress is what a status line needs, without building every Status (it runs after
+// each burst; with 1,000 files, sorting them all would be most of a burst's work).
+type Progress struct {
+	Rendered, Total int
+	Failing         []string // resources whose last render or write failed, sorted
+}
+
+// Progress counts the resources rendered and names the failing ones.
+func (rn *Runner) Progress() Progress {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	p := Progress{Total: len(rn.states)}
+	for _, st := range rn.states {
+		if st.rendered {
+			p.Rendered++
+		}
+		if st.lastErr != nil {
+			p.Failing = append(p.Failing, st.r.Name)
+		}
+	}
+	slices.Sort(p.Failing)
+	return p
 }
 
 func compareStrings(a, b string) int {
@@ -313,7 +341,11 @@ func (rn *Runner) renderAndSync(ctx, readCtx context.Context, st *state, watchin
 	if reads != nil {
 		targets := mergeTargets(r.Targets(), reads.Targets())
 		rn.mu.Lock()
-		st.reads, st.targets = reads, targets
+		ids := idsOf(targets)
+		if !slices.Equal(st.targetIDs, ids) {
+			rn.targetsMoved = true
+		}
+		st.reads, st.targets, st.targetIDs = reads, targets, ids
 		rn.mu.Unlock()
 	}
 	if err == nil {

@@ -110,9 +110,14 @@ func TestRenderOnceOneFailureDoesNotStopOthers(t *testing.T) {
 		"chk":  {"keys = [\"/a\"]\ncheck_cmd = \"false\"", `{{getv "/a"}}`},
 	})
 	os.WriteFile(filepath.Join(dir, "out/chk"), []byte("previous"), 0o644)
-	err := (&Runner{Store: m}).RenderOnce(context.Background(), rs)
+	rn := &Runner{Store: m}
+	err := rn.RenderOnce(context.Background(), rs)
 	if err == nil {
 		t.Fatal("no error")
+	}
+	// The systemd status line's counts.
+	if p := rn.Progress(); p.Rendered != 1 || p.Total != 3 || strings.Join(p.Failing, " ") != "bad.toml chk.toml" {
+		t.Errorf("progress %+v", p)
 	}
 	for _, w := range []string{"bad.toml:", "key does not exist: /missing", "chk.toml:", "check_cmd"} {
 		if !strings.Contains(err.Error(), w) {

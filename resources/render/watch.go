@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,9 +36,11 @@ func (rn *Runner) snapshotStates() []*state {
 }
 
 // touched reports what, among the changes, can alter st's output ("" for nothing).
-func (rn *Runner) touched(st *state, changes []cache.Change) string {
+// ids[i] is changes[i].Target.ID() for the changes with Other set: computed once per
+// batch, not once per resource.
+func (rn *Runner) touched(st *state, changes []cache.Change, ids []string) string {
 	rn.mu.Lock()
-	reads, targets := st.reads, st.targets
+	reads, targets, targetIDs := st.reads, st.targets, st.targetIDs
 	rn.mu.Unlock()
 	if reads == nil {
 		// Its first render has not recorded what it reads yet (services are read
@@ -47,13 +50,12 @@ func (rn *Runner) touched(st *state, changes []cache.Change) string {
 	}
 	if targets == nil {
 		targets = st.r.Targets()
+		targetIDs = idsOf(targets)
 	}
-	for _, ch := range changes {
+	for i, ch := range changes {
 		if ch.Other {
-			for _, t := range targets {
-				if t.ID() == ch.Target.ID() {
-					return "changed " + t.ID()
-				}
+			if slices.Contains(targetIDs, ids[i]) {
+				return "changed " + ids[i]
 			}
 			continue
 		}
@@ -72,6 +74,15 @@ func (rn *Runner) touched(st *state, changes []cache.Change) string {
 		}
 	}
 	return ""
+}
+
+// idsOf is each target's ID, in order.
+func idsOf(ts []backends.Target) []string {
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.ID()
+	}
+	return ids
 }
 
 // replace swaps in a new resource set: new and changed resources render, removed ones
@@ -102,6 +113,7 @@ func (rn *Runner) replace(set resources.ResourceSet, add func(*resources.Resourc
 			}
 			rn.mu.Lock()
 			delete(rn.states, st.r.Name)
+			rn.targetsMoved = true
 			rn.mu.Unlock()
 			if st.r.Parent == "" {
 				rn.log().Info("resource removed", "resource", st.r.Name)
@@ -127,6 +139,9 @@ func (rn *Runner) replace(set resources.ResourceSet, add func(*resources.Resourc
 func (rn *Runner) pruneWatches() {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
+	if !rn.targetsMoved {
+		return
+	}
 	need := map[string]bool{}
 	for _, st := range rn.states {
 		if st.reads == nil {
@@ -135,14 +150,15 @@ func (rn *Runner) pruneWatches() {
 			// would leave it deaf. The prune after the burst will know.
 			return
 		}
-		ts := st.targets
-		if ts == nil {
-			ts = st.r.Targets()
+		ids := st.targetIDs
+		if st.targets == nil {
+			ids = idsOf(st.r.Targets())
 		}
-		for _, t := range ts {
-			need[t.ID()] = true
+		for _, id := range ids {
+			need[id] = true
 		}
 	}
+	rn.targetsMoved = false
 	rn.eng.Prune(need)
 }
 
