@@ -24,9 +24,9 @@ import (
 // registered with `herald register` get their file and are served, a service that goes
 // loses its file, a file herald never made stays, one reload covers a burst of files,
 // a restart keeps the record of what herald made, and (etcd) a registry that answers
-// empty for a moment deletes nothing.
+// empty for a moment deletes nothing. ZooKeeper runs the same story.
 func TestFanoutVhosts(t *testing.T) {
-	for _, kind := range []string{"etcd", "consul"} {
+	for _, kind := range []string{"etcd", "zookeeper", "consul"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			runFanout(t, kind)
@@ -42,6 +42,10 @@ type fanoutRegistry struct {
 }
 
 func startFanoutRegistry(t *testing.T, kind string) fanoutRegistry {
+	if kind == "zookeeper" {
+		reg := startLBRegistry(t, kind)
+		return fanoutRegistry{url: reg.url, put: func(k, v string) { reg.put(t, k, v) }}
+	}
 	if kind == "etcd" {
 		e := harness.StartEtcd(t)
 		cli := e.Client(t)
