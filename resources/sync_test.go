@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -314,19 +315,29 @@ func TestSyncDestIsDirectory(t *testing.T) {
 
 func TestSyncUnwritableDirLeavesDest(t *testing.T) {
 	if os.Geteuid() == 0 {
-		// root ignores directory permissions; use a read-only bind instead: a file
-		// size limit makes the write itself fail.
+		// root ignores directory permissions: a file size limit makes the write itself
+		// fail instead. The limit is the whole process's, so the write happens in a
+		// child test binary: here every other test, and the test log itself, would hit
+		// it too.
+		if dest := os.Getenv("HERALD_TEST_FSIZE_DEST"); dest != "" {
+			r := &Resource{Name: "t.toml", Dest: dest, UID: -1, GID: -1}
+			ignoreSIGXFSZ(t)
+			var old syscall.Rlimit
+			syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old)
+			syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 4, Max: old.Max})
+			_, err := (&Syncer{}).Sync(context.Background(), r, []byte("a much longer config than four bytes\n"))
+			syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+			if err == nil || !strings.Contains(err.Error(), "write stage file") {
+				t.Fatalf("err = %v, want a failed stage write", err)
+			}
+			return
+		}
 		r := newRes(t)
 		writeDest(t, r, "good\n", 0o644)
-		var old syscall.Rlimit
-		syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old)
-		// SIGXFSZ would kill the test binary; the runtime ignores it only if asked.
-		ignoreSIGXFSZ(t)
-		syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 4, Max: old.Max})
-		_, err := (&Syncer{}).Sync(context.Background(), r, []byte("a much longer config than four bytes\n"))
-		syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-		if err == nil || !strings.Contains(err.Error(), "write stage file") {
-			t.Fatalf("err = %v, want a failed stage write", err)
+		c := exec.Command(os.Args[0], "-test.run=^TestSyncUnwritableDirLeavesDest$", "-test.count=1", "-test.v")
+		c.Env = append(os.Environ(), "HERALD_TEST_FSIZE_DEST="+r.Dest)
+		if out, err := c.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestSyncUnwritableDirLeavesDest") {
+			t.Fatalf("child: %v\n%s", err, out)
 		}
 		assertDest(t, r, "good\n")
 		if names := dirEntries(t, filepath.Dir(r.Dest)); len(names) != 1 {
