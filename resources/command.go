@@ -26,6 +26,22 @@ const maxOutput = 8 << 10
 // '...', so confd's commands work unchanged, quoted or not. Only {{.src}} and
 // {{.dest}} may appear: anything else could not be quoted safely.
 func expandCmd(cmd, src, dest string) (string, error) {
+	return expandVars(cmd, cmdVars{src: src, dest: dest})
+}
+
+// cmdVars are a command's placeholders. item is a fan-out file's item key, for
+// {{.item}}; without hasItem (a resource without each) {{.item}} is refused.
+type cmdVars struct {
+	src, dest, item string
+	hasItem         bool
+}
+
+// CmdVars are r's placeholders with {{.src}} = src.
+func (r *Resource) cmdVars(src string) cmdVars {
+	return cmdVars{src: src, dest: r.Dest, item: r.ItemKey, hasItem: r.Each != nil || r.Parent != ""}
+}
+
+func expandVars(cmd string, v cmdVars) (string, error) {
 	if cmd == "" {
 		return "", nil
 	}
@@ -43,19 +59,28 @@ func expandCmd(cmd, src, dest string) (string, error) {
 			b.Write(n.Text)
 			q = q.scan(n.Text)
 		case *parse.ActionNode:
-			switch placeholder(n) {
-			case "src":
-				b.WriteString(q.quote(src))
-			case "dest":
-				b.WriteString(q.quote(dest))
+			switch name := placeholder(n); {
+			case name == "src":
+				b.WriteString(q.quote(v.src))
+			case name == "dest":
+				b.WriteString(q.quote(v.dest))
+			case name == "item" && v.hasItem:
+				b.WriteString(q.quote(v.item))
 			default:
-				return "", fmt.Errorf("%s: only {{.src}} and {{.dest}} may be used", n)
+				return "", fmt.Errorf("%s: %s", n, v.allowed())
 			}
 		default:
-			return "", fmt.Errorf("%s: only {{.src}} and {{.dest}} may be used", n)
+			return "", fmt.Errorf("%s: %s", n, v.allowed())
 		}
 	}
 	return b.String(), nil
+}
+
+func (v cmdVars) allowed() string {
+	if v.hasItem {
+		return "only {{.src}}, {{.dest}} and {{.item}} may be used"
+	}
+	return "only {{.src}} and {{.dest}} may be used"
 }
 
 // placeholder returns "src" for {{.src}}, "dest" for {{.dest}}, else "".

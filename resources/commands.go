@@ -11,7 +11,13 @@ func RunCommand(ctx context.Context, kind, cmd string, timeout time.Duration) (s
 	return runCommand(ctx, kind, cmd, timeout)
 }
 
-// ExpandCmd fills a command's {{.src}} and {{.dest}} placeholders, shell-quoted.
-func ExpandCmd(cmd, src, dest string) (string, error) {
-	return expandCmd(cmd, src, dest)
+// ExpandReload is r's reload command for dest, expanded: {{.src}} and {{.dest}} are
+// dest, {{.item}} (fan-out files) the item key, each shell-quoted.
+func ExpandReload(r *Resource, dest, item string) (string, error) {
+	v := r.cmdVars(dest)
+	v.dest = dest
+	if item != "" {
+		v.item = item
+	}
+	return expandVars(r.ReloadCmd, v)
 }

@@ -51,7 +51,7 @@ func LoadFile(file string, opts LoadOptions) (*Resource, error) {
 	l.timing()
 	l.guard()
 	for _, c := range []struct{ key, cmd string }{{"check_cmd", l.r.CheckCmd}, {"reload_cmd", l.r.ReloadCmd}} {
-		if _, err := expandCmd(c.cmd, "", ""); err != nil {
+		if _, err := expandVars(c.cmd, l.r.cmdVars("")); err != nil {
 			l.fail(c.key, c.key, err)
 		}
 	}
@@ -173,7 +173,8 @@ func (l *fileLoader) dest() {
 
 // each reads a fan-out resource's list and its dest, a template over the item. Its
 // check_cmd and reload_cmd are not: an item comes from the registry, and no registry
-// value reaches a shell; {{.dest}} gives them the item's file, shell-quoted.
+// value reaches a shell unquoted; {{.dest}} and {{.item}} give them the item's file and
+// key, shell-quoted.
 func (l *fileLoader) each() {
 	t, r := l.t, l.r
 	e, err := template.ParseEach(t.Each)

@@ -60,6 +60,7 @@ type Resource struct {
 	Each      *template.Each
 	DestField *template.Field
 	Item      any    // a fan-out file's item: its template's dot
+	ItemKey   string // its key (service name, instance ID, key name): {{.item}} in commands
 	Parent    string // a fan-out file's resource name ("" for others)
 
 	// Warnings are problems confd ignores and so herald does too, e.g. an owner name

@@ -165,7 +165,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		syncDir(dir)
 	}
 	if r.ReloadCmd != "" && !s.SyncOnly {
-		if o.Reload, err = expandCmd(r.ReloadCmd, r.Dest, r.Dest); err != nil {
+		if o.Reload, err = expandVars(r.ReloadCmd, r.cmdVars(r.Dest)); err != nil {
 			return o, fmt.Errorf("%s: reload_cmd: %w", r.Dest, err)
 		}
 	}
@@ -176,7 +176,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 // slow check holds only its own file). keep says the stage file is worth keeping: the
 // check failed on it.
 func (s *Syncer) checkStage(ctx context.Context, r *Resource, stage string, m *member, log *slog.Logger) (keep bool, err error) {
-	cmd, err := expandCmd(r.CheckCmd, stage, r.Dest)
+	cmd, err := expandVars(r.CheckCmd, r.cmdVars(stage))
 	if err != nil {
 		return false, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
 	}

@@ -46,9 +46,15 @@ type record struct {
 	// file look changed by someone else, so it is kept, never deleted by mistake.
 	dirty, stale bool
 	savedAt      time.Time
-	Resource     string            `json:"resource"`
-	Each         string            `json:"each"`
-	Files        map[string]string `json:"files"` // dest -> sha256 of the content written
+	Resource     string                  `json:"resource"`
+	Each         string                  `json:"each"`
+	Files        map[string]recordedFile `json:"files"` // by dest
+}
+
+// recordedFile is one file herald made: the SHA-256 of what it wrote, and for which item.
+type recordedFile struct {
+	Sum  string `json:"sha256"`
+	Item string `json:"item"`
 }
 
 // maxRecord bounds a record file: 100,000 files of long paths fit.
@@ -63,7 +69,7 @@ func recordPath(r *resources.Resource) string {
 // loadRecord reads r's record; a missing one is empty. One that cannot be read is
 // reported and treated as empty: herald then deletes nothing it cannot prove it made.
 func loadRecord(r *resources.Resource) (*record, error) {
-	rec := &record{path: recordPath(r), Resource: r.Name, Each: r.Each.Spec, Files: map[string]string{}}
+	rec := &record{path: recordPath(r), Resource: r.Name, Each: r.Each.Spec, Files: map[string]recordedFile{}}
 	raw, err := regfile.Read(rec.path, maxRecord)
 	if errors.Is(err, fs.ErrNotExist) {
 		return rec, nil
@@ -71,9 +77,9 @@ func loadRecord(r *resources.Resource) (*record, error) {
 	if err == nil {
 		var disk record
 		if err = json.Unmarshal(raw, &disk); err == nil {
-			for dest, sum := range disk.Files {
+			for dest, f := range disk.Files {
 				if within(r, dest) == nil {
-					rec.Files[dest] = sum
+					rec.Files[dest] = f
 				}
 			}
 			return rec, nil
@@ -138,7 +144,7 @@ func (rn *Runner) children(p *resources.Resource, items []template.Item) ([]*res
 		}
 		byDest[dest] = it.Key
 		c := *p
-		c.Name, c.Dest, c.Item, c.Parent = p.Name+"#"+it.Key, dest, it.Value, p.Name
+		c.Name, c.Dest, c.Item, c.ItemKey, c.Parent = p.Name+"#"+it.Key, dest, it.Value, it.Key, p.Name
 		c.Each, c.DestField, c.Warnings = nil, nil, nil
 		out = append(out, &c)
 	}
@@ -225,9 +231,9 @@ func (d *daemon) childDone(st *state, o outcome) {
 	if p.fan == nil {
 		return
 	}
-	if prev, ok := p.fan.rec.Files[st.r.Dest]; o.sum != "" && prev != o.sum {
-		p.fan.rec.Files[st.r.Dest] = o.sum
-		if ok {
+	if prev, ok := p.fan.rec.Files[st.r.Dest]; o.sum != "" && prev != (recordedFile{o.sum, st.r.ItemKey}) {
+		p.fan.rec.Files[st.r.Dest] = recordedFile{o.sum, st.r.ItemKey}
+		if ok && prev.Item == st.r.ItemKey {
 			p.fan.rec.stale = true
 		} else {
 			p.fan.rec.dirty = true
@@ -276,7 +282,7 @@ func (rn *Runner) removeFile(r *resources.Resource, rec *record, dest string) ou
 	case err != nil:
 		log.Error("cannot read the file of an item that is gone; left in place, tried again later", "err", err)
 		return outcome{}
-	case sum != rec.Files[dest]:
+	case sum != rec.Files[dest].Sum:
 		log.Warn("the file of an item that is gone was changed by someone else since herald wrote it; left in place")
 		delete(rec.Files, dest)
 		rec.dirty = true
@@ -286,13 +292,14 @@ func (rn *Runner) removeFile(r *resources.Resource, rec *record, dest string) ou
 		log.Error("cannot remove the file of an item that is gone; tried again later", "err", err)
 		return outcome{}
 	}
+	item := rec.Files[dest].Item
 	delete(rec.Files, dest)
 	rec.dirty = true
-	log.Info("removed the file of an item that is gone")
+	log.Info("removed the file of an item that is gone", "item", item)
 	o := outcome{}
 	o.Dir = filepath.Dir(dest)
 	if r.ReloadCmd != "" && !rn.Syncer.SyncOnly {
-		o.Reload, _ = resources.ExpandCmd(r.ReloadCmd, dest, dest) // checked at load
+		o.Reload, _ = resources.ExpandReload(r, dest, item) // checked at load
 	}
 	rn.Metrics.removed(r.Name)
 	return o
@@ -403,7 +410,7 @@ func (rn *Runner) sweepOnce(f fanOnce, sums map[string]string) ([]outcome, error
 	for _, c := range f.children {
 		live[c.Dest] = true
 		if sum := sums[c.Name]; sum != "" {
-			f.rec.Files[c.Dest] = sum
+			f.rec.Files[c.Dest] = recordedFile{sum, c.ItemKey}
 			f.rec.dirty = true
 		}
 	}

@@ -285,3 +285,41 @@ func TestFanoutHotReload(t *testing.T) {
 		return strings.Contains(r, "api.site") && !strings.Contains(r, "api.conf")
 	})
 }
+
+// {{.item}} in a fan-out resource's commands is the item's key, quoted for the shell like
+// {{.dest}}: a service name full of shell syntax stays one word and runs nothing; the
+// reload of a removed file names the item the record kept for it.
+func TestFanoutItemInCommands(t *testing.T) {
+	hostile := "x';touch PWNED;'$(touch PWNED)"
+	m := newMem(nil)
+	m.svcs["web"], m.svcs[hostile] = instances(1), instances(1)
+	dir, load := fanoutDir(t, "check_cmd = \"test {{.item}} != bad\"\n", siteTmpl)
+	toml := filepath.Join(dir, "conf.d/sites.toml")
+	raw, _ := os.ReadFile(toml)
+	os.WriteFile(toml, []byte(strings.Replace(string(raw), "echo {{.dest}} >>", "cd "+dir+" && printf '%s\\\\n' {{.item}} >>", 1)), 0o644)
+	if err := (&Runner{Store: m}).RenderOnce(context.Background(), load()); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(read(t, filepath.Join(dir, "reloads"))), "\n")
+	slices.Sort(got)
+	if want := []string{"web", hostile}; !slices.Equal(got, want) {
+		t.Fatalf("reload lines %q, want %q", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "PWNED")); !os.IsNotExist(err) {
+		t.Fatal("a service name ran a command")
+	}
+	// The item that fails its check keeps no file; the removal reload names its item.
+	m.svcs["bad"] = instances(1)
+	if err := (&Runner{Store: m}).RenderOnce(context.Background(), load()); err == nil || !strings.Contains(err.Error(), "sites.toml#bad") {
+		t.Fatalf("err = %v", err)
+	}
+	os.Remove(filepath.Join(dir, "reloads"))
+	delete(m.svcs, "bad")
+	m.svcs["web"] = nil
+	if err := (&Runner{Store: m}).RenderOnce(context.Background(), load()); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "reloads")); got != "web\n" {
+		t.Fatalf("reload after web left: %q", got)
+	}
+}

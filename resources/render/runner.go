@@ -310,7 +310,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 func (rn *Runner) reloadTimeout(cmd string, rs []*resources.Resource) time.Duration {
 	var d time.Duration
 	for _, r := range rs {
-		if exp, _ := resources.ExpandCmd(r.ReloadCmd, r.Dest, r.Dest); exp == cmd && r.ReloadTimeout > d {
+		if exp, _ := resources.ExpandReload(r, r.Dest, ""); exp == cmd && r.ReloadTimeout > d {
 			d = r.ReloadTimeout
 		}
 	}
