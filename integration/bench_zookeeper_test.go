@@ -1,0 +1,98 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/integration/harness"
+)
+
+// BenchmarkWatchZooKeeperOneResource: ZooKeeper set → one resource's file renamed into
+// place, side by side in the same run with the floor: a bare client on its own
+// connection that gets the watch event, reads the node back (a ZooKeeper watch carries
+// no data) and replaces a file crash-safely (write, fsync, rename). Changes alternate
+// between the two, each on its own node.
+//
+//	go test ./integration -run XXX -bench BenchmarkWatchZooKeeperOneResource -benchtime 200x
+func BenchmarkWatchZooKeeperOneResource(b *testing.B) {
+	z := harness.StartZooKeeper(b)
+	c := zkClient(b, z.Servers, 10*time.Second)
+	zkPut(b, c, "/bench/k", "0")
+	zkPut(b, c, "/floor/k", "0")
+	dir := benchDir(b)
+	writeTree(b, dir, map[string]string{
+		"conf.d/r.toml":    "[template]\nsrc = \"r.tmpl\"\ndest = \"out/r\"\nkeys = [\"/bench\"]\n",
+		"templates/r.tmpl": `{{getv "/bench/k"}}` + "\n",
+	})
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(out, 0o755)
+	rn := newRenames(b, out)
+	startHerald(b, nil, "watch", "--confdir", dir, "--backend", "zookeeper://"+z.Servers[0], "--log-level", "warn")
+	rn.wait(b, 1, 60*time.Second)
+	rn.drain()
+
+	floor := zkClient(b, z.Servers, 10*time.Second) // the bare client's own connection
+	floorDir := filepath.Join(dir, "floor")
+	os.MkdirAll(floorDir, 0o755)
+	replace := func(data []byte) {
+		tmp := filepath.Join(floorDir, ".f.tmp")
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Write(data)
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		if err := os.Rename(tmp, filepath.Join(floorDir, "f")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var herald, bare []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		v := fmt.Sprintf("v%d", i)
+		t0 := time.Now()
+		if _, err := c.Set("/bench/k", []byte(v), -1); err != nil {
+			b.Fatal(err)
+		}
+		rn.wait(b, 1, 30*time.Second)
+		herald = append(herald, time.Since(t0))
+
+		_, _, ch, err := floor.GetW("/floor/k")
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 = time.Now()
+		if _, err := c.Set("/floor/k", []byte(v), -1); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			b.Fatal("no watch event")
+		}
+		data, _, err := floor.Get("/floor/k")
+		if err != nil || !strings.HasPrefix(string(data), "v") {
+			b.Fatalf("read back: %q %v", data, err)
+		}
+		replace(data)
+		bare = append(bare, time.Since(t0))
+	}
+	b.StopTimer()
+	if got, _ := os.ReadFile(filepath.Join(out, "r")); strings.TrimSpace(string(got)) != fmt.Sprintf("v%d", b.N-1) {
+		b.Fatalf("herald's file holds %q", got)
+	}
+	hp50, hp99 := percentiles(herald)
+	fp50, fp99 := percentiles(bare)
+	b.ReportMetric(hp50, "herald-p50-ms")
+	b.ReportMetric(hp99, "herald-p99-ms")
+	b.ReportMetric(fp50, "floor-p50-ms")
+	b.ReportMetric(fp99, "floor-p99-ms")
+	b.ReportMetric(hp50/fp50, "p50-ratio")
+}
