@@ -35,3 +35,16 @@ func (stageFile) Chown(int, int) error { return errNoAtomicReplace }
 func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	return errNoAtomicReplace
 }
+
+// CheckOwnFile only checks that path is a regular file: this platform's modes and
+// owners are not unix's.
+func CheckOwnFile(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New(path + " is not a regular file")
+	}
+	return nil
+}

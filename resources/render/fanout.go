@@ -70,9 +70,13 @@ func recordPath(r *resources.Resource) string {
 // reported and treated as empty: herald then deletes nothing it cannot prove it made.
 func loadRecord(r *resources.Resource) (*record, error) {
 	rec := &record{path: recordPath(r), Resource: r.Name, Each: r.Each.Spec, Files: map[string]recordedFile{}}
-	raw, err := regfile.Read(rec.path, maxRecord)
+	err := resources.CheckOwnFile(rec.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return rec, nil
+	}
+	var raw []byte
+	if err == nil {
+		raw, err = regfile.Read(rec.path, maxRecord)
 	}
 	if err == nil {
 		var disk record
@@ -402,9 +406,6 @@ func (rn *Runner) expandOnce(ctx, readCtx context.Context, rs []*resources.Resou
 // gone, unless the list shrank as the guard would hold it in watch mode: a one-off
 // render cannot wait for it to persist, so it deletes nothing and says why.
 func (rn *Runner) sweepOnce(f fanOnce, sums map[string]string) ([]outcome, error) {
-	if f.recErr != nil {
-		return nil, f.recErr
-	}
 	before := len(f.rec.Files)
 	live := make(map[string]bool, len(f.children))
 	for _, c := range f.children {
@@ -423,7 +424,11 @@ func (rn *Runner) sweepOnce(f fanOnce, sums map[string]string) ([]outcome, error
 		g = *rn.Guard
 	}
 	key := eachCountKey(f.parent)
-	if why := g.With(f.parent.Guard).Check(map[string]int{key: before}, map[string]int{key: len(f.children)}); why != "" {
+	if f.recErr != nil {
+		// What it lists is not deleted; herald's own record, of what it wrote now,
+		// replaces it.
+		err = f.recErr
+	} else if why := g.With(f.parent.Guard).Check(map[string]int{key: before}, map[string]int{key: len(f.children)}); why != "" {
 		err = fmt.Errorf("%s: the files of the items that are gone stay; run herald watch, which removes them once the smaller list persists for drop_hold, or set min_instances = 0 and max_drop = \"100%%\" on the resource", why)
 	} else {
 		for _, dest := range slices.Sorted(maps.Keys(f.rec.Files)) {

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -321,5 +322,46 @@ func TestFanoutItemInCommands(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(dir, "reloads")); got != "web\n" {
 		t.Fatalf("reload after web left: %q", got)
+	}
+}
+
+// A record another user could have written (writable by others, or someone else's) is
+// not trusted: the files it lists are never deleted on its word.
+func TestFanoutUntrustedRecord(t *testing.T) {
+	m := newMem(nil)
+	m.svcs["web"] = instances(1)
+	dir, load := fanoutDir(t, "", siteTmpl)
+	victim := filepath.Join(dir, "out/victim.conf")
+	os.WriteFile(victim, []byte("root's file"), 0o644)
+	rec := filepath.Join(dir, "out/.herald-sites.toml.json")
+	planted := fmt.Sprintf(`{"files": {%q: {"sha256": %q, "item": "victim"}}}`, victim, contentSum([]byte("root's file")))
+	for _, c := range []struct {
+		name  string
+		plant func()
+	}{
+		{"writable by others", func() { os.WriteFile(rec, []byte(planted), 0o644); os.Chmod(rec, 0o666) }},
+		{"someone else's", func() {
+			os.WriteFile(rec, []byte(planted), 0o644)
+			if os.Geteuid() == 0 {
+				os.Chown(rec, 65534, 65534)
+			} else {
+				os.Chmod(rec, 0o662) // as a non-root user: the other refusal
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(rec)
+			c.plant()
+			if err := (&Runner{Store: m}).RenderOnce(context.Background(), load()); err == nil || !strings.Contains(err.Error(), "herald deletes none") {
+				t.Fatalf("err = %v, want the record refused", err)
+			}
+			if read(t, victim) != "root's file" {
+				t.Fatal("a planted record deleted a file")
+			}
+			// herald's own record, of what it wrote, replaced the planted one.
+			if err := resources.CheckOwnFile(rec); err != nil || strings.Contains(read(t, rec), "victim") || !strings.Contains(read(t, rec), "web.conf") {
+				t.Fatalf("record after the render: %v\n%s", err, read(t, rec))
+			}
+		})
 	}
 }
