@@ -47,25 +47,14 @@ func BenchmarkFanoutEtcd1000Services(b *testing.B) {
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
 	started := time.Now()
-	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
-	profile := os.Getenv("HERALD_BENCH_CPUPROFILE") // as in benchWatch
-	var addr string
-	if profile != "" {
-		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
-		args = append(args, "--listen", addr, "--pprof")
-	}
+	prof, args := newBenchProfile(b, []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"})
 	p := startHerald(b, nil, args...)
 	rn.wait(b, nSvc, 120*time.Second)
 	first := time.Since(started)
 	rn.drain()
 	pid := p.cmd.Process.Pid
 	cpu0 := readProc(pid)
-	profiled := make(chan error, 1)
-	if profile != "" {
-		go func() { profiled <- saveProfile("http://"+addr+"/debug/pprof/profile?seconds=5", profile) }()
-	} else {
-		profiled <- nil
-	}
+	prof.start()
 	var lat []time.Duration
 	renamed := map[string]int{}
 	start := time.Now()
@@ -83,9 +72,7 @@ func BenchmarkFanoutEtcd1000Services(b *testing.B) {
 	b.StopTimer()
 	elapsed := time.Since(start)
 	after := readProc(pid)
-	if err := <-profiled; err != nil {
-		b.Fatal(err)
-	}
+	prof.wait(b)
 	rn.drain()
 	if len(renamed) != 1 || renamed["svc0500.conf"] == 0 {
 		b.Fatalf("files replaced during the changes to svc0500: %v", renamed)

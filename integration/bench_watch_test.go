@@ -143,26 +143,13 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	out := filepath.Join(dir, "out")
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
-	args := []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
-	// HERALD_BENCH_CPUPROFILE=file saves a CPU profile of herald over the first 5 s of
-	// the measured loop (pick -benchtime so that the loop lasts that long).
-	profile := os.Getenv("HERALD_BENCH_CPUPROFILE")
-	var addr string
-	if profile != "" {
-		addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
-		args = append(args, "--listen", addr, "--pprof")
-	}
+	prof, args := newBenchProfile(b, []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"})
 	p := startHerald(b, nil, args...)
 	rn.wait(b, nRes, 60*time.Second)
 	rn.drain()
 	pid := p.cmd.Process.Pid
 	before := readProc(pid)
-	profiled := make(chan error, 1)
-	if profile != "" {
-		go func() { profiled <- saveProfile("http://"+addr+"/debug/pprof/profile?seconds=5", profile) }()
-	} else {
-		profiled <- nil
-	}
+	prof.start()
 	var lat []time.Duration
 	start := time.Now()
 	b.ResetTimer()
@@ -177,9 +164,7 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	b.StopTimer()
 	elapsed := time.Since(start)
 	after := readProc(pid)
-	if err := <-profiled; err != nil {
-		b.Fatal(err)
-	}
+	prof.wait(b)
 	p50, p99 := percentiles(lat)
 	b.ReportMetric(p50, "p50-ms")
 	b.ReportMetric(p99, "p99-ms")
@@ -202,6 +187,40 @@ func benchDir(b *testing.B) string {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// benchProfile is HERALD_BENCH_CPUPROFILE=file: a CPU profile of herald over the first
+// 5 s of the measured loop (pick -benchtime so that the loop lasts that long).
+type benchProfile struct {
+	file, addr string
+	done       chan error
+}
+
+// newBenchProfile returns herald's args with --listen and --pprof added when a profile
+// is asked for.
+func newBenchProfile(b *testing.B, args []string) (*benchProfile, []string) {
+	p := &benchProfile{file: os.Getenv("HERALD_BENCH_CPUPROFILE"), done: make(chan error, 1)}
+	if p.file != "" {
+		p.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+		args = append(args, "--listen", p.addr, "--pprof")
+	}
+	return p, args
+}
+
+// start begins the profile, where the measured loop starts.
+func (p *benchProfile) start() {
+	if p.file == "" {
+		p.done <- nil
+		return
+	}
+	go func() { p.done <- saveProfile("http://"+p.addr+"/debug/pprof/profile?seconds=5", p.file) }()
+}
+
+// wait waits for the profile to be saved.
+func (p *benchProfile) wait(b *testing.B) {
+	if err := <-p.done; err != nil {
+		b.Fatal(err)
+	}
 }
 
 func saveProfile(url, file string) error {

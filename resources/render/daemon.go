@@ -35,8 +35,7 @@ type daemon struct {
 	due      chan *state
 	done     chan result
 	inflight int
-	pending  []string // reload commands of the current burst, in order
-	dirs     []string // directories whose fsync the burst still owes
+	owed     owed // the current burst's reload commands and directory fsyncs
 	rl       *reloader
 
 	// A burst is over when no render is in flight and no resource still waits for its
@@ -260,16 +259,26 @@ func (d *daemon) afterList(p *state) {
 
 // collect remembers what a finished render owes the end of its burst.
 func (d *daemon) collect(o outcome) {
-	if o.Reload != "" && !slices.Contains(d.pending, o.Reload) {
-		d.pending = append(d.pending, o.Reload)
-	}
-	if o.Dir != "" && !slices.Contains(d.dirs, o.Dir) {
-		d.dirs = append(d.dirs, o.Dir)
-	}
-	if d.pendingSince.IsZero() && (len(d.pending) > 0 || len(d.dirs) > 0) {
+	d.owed.add(o)
+	if d.pendingSince.IsZero() && !d.owed.empty() {
 		d.pendingSince = time.Now()
 	}
 }
+
+// owed is what finished renders owe the end of their burst: each distinct reload
+// command and each directory to fsync, in the order they came.
+type owed struct{ reloads, dirs []string }
+
+func (w *owed) add(o outcome) {
+	if o.Reload != "" && !slices.Contains(w.reloads, o.Reload) {
+		w.reloads = append(w.reloads, o.Reload)
+	}
+	if o.Dir != "" && !slices.Contains(w.dirs, o.Dir) {
+		w.dirs = append(w.dirs, o.Dir)
+	}
+}
+
+func (w *owed) empty() bool { return len(w.reloads) == 0 && len(w.dirs) == 0 }
 
 // finished handles a render's end: again if asked meanwhile, a retry, or a hold; the
 // burst's end when it was the last in flight.
@@ -327,13 +336,16 @@ func (d *daemon) burstOver() {
 	case <-d.overdue: // fired for this burst, before the timer could be stopped
 	default:
 	}
-	resources.SyncDirs(d.dirs)
-	d.dirs = d.dirs[:0]
+	resources.SyncDirs(d.owed.dirs)
+	d.owed.dirs = d.owed.dirs[:0]
 	d.flushRecords(d.ctx.Err() != nil)
-	for _, cmd := range d.pending {
-		d.rl.request(d.workCtx, cmd, d.rn.reloadTimeoutFor(cmd))
+	if len(d.owed.reloads) > 0 {
+		timeouts := d.rn.reloadTimeouts()
+		for _, cmd := range d.owed.reloads {
+			d.rl.request(d.workCtx, cmd, timeouts[cmd])
+		}
 	}
-	d.pending = d.pending[:0]
+	d.owed.reloads = d.owed.reloads[:0]
 }
 
 // finish ends Run: no more scheduled renders; those in flight end, then their burst's

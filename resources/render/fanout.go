@@ -231,10 +231,7 @@ func (d *daemon) drop(p *state, st *state) {
 
 // childDone records what a file's render wrote, and sweeps once a dropped one is done.
 func (d *daemon) childDone(st *state, o outcome) {
-	p := st.parent
-	if p.fan == nil {
-		return
-	}
+	p := st.parent // a fan-out resource: its fan is set when it is added
 	if prev, ok := p.fan.rec.Files[st.r.Dest]; o.sum != "" && prev != (recordedFile{o.sum, st.r.ItemKey}) {
 		p.fan.rec.Files[st.r.Dest] = recordedFile{o.sum, st.r.ItemKey}
 		if ok && prev.Item == st.r.ItemKey {

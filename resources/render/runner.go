@@ -87,6 +87,9 @@ type state struct {
 	// afterList: what changed for a fan-out file while its resource lists again; it
 	// renders after the new list (its item may be gone).
 	afterList string
+	// reloadCmd is r's reload command expanded, once reloadKnown (reloadTimeouts).
+	reloadCmd   string
+	reloadKnown bool
 
 	// running is set while an execution that outlived its render timeout still runs:
 	// the next render fails at once rather than pile up another one.
@@ -238,14 +241,51 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 		return err
 	}
 	rs, fans, errs := rn.expandOnce(ctx, readCtx, rs)
-	// Resources render in parallel (their fsyncs overlap); results are then taken in
-	// resource order, so errors and reloads come out the same on every run. A dry run
-	// stays sequential so its diffs print in order.
-	type result struct {
-		o   outcome
-		err error
+	results := rn.syncOnce(ctx, readCtx, rs)
+	var w owed
+	sums := make(map[string]string, len(rs))
+	for i, r := range rs {
+		o, err := results[i].o, results[i].err
+		sums[r.Name] = o.sum
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+			o.Reload = "" // a failed render owes its directory's fsync, never a reload
+		}
+		w.add(o)
 	}
-	results := make([]result, len(rs))
+	for _, f := range fans {
+		outs, err := rn.sweepOnce(f, sums)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.parent.Name, err))
+		}
+		for _, o := range outs {
+			w.add(o)
+		}
+	}
+	resources.SyncDirs(w.dirs)
+	timeouts := map[string]time.Duration{}
+	for _, r := range rs {
+		cmd, _ := resources.ExpandReload(r, r.Dest, "")
+		timeouts[cmd] = max(timeouts[cmd], r.ReloadTimeout)
+	}
+	for _, cmd := range w.reloads {
+		if err := rn.reload(ctx, cmd, timeouts[cmd]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type onceResult struct {
+	o   outcome
+	err error
+}
+
+// syncOnce renders and syncs rs in parallel (their fsyncs overlap) and returns the
+// results in resource order, so errors and reloads come out the same on every run. A
+// dry run stays sequential so its diffs print in order.
+func (rn *Runner) syncOnce(ctx, readCtx context.Context, rs []*resources.Resource) []onceResult {
+	results := make([]onceResult, len(rs))
 	workers := rn.workers()
 	if rn.Syncer.DryRun {
 		workers = 1
@@ -261,60 +301,11 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 		pool.submit(func() {
 			defer wg.Done()
 			o, err := rn.renderAndSync(ctx, readCtx, st, false)
-			results[i] = result{o, err}
+			results[i] = onceResult{o, err}
 		})
 	}
 	wg.Wait()
-	var (
-		reloads []string
-		dirs    []string
-	)
-	sums := make(map[string]string, len(rs))
-	for i, r := range rs {
-		sums[r.Name] = results[i].o.sum
-		o, err := results[i].o, results[i].err
-		if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
-			dirs = append(dirs, o.Dir)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
-			continue
-		}
-		if o.Reload != "" && !slices.Contains(reloads, o.Reload) {
-			reloads = append(reloads, o.Reload)
-		}
-	}
-	for _, f := range fans {
-		o, err := rn.sweepOnce(f, sums)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.parent.Name, err))
-		}
-		for _, o := range o {
-			if o.Dir != "" && !slices.Contains(dirs, o.Dir) {
-				dirs = append(dirs, o.Dir)
-			}
-			if o.Reload != "" && !slices.Contains(reloads, o.Reload) {
-				reloads = append(reloads, o.Reload)
-			}
-		}
-	}
-	resources.SyncDirs(dirs)
-	for _, cmd := range reloads {
-		if err := rn.reload(ctx, cmd, rn.reloadTimeout(cmd, rs)); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (rn *Runner) reloadTimeout(cmd string, rs []*resources.Resource) time.Duration {
-	var d time.Duration
-	for _, r := range rs {
-		if exp, _ := resources.ExpandReload(r, r.Dest, ""); exp == cmd && r.ReloadTimeout > d {
-			d = r.ReloadTimeout
-		}
-	}
-	return d
+	return results
 }
 
 func (rn *Runner) reload(ctx context.Context, cmd string, timeout time.Duration) error {

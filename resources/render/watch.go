@@ -162,12 +162,20 @@ func (rn *Runner) pruneWatches() {
 	rn.eng.Prune(need)
 }
 
-func (rn *Runner) reloadTimeoutFor(cmd string) time.Duration {
-	var rs []*resources.Resource
+// reloadTimeouts maps each running resource's expanded reload command to the longest
+// reload_timeout among the resources sharing it. Each state expands its command once
+// (its dest and item never change): with 1,000 fan-out files, a burst would otherwise
+// parse 1,000 commands per reload.
+func (rn *Runner) reloadTimeouts() map[string]time.Duration {
+	m := map[string]time.Duration{}
 	for _, st := range rn.snapshotStates() {
-		rs = append(rs, st.r)
+		if !st.reloadKnown {
+			st.reloadCmd, _ = resources.ExpandReload(st.r, st.r.Dest, "")
+			st.reloadKnown = true
+		}
+		m[st.reloadCmd] = max(m[st.reloadCmd], st.r.ReloadTimeout)
 	}
-	return rn.reloadTimeout(cmd, rs)
+	return m
 }
 
 // reloader runs each reload command at most once at a time; a request while it runs is
