@@ -187,7 +187,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	defer dmn.close()
 	rn.Beat = func() { dmn.update(watchStatus(rn.Progress(), store.State())) }
 	rn.BeatEvery = dmn.every()
-	defer context.AfterFunc(ctx, dmn.stopping)()
+	defer dmn.stopOnDone(ctx)()
 	updates := make(chan resources.ResourceSet, 1)
 	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates, dmn)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -89,6 +90,22 @@ func (d *daemon) stopping() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.sendLocked("STOPPING=1", "STATUS=stopping")
+}
+
+// stopOnDone says STOPPING=1 as soon as ctx ends (SIGTERM), while the daemon still
+// finishes its work. The returned func, deferred before close, waits for that message:
+// the process must not exit (and close the socket) before systemd has it.
+func (d *daemon) stopOnDone(ctx context.Context) (wait func()) {
+	sent := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(sent)
+		d.stopping()
+	})
+	return func() {
+		if !stop() { // started: ctx ended
+			<-sent
+		}
+	}
 }
 
 func (d *daemon) sendIfReady(lines ...string) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"testing"
@@ -66,4 +67,34 @@ func TestDaemonWithoutSystemd(t *testing.T) {
 	if d.every() != 5*time.Second {
 		t.Fatalf("every() = %v", d.every())
 	}
+}
+
+// STOPPING=1 goes out when ctx ends (SIGTERM), and the deferred wait holds the exit
+// until it has: closing the socket first lost it (a flaky TestSystemdNotifyWatch).
+func TestDaemonStoppingBeforeExit(t *testing.T) {
+	for range 20 {
+		sock := filepath.Join(t.TempDir(), "notify")
+		l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := newDaemon(env{lookup: func(k string) (string, bool) {
+			return sock, k == "NOTIFY_SOCKET"
+		}}, discard())
+		ctx, cancel := context.WithCancel(context.Background())
+		wait := d.stopOnDone(ctx)
+		cancel()
+		wait() // as the deferred call does right before close
+		d.close()
+		l.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 1024)
+		n, err := l.Read(b)
+		l.Close()
+		if err != nil || string(b[:n]) != "STOPPING=1\nSTATUS=stopping" {
+			t.Fatalf("got %q, %v", b[:n], err)
+		}
+	}
+	// A daemon that ends without ctx ending (an error) says nothing and does not wait.
+	d := newDaemon(env{lookup: func(string) (string, bool) { return "", false }}, discard())
+	d.stopOnDone(context.Background())()
 }

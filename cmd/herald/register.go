@@ -262,7 +262,7 @@ func cmdRegister(ctx context.Context, e env, o *Options, fs *flag.FlagSet, rf *r
 func waitAnnouncers(ctx context.Context, e env, store backends.Store, anns []*announce.Announcer, errs <-chan error, log *slog.Logger) error {
 	dmn := newDaemon(e, log)
 	defer dmn.close()
-	defer context.AfterFunc(ctx, dmn.stopping)()
+	defer dmn.stopOnDone(ctx)()
 	beat := func() {
 		sts := make([]announce.Status, len(anns))
 		for i, a := range anns {
