@@ -47,6 +47,13 @@ type Store interface {
 	Close() error
 }
 
+// DatacenterLister is implemented by a Store whose registry spans datacenters (Consul):
+// Datacenters lists the ones it knows, sorted by name, and its Watch follows a Target with
+// Datacenters set. Only a DatacenterLister is ever asked to watch that target.
+type DatacenterLister interface {
+	Datacenters(ctx context.Context) ([]string, uint64, error)
+}
+
 // Registrar is implemented by backends that can announce a service instance.
 type Registrar interface {
 	// Register announces svc with liveness (etcd lease, ZooKeeper ephemeral node, Consul
@@ -86,12 +93,13 @@ type Registration interface {
 	Deregister(ctx context.Context) error
 }
 
-// Target is one thing a watch follows: a key prefix, one service list, or the list of
-// service names. Exactly one of the fields is set.
+// Target is one thing a watch follows: a key prefix, one service list, the list of
+// service names, or the list of datacenters. Exactly one of the fields is set.
 type Target struct {
 	Prefix       string
 	Service      *ServiceQuery
 	ServiceNames bool
+	Datacenters  bool // only for a Store that is a DatacenterLister
 }
 
 // PrefixTarget returns the target for a key prefix.
@@ -107,6 +115,7 @@ const (
 	KindPrefix       TargetKind = iota // a key prefix (Target.Prefix)
 	KindService                        // one service list (Target.Service)
 	KindServiceNames                   // the list of service names (Target.ServiceNames)
+	KindDatacenters                    // the list of datacenters (Target.Datacenters)
 )
 
 func (k TargetKind) String() string {
@@ -115,19 +124,24 @@ func (k TargetKind) String() string {
 		return "service"
 	case KindServiceNames:
 		return "services"
+	case KindDatacenters:
+		return "datacenters"
 	default:
 		return "prefix"
 	}
 }
 
 // Kind says what t follows. A Service query wins over ServiceNames, which wins over
-// Prefix, so that every caller reads a malformed Target the same way.
+// Datacenters, which wins over Prefix, so that every caller reads a malformed Target the
+// same way.
 func (t Target) Kind() TargetKind {
 	switch {
 	case t.Service != nil:
 		return KindService
 	case t.ServiceNames:
 		return KindServiceNames
+	case t.Datacenters:
+		return KindDatacenters
 	default:
 		return KindPrefix
 	}
@@ -140,6 +154,8 @@ func (t Target) ID() string {
 		return "service:" + t.Service.String()
 	case KindServiceNames:
 		return "services"
+	case KindDatacenters:
+		return "datacenters"
 	default:
 		return "prefix:" + t.Prefix
 	}
@@ -152,14 +168,15 @@ type Event struct {
 	Target   Target
 	Revision uint64
 
-	// Full means KVs (for a prefix) or Services/Names hold the whole current state of the
-	// target and replace what a cache holds; otherwise KVs are upserts and Deleted keys
-	// were removed.
-	Full     bool
-	KVs      map[string]string
-	Deleted  []string
-	Services []Service
-	Names    []ServiceSummary
+	// Full means KVs (for a prefix) or Services/Names/Datacenters hold the whole current
+	// state of the target and replace what a cache holds; otherwise KVs are upserts and
+	// Deleted keys were removed.
+	Full        bool
+	KVs         map[string]string
+	Deleted     []string
+	Services    []Service
+	Names       []ServiceSummary
+	Datacenters []string
 }
 
 // ConnState is a backend's connection state.

@@ -37,6 +37,10 @@ func TestConsulTwoDatacenters(t *testing.T) {
 			`{{range service "web@dc2"}}dc2 {{.ID}} {{.HostPort}}` + "\n{{end}}" +
 			`x={{getv "/app/x"}}` + "\n",
 	})
+	writeTree(t, dir, map[string]string{
+		"conf.d/dcs.toml":    "[template]\nsrc = \"dcs.tmpl\"\ndest = \"out/dcs\"\nmake_dirs = true\n",
+		"templates/dcs.tmpl": `{{join datacenters ","}}` + "\n",
+	})
 	kvDir := t.TempDir()
 	writeTree(t, kvDir, map[string]string{
 		"conf.d/kv2.toml":    "[template]\nsrc = \"kv2.tmpl\"\ndest = \"out/kv2\"\nmake_dirs = true\nkeys = [\"/app\"]\n",
@@ -51,6 +55,8 @@ func TestConsulTwoDatacenters(t *testing.T) {
 	line := func(dc, id, addr string) string { return dc + " " + id + " " + addr + ":80\n" }
 	waitFile(t, web, want(line("dc1", "web-a", "10.1.0.1"), line("dc2", "web-b", "10.2.0.1"), "1"), 20*time.Second)
 	waitFile(t, kv2, "x=dc2-1\n", 20*time.Second)
+	dcs := filepath.Join(dir, "out", "dcs")
+	waitFile(t, dcs, "dc1,dc2\n", 20*time.Second)
 
 	// A change in each datacenter, timed from the registration returning.
 	timed := func(c *api.Client, id, addr, wantFile string) time.Duration {
@@ -71,6 +77,13 @@ func TestConsulTwoDatacenters(t *testing.T) {
 	p1, _ := percentiles(d1)
 	p2, _ := percentiles(d2)
 	t.Logf("FIGURE instance change -> file, p50 of 5: dc1 %.1f ms, dc2 (over the WAN) %.1f ms", p1, p2)
+
+	// A third datacenter joins: `datacenters` lists it (Consul has no blocking query
+	// on the list, so herald reads it again every 10 s).
+	joined := time.Now()
+	harness.StartConsul(t, harness.ConsulWANJoin("dc3", dc1, dc2))
+	waitFile(t, dcs, "dc1,dc2,dc3\n", 40*time.Second)
+	t.Logf("FIGURE datacenter joined -> datacenters in the file: %.1f s", time.Since(joined).Seconds())
 
 	// dc2 goes away.
 	dc2.Proc.Stop(t)

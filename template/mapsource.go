@@ -14,9 +14,16 @@ type MapSource struct {
 	KV    map[string]string
 	Svcs  map[string][]backends.Service // by ServiceQuery.Name
 	Names []backends.ServiceSummary
+	DCs   []string // the datacenters; nil: a registry without them
 }
 
-var _ Source = MapSource{}
+var (
+	_ Source           = MapSource{}
+	_ DatacenterSource = MapSource{}
+)
+
+// Datacenters returns DCs.
+func (m MapSource) Datacenters() []string { return m.DCs }
 
 // Get returns the value of one key.
 func (m MapSource) Get(key string) (string, bool) {

@@ -16,6 +16,7 @@ type Reads struct {
 	Prefixes     []string                // listed by gets, getvs, ls, lsdir
 	Services     []backends.ServiceQuery // read by service
 	ServiceNames bool                    // read by services
+	Datacenters  bool                    // read by datacenters
 	// Catalog: herald itself read the catalog (dotted names, absent services). Unlike
 	// ServiceNames it may be unreadable (a registry ACL) without failing the render.
 	Catalog bool
@@ -47,6 +48,9 @@ func (r *Reads) Targets() []backends.Target {
 	}
 	if r.ServiceNames || r.Catalog {
 		out = append(out, backends.Target{ServiceNames: true})
+	}
+	if r.Datacenters {
+		out = append(out, backends.Target{Datacenters: true})
 	}
 	return out
 }

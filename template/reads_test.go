@@ -90,6 +90,7 @@ func TestReadsTargets(t *testing.T) {
 		{"root covers all", &Reads{Keys: []string{"/a"}, Prefixes: []string{"/"}}, []string{"prefix:/"}},
 		{"one per service query, then the catalog", &Reads{Keys: []string{"/k"}, Services: []backends.ServiceQuery{api, web}, ServiceNames: true},
 			[]string{"prefix:/k", "service:v2.api|passing", "service:web|passing", "services"}},
+		{"the datacenters last", &Reads{ServiceNames: true, Datacenters: true}, []string{"services", "datacenters"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

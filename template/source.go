@@ -23,6 +23,12 @@ type Memoizer interface {
 	Memo(key string, compute func() any) any
 }
 
+// DatacenterSource is an optional extension of Source for registries that span
+// datacenters: Datacenters returns their names, sorted; nil when not loaded.
+type DatacenterSource interface {
+	Datacenters() []string
+}
+
 // LoadReporter is an optional extension of Source: ServiceLoaded tells an empty list
 // from one not loaded yet, so that herald consults the catalog (to report a service
 // the registry does not have) only for lists that really are empty. A Source without it

@@ -39,6 +39,7 @@ type execState struct {
 	prefixes []string
 	services []backends.ServiceQuery
 	names    bool
+	dcs      bool
 	catalog  bool
 	absent   []string
 	counts   map[string]int
@@ -49,7 +50,7 @@ type execState struct {
 }
 
 // heraldFuncNames are the functions herald adds to confd's catalogue.
-func heraldFuncNames() []string { return []string{"service", "services"} }
+func heraldFuncNames() []string { return []string{"datacenters", "service", "services"} }
 
 func (s *execState) funcs() template.FuncMap {
 	return template.FuncMap{
@@ -62,6 +63,8 @@ func (s *execState) funcs() template.FuncMap {
 		"lsdir":    s.lsdir,
 		"service":  s.service,
 		"services": s.serviceNames,
+
+		"datacenters": s.datacenters,
 	}
 }
 
@@ -84,7 +87,7 @@ func (s *execState) begin(src Source, opts Options) {
 
 // end returns what the render read and forgets it, keeping the buffers for the next one.
 func (s *execState) end() *Reads {
-	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names, Catalog: s.catalog, Absent: sortedSet(s.absent)}
+	r := &Reads{Prefixes: sortedSet(s.prefixes), ServiceNames: s.names, Datacenters: s.dcs, Catalog: s.catalog, Absent: sortedSet(s.absent)}
 	if len(s.counts) > 0 {
 		r.Counts = s.counts
 		s.counts = nil
@@ -116,7 +119,7 @@ func (s *execState) end() *Reads {
 	s.src, s.ctx, s.done = nil, nil, nil
 	clear(s.absent[:cap(s.absent)])
 	s.keys, s.prefixes, s.services, s.names, s.absent = s.keys[:0], s.prefixes[:0], s.services[:0], false, s.absent[:0]
-	s.catalog = false
+	s.catalog, s.dcs = false, false
 	return r
 }
 
@@ -461,6 +464,18 @@ func (s *execState) readCatalog() []backends.ServiceSummary {
 func (s *execState) loaded(q backends.ServiceQuery) bool {
 	lr, ok := s.src.(LoadReporter)
 	return !ok || lr.ServiceLoaded(q)
+}
+
+// datacenters is `datacenters`: the registry's datacenters, sorted by name. Before the
+// list is loaded it is empty, and the engine loads it and renders again; a backend
+// without datacenters fails the render rather than giving an empty list.
+func (s *execState) datacenters() []string {
+	s.dcs = true
+	ds, ok := s.src.(DatacenterSource)
+	if !ok {
+		return nil
+	}
+	return slices.Clone(ds.Datacenters())
 }
 
 // serviceNames is `services`: the catalog, sorted by name.

@@ -357,7 +357,7 @@ func TestFuncNames(t *testing.T) {
 	}
 	// Computed independently: a sprig name clashes when confd, herald or text/template
 	// already has it.
-	own := map[string]bool{"service": true, "services": true}
+	own := map[string]bool{"datacenters": true, "service": true, "services": true}
 	for _, n := range confd {
 		own[n] = true
 	}

@@ -32,6 +32,8 @@ func (s *Store) fetcher(t backends.Target) (fetchFunc, error) {
 			names, idx, err := s.fetchNames(ctx, index)
 			return backends.Event{Target: t, Revision: idx, Full: true, Names: names}, idx, err
 		}, nil
+	case backends.KindDatacenters:
+		return s.dcListFetcher(t), nil
 	default:
 		p := backends.CleanKey(t.Prefix)
 		t = backends.PrefixTarget(p)
@@ -49,6 +51,7 @@ func private(ev backends.Event) backends.Event {
 	ev.KVs = maps.Clone(ev.KVs)
 	ev.Services = slices.Clone(ev.Services)
 	ev.Names = slices.Clone(ev.Names)
+	ev.Datacenters = slices.Clone(ev.Datacenters)
 	return ev
 }
 
@@ -56,7 +59,8 @@ func private(ev backends.Event) backends.Event {
 func sameData(a, b backends.Event) bool {
 	return maps.Equal(a.KVs, b.KVs) &&
 		reflect.DeepEqual(a.Services, b.Services) &&
-		reflect.DeepEqual(a.Names, b.Names)
+		reflect.DeepEqual(a.Names, b.Names) &&
+		slices.Equal(a.Datacenters, b.Datacenters)
 }
 
 // nextIndex is the index to block on after an answer carrying got, when the previous

@@ -36,6 +36,7 @@ type Consul struct {
 	Node       string // ConsulNodeName
 	ConfigPath string // the agent's JSON configuration
 	DNSPort    int    // with ConsulDNS: the DNS interface's port on 127.0.0.1 (UDP and TCP); else 0
+	WANAddr    string // serf_wan on 127.0.0.1 when the agent joins other datacenters; else ""
 }
 
 // ConsulOption configures StartConsul.
@@ -45,7 +46,7 @@ type consulConfig struct {
 	acl   bool
 	certs *Certs
 	dc    string   // default dc1
-	wan   int      // serf_wan port; 0: WAN off
+	wan   int      // serf_wan port; 0: WAN off, -1: a free one
 	join  []string // WAN addresses to (re)join, each start
 	peers []string // datacenters that must be known before the agent counts as ready
 	dns   bool
@@ -62,6 +63,19 @@ func ConsulDNS() ConsulOption { return func(c *consulConfig) { c.dns = true } }
 // ConsulTLS serves the API over HTTPS only (plain HTTP off) with c's server certificate
 // and verify_incoming: clients must present a certificate signed by c's CA.
 func ConsulTLS(c *Certs) ConsulOption { return func(cfg *consulConfig) { cfg.certs = c } }
+
+// ConsulWANJoin puts the agent in datacenter dc, its own one-server cluster, joined over
+// the WAN to the agents given (each started with a WAN port, as StartConsulPair's); it
+// is ready once it lists their datacenters and its own.
+func ConsulWANJoin(dc string, to ...*Consul) ConsulOption {
+	return func(c *consulConfig) {
+		c.dc, c.wan, c.join, c.peers = dc, -1, nil, []string{dc}
+		for _, o := range to {
+			c.join = append(c.join, o.WANAddr)
+			c.peers = append(c.peers, o.Datacenter)
+		}
+	}
+}
 
 // StartConsulPair starts two agents, in datacenters dc1 and dc2, each its own one-server
 // cluster, joined over the WAN on loopback (serf_wan on free ports, each told to rejoin
@@ -119,7 +133,11 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		c.DNSPort = FreePort(t)
 		portsCfg["dns"] = c.DNSPort
 	}
+	if cfg.wan < 0 {
+		cfg.wan = FreePort(t)
+	}
 	if cfg.wan != 0 {
+		c.WANAddr = fmt.Sprintf("127.0.0.1:%d", cfg.wan)
 		portsCfg["serf_wan"] = cfg.wan
 		conf["retry_join_wan"] = cfg.join
 		conf["retry_interval_wan"] = "1s"

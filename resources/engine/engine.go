@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path"
@@ -101,8 +102,19 @@ func (e *Engine) read(ctx context.Context, prefixes []string, others []backends.
 	return evs, nil
 }
 
-// readOther reads a service list or the service catalog.
+// readOther reads a service list, the service catalog or the datacenters.
 func (e *Engine) readOther(ctx context.Context, t backends.Target) (backends.Event, error) {
+	if t.Kind() == backends.KindDatacenters {
+		dl, ok := e.store.(backends.DatacenterLister)
+		if !ok {
+			return backends.Event{}, errNoDatacenters
+		}
+		dcs, rev, err := dl.Datacenters(ctx)
+		if err != nil {
+			return backends.Event{}, fmt.Errorf("read datacenters: %w", err)
+		}
+		return backends.Event{Target: t, Revision: rev, Full: true, Datacenters: dcs}, nil
+	}
 	if t.Kind() == backends.KindServiceNames {
 		names, rev, err := e.store.ServiceNames(ctx)
 		if err != nil {
@@ -116,6 +128,10 @@ func (e *Engine) readOther(ctx context.Context, t backends.Target) (backends.Eve
 	}
 	return backends.Event{Target: t, Revision: rev, Full: true, Services: svcs}, nil
 }
+
+// errNoDatacenters fails a render calling datacenters on a backend without them, rather
+// than giving it a list that is silently empty.
+var errNoDatacenters = errors.New("datacenters: this backend has no datacenters (only consul:// has)")
 
 // splitByPrefix assigns each key of one read to the prefix holding it. The prefixes are
 // minimal (none under another), so each key has exactly one, found by walking up its

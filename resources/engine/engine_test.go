@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +113,33 @@ func TestEnsureSplitsOneReadByPrefix(t *testing.T) {
 	}
 	if n := e.WatchCount(); n != 0 {
 		t.Errorf("%d watches for a one-off load", n)
+	}
+}
+
+// datacenters on a backend without them fails the render and names why, rather than
+// rendering an empty list; with a source that has them it renders them sorted.
+func TestDatacentersOnlyWhereTheBackendHasThem(t *testing.T) {
+	e, _ := fileEngine(t, "k: v\n")
+	tm, err := template.Parse("t", `{{range datacenters}}{{.}} {{end}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	_, err = e.Settle(engine.Render{
+		Execute: execute(e, tm, &out),
+		Load: func(missing []backends.Target, _ *template.Reads) error {
+			return e.Ensure(context.Background(), missing, false)
+		},
+	})
+	if err == nil || !strings.Contains(err.Error(), "datacenters: this backend has no datacenters (only consul:// has)") {
+		t.Fatalf("err = %v; want the backend named as having no datacenters", err)
+	}
+	if engine.IsLoadError(err) {
+		t.Fatal("a backend without datacenters is the template's error, not one to retry")
+	}
+	b, reads, err := tm.Execute(template.MapSource{DCs: []string{"dc1", "dc2"}}, template.Options{})
+	if err != nil || string(b) != "dc1 dc2 " || !reads.Datacenters {
+		t.Fatalf("over a source with datacenters: %q, %v, reads.Datacenters=%v", b, err, reads != nil && reads.Datacenters)
 	}
 }
 

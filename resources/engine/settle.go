@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"errors"
+
 	"github.com/heraldhq/herald/backends"
 	"github.com/heraldhq/herald/template"
 )
@@ -48,6 +50,9 @@ func (e *Engine) Settle(r Render) (*template.Reads, error) {
 		}
 		checked = nil
 		if lerr := r.Load(missing, reads); lerr != nil {
+			if errors.Is(lerr, errNoDatacenters) {
+				return reads, lerr // the template's error: no retry can change it
+			}
 			return reads, LoadError{lerr}
 		}
 	}

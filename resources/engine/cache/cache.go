@@ -25,6 +25,7 @@ type Cache struct {
 	stale   int
 	svcs    map[string][]backends.Service
 	names   []backends.ServiceSummary
+	dcs     []string
 	loaded  map[string]uint64 // target ID -> revision it was loaded at
 
 	// memo holds results derived from the data (template.Memoizer), dropped by every
@@ -46,7 +47,7 @@ func New() *Cache {
 type Change struct {
 	Target backends.Target
 	Keys   []string // keys whose value changed, appeared or vanished (prefix targets)
-	Other  bool     // a service list or the catalog changed
+	Other  bool     // a service list, the catalog or the datacenters changed
 }
 
 // Empty reports whether nothing changed.
@@ -151,6 +152,11 @@ func (c *Cache) applyLocked(ev backends.Event) Change {
 			c.names = append([]backends.ServiceSummary{}, ev.Names...)
 			ch.Other = true
 		}
+	case backends.KindDatacenters:
+		if _, had := c.loaded[t.ID()]; !had || !slices.Equal(c.dcs, ev.Datacenters) {
+			c.dcs = append([]string{}, ev.Datacenters...) // never nil once loaded
+			ch.Other = true
+		}
 	default:
 		del := func(k string) {
 			delete(c.kv, k)
@@ -235,6 +241,8 @@ func (c *Cache) Forget(t backends.Target) {
 		delete(c.svcs, t.ID())
 	case backends.KindServiceNames:
 		c.names = nil
+	case backends.KindDatacenters:
+		c.dcs = nil
 	default:
 		for _, k := range c.under(t.Prefix) {
 			if !c.coveredLocked(backends.PrefixTarget(k)) {
@@ -408,6 +416,15 @@ func (v View) ServiceNames() []backends.ServiceSummary {
 	}
 	defer v.leave()
 	return v.c.names
+}
+
+// Datacenters is the datacenter list, sorted; nil when not loaded.
+func (v View) Datacenters() []string {
+	if !v.enter() {
+		return nil
+	}
+	defer v.leave()
+	return v.c.dcs
 }
 
 // ServiceLoaded reports whether q's list is loaded: an empty list then means empty, not

@@ -117,6 +117,39 @@ func TestServices(t *testing.T) {
 	}
 }
 
+// The datacenter list: loaded even when empty (nil means not loaded), a change only
+// when it differs, gone with Forget.
+func TestDatacenters(t *testing.T) {
+	c := New()
+	tg := backends.Target{Datacenters: true}
+	read := func() (dcs []string) {
+		c.Read(func(v View) { dcs = v.Datacenters() })
+		return dcs
+	}
+	if read() != nil {
+		t.Fatal("not loaded yet must read nil")
+	}
+	if ch := c.Apply(backends.Event{Target: tg, Full: true}); !ch.Other {
+		t.Fatal("first load, even empty, is a change")
+	}
+	if got := read(); got == nil || len(got) != 0 {
+		t.Fatalf("loaded empty list reads %#v, want empty non-nil", got)
+	}
+	if ch := c.Apply(backends.Event{Target: tg, Full: true, Datacenters: []string{"dc1", "dc2"}}); !ch.Other {
+		t.Fatal("a new datacenter is a change")
+	}
+	if ch := c.Apply(backends.Event{Target: tg, Full: true, Datacenters: []string{"dc1", "dc2"}}); !ch.Empty() {
+		t.Fatal("the same list is no change (no reload)")
+	}
+	if got := read(); !slices.Equal(got, []string{"dc1", "dc2"}) {
+		t.Fatalf("Datacenters = %v", got)
+	}
+	c.Forget(tg)
+	if _, ok := c.Loaded(tg); ok || read() != nil {
+		t.Fatal("Forget must drop the list")
+	}
+}
+
 func BenchmarkApplyOneKeyOf100k(b *testing.B) {
 	c := New()
 	kvs := make(map[string]string, 100_000)
