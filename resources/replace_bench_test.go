@@ -1,0 +1,171 @@
+//go:build linux
+
+package resources
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkReplace200 measures the ways of replacing 200 small files crash-safely that
+// issue #19 asked to compare, on the file system of HERALD_BENCH_DIR (default: a temp
+// dir): each iteration is one batch of 200 replacements, 64 at a time as herald's sync
+// pool, and reports its p50 and p99.
+//
+//   - herald: Syncer.Sync as shipped (stage, writeback started, the group's fsyncs,
+//     rename; directory fsynced once after the batch, as the daemon does).
+//   - fsync: each file written, fsynced and renamed on its own.
+//   - syncfs: every stage written, one syncfs(2) on their file system, then the renames.
+//
+// HERALD_BENCH_NEIGHBOUR_MB=n writes n MiB to another file on the same file system
+// (not synced) before each batch: a database or a log writing beside the configs.
+//
+//	HERALD_BENCH_DIR=/mnt/ext4 go test ./resources -run XXX -bench Replace200 -benchtime 30x
+func BenchmarkReplace200(b *testing.B) {
+	for _, s := range []struct {
+		name  string
+		batch func(b *testing.B, dir string, data []byte)
+	}{
+		{"herald", replaceHerald},
+		{"fsync", replaceFsync},
+		{"syncfs", replaceSyncfs},
+		{"syncfs+fsync", replaceSyncfsFsync},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			dir := b.TempDir()
+			if p := os.Getenv("HERALD_BENCH_DIR"); p != "" {
+				var err error
+				if dir, err = os.MkdirTemp(p, "replace-bench-"); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { os.RemoveAll(dir) })
+			}
+			neighbour, _ := strconv.Atoi(os.Getenv("HERALD_BENCH_NEIGHBOUR_MB"))
+			data := make([]byte, 300)
+			var took []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				if neighbour > 0 {
+					writeNeighbour(b, dir, neighbour)
+				}
+				data[0] = byte('a' + i%26) // every batch changes every file
+				b.StartTimer()
+				t0 := time.Now()
+				s.batch(b, dir, data)
+				took = append(took, time.Since(t0))
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+const replaceFiles, replaceParallel = 200, 64
+
+// eachFile runs fn for the 200 files, 64 at a time.
+func eachFile(fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, replaceParallel)
+	for i := range replaceFiles {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
+}
+
+func replaceHerald(b *testing.B, dir string, data []byte) {
+	s := &Syncer{DeferDirSync: true}
+	eachFile(func(i int) {
+		r := &Resource{Name: "r.toml", Dest: filepath.Join(dir, fmt.Sprintf("f%03d", i)), UID: -1, GID: -1}
+		if _, err := s.Sync(context.Background(), r, data); err != nil {
+			b.Error(err)
+		}
+	})
+	SyncDirs([]string{dir})
+}
+
+func stageFile(b *testing.B, dir string, i int, data []byte) *os.File {
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf(".s%03d", i)), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+func renameStage(b *testing.B, dir string, i int) {
+	if err := os.Rename(filepath.Join(dir, fmt.Sprintf(".s%03d", i)), filepath.Join(dir, fmt.Sprintf("f%03d", i))); err != nil {
+		b.Error(err)
+	}
+}
+
+func replaceFsync(b *testing.B, dir string, data []byte) {
+	eachFile(func(i int) {
+		f := stageFile(b, dir, i, data)
+		if err := f.Sync(); err != nil {
+			b.Error(err)
+		}
+		f.Close()
+		renameStage(b, dir, i)
+	})
+	SyncDirs([]string{dir})
+}
+
+func replaceSyncfs(b *testing.B, dir string, data []byte) {
+	files := make([]*os.File, replaceFiles)
+	eachFile(func(i int) { files[i] = stageFile(b, dir, i, data) })
+	if err := unix.Syncfs(int(files[0].Fd())); err != nil {
+		b.Error(err)
+	}
+	eachFile(func(i int) {
+		files[i].Close()
+		renameStage(b, dir, i)
+	})
+	SyncDirs([]string{dir})
+}
+
+func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
+	files := make([]*os.File, replaceFiles)
+	eachFile(func(i int) { files[i] = stageFile(b, dir, i, data) })
+	if err := unix.Syncfs(int(files[0].Fd())); err != nil {
+		b.Error(err)
+	}
+	eachFile(func(i int) {
+		if err := files[i].Sync(); err != nil {
+			b.Error(err)
+		}
+		files[i].Close()
+		renameStage(b, dir, i)
+	})
+	SyncDirs([]string{dir})
+}
+
+func writeNeighbour(b *testing.B, dir string, mib int) {
+	f, err := os.Create(filepath.Join(dir, "neighbour"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for range mib {
+		if _, err := f.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
