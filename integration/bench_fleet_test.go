@@ -19,8 +19,8 @@ import (
 // put -> all N files replaced (p50/p99), each process's RSS and PSS (PSS shares the
 // executable's pages among the processes mapping them), and CPU per change summed
 // over the fleet; then the same with confd when a confd binary is found (CONFD_BIN or
-// `confd` on PATH; the module proxy cannot build confd v0.16.0, whose dependencies are
-// pinned to commits it does not serve), and with HERALD_FLEET_BASELINE's herald when set:
+// `confd` on PATH; integration/scripts/build-confd.sh builds v0.16.0, and `make bench`
+// does), and with HERALD_FLEET_BASELINE's herald when set:
 //
 //	go test ./integration -run XXX -bench BenchmarkFleetEtcd -benchtime 50x
 func BenchmarkFleetEtcd(b *testing.B) {

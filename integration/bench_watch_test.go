@@ -117,34 +117,71 @@ func percentiles(d []time.Duration) (p50, p99 float64) {
 	return ms(d[len(d)/2]), ms(d[min(len(d)-1, len(d)*99/100)])
 }
 
-// benchWatch starts etcd with keys, herald watch over nRes resources built by tmpl(i),
-// and measures put -> last of nRes files, changing key k each iteration.
+// benchWatch starts etcd with keys, then herald watch over nRes resources built by
+// tmpl(i), and measures put -> last of nRes files, changing key k0500 each iteration;
+// then the same with confd on the same etcd when a confd binary is found (CONFD_BIN or
+// `confd` on PATH; integration/scripts/build-confd.sh builds v0.16.0, and `make bench`
+// does). confd writes no fsync, herald fsyncs every file.
 func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	e := harness.StartEtcd(b)
 	cli := e.Client(b)
-	ctx := context.Background()
 	for i := 0; i < nKeys; i += 100 {
 		var ops []clientv3.Op
 		for j := i; j < min(i+100, nKeys); j++ {
 			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/bench/k%04d", j), fmt.Sprintf("10.0.%d.%d:80", j/256, j%256)))
 		}
-		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		if _, err := cli.Txn(context.Background()).Then(ops...).Commit(); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.Run("herald", func(b *testing.B) {
+		benchWatchTool(b, cli, nRes, tmpl, true, func(confdir string) (string, []string) {
+			return heraldBinary(b), []string{"watch", "--confdir", confdir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+		})
+	})
+	// HERALD_BENCH_BASELINE names another herald binary (e.g. the previous release) to
+	// measure in the same run, for before/after figures.
+	if base := os.Getenv("HERALD_BENCH_BASELINE"); base != "" {
+		b.Run("herald-baseline", func(b *testing.B) {
+			benchWatchTool(b, cli, nRes, tmpl, false, func(confdir string) (string, []string) {
+				return base, []string{"watch", "--confdir", confdir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+			})
+		})
+	}
+	confd := confdBinary()
+	if confd == "" {
+		b.Log("no confd binary (CONFD_BIN or PATH): herald only")
+		return
+	}
+	b.Run("confd", func(b *testing.B) {
+		benchWatchTool(b, cli, nRes, tmpl, false, func(confdir string) (string, []string) {
+			return confd, []string{"-backend", "etcdv3", "-node", e.Endpoints[0], "-watch", "-confdir", confdir, "-log-level", "error"}
+		})
+	})
+}
+
+// benchWatchTool runs cmd(confdir) over nRes resources reading /bench and measures put
+// -> the last of the nRes files renamed into place; herald: cmd runs herald, which
+// HERALD_BENCH_CPUPROFILE may profile.
+func benchWatchTool(b *testing.B, cli *clientv3.Client, nRes int, tmpl func(i int) string, herald bool, cmd func(confdir string) (string, []string)) {
+	ctx := context.Background()
 	dir := benchDir(b)
+	out := filepath.Join(dir, "out")
 	files := map[string]string{}
 	for i := range nRes {
 		name := fmt.Sprintf("r%04d", i)
-		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\nkeys = [\"/bench\"]\n"
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"" + filepath.Join(out, name) + "\"\nkeys = [\"/bench\"]\n"
 		files["templates/"+name+".tmpl"] = tmpl(i)
 	}
 	writeTree(b, dir, files)
-	out := filepath.Join(dir, "out")
 	os.MkdirAll(out, 0o755)
 	rn := newRenames(b, out)
-	prof, args := newBenchProfile(b, []string{"watch", "--confdir", dir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"})
-	p := startHerald(b, nil, args...)
+	bin, args := cmd(dir)
+	prof := &benchProfile{done: make(chan error, 1)}
+	if herald {
+		prof, args = newBenchProfile(b, args)
+	}
+	p := startHeraldAs(b, bin, nil, nil, args...)
 	rn.wait(b, nRes, 60*time.Second)
 	rn.drain()
 	pid := p.cmd.Process.Pid
@@ -155,7 +192,8 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 	b.ResetTimer()
 	for i := range b.N {
 		t0 := time.Now()
-		if _, err := cli.Put(ctx, "/bench/k0500", fmt.Sprintf("changed-%d", i)); err != nil {
+		// A value no earlier run put: the same value renders the same file, replaced by nothing.
+		if _, err := cli.Put(ctx, "/bench/k0500", fmt.Sprintf("changed-%d-%d", i, t0.UnixNano())); err != nil {
 			b.Fatal(err)
 		}
 		rn.wait(b, nRes, 30*time.Second)

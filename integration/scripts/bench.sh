@@ -4,7 +4,8 @@
 # ext4 (Debian's default) made for the run in a loop-mounted image, which needs root;
 # without root that third set is left out, and said so.
 #   BENCHTIME (default 200x), BENCH (default BenchmarkWatchEtcd) pick what runs;
-#   BENCH=BenchmarkWatchConsul BENCHTIME=60x compares with consul-template.
+#   BENCH=BenchmarkWatchConsul BENCHTIME=60x compares with consul-template; the etcd
+#   benchmarks run confd v0.16.0 side by side (integration/scripts/build-confd.sh).
 set -eu
 cd "$(dirname "$0")/../.."
 GO=${GO:-go}
@@ -28,6 +29,14 @@ case "$BENCH" in
 		export CONSUL_TEMPLATE_BIN="$ct"
 	else
 		echo "== consul-template could not be built: herald's figures only"
+	fi
+	;;
+*Etcd*)
+	# The etcd watch and fleet benchmarks run confd v0.16.0 side by side.
+	if [ -z "${CONFD_BIN:-}" ] && cb=$(integration/scripts/build-confd.sh); then
+		export CONFD_BIN="$cb"
+	elif [ -z "${CONFD_BIN:-}" ]; then
+		echo "== confd could not be built: herald's figures only"
 	fi
 	;;
 esac
