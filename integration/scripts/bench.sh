@@ -31,8 +31,8 @@ case "$BENCH" in
 		echo "== consul-template could not be built: herald's figures only"
 	fi
 	;;
-*Etcd*)
-	# The etcd watch and fleet benchmarks run confd v0.16.0 side by side.
+*Etcd*|*ZooKeeper*)
+	# The etcd watch, fleet and ZooKeeper benchmarks run confd v0.16.0 side by side.
 	if [ -z "${CONFD_BIN:-}" ] && cb=$(integration/scripts/build-confd.sh); then
 		export CONFD_BIN="$cb"
 	elif [ -z "${CONFD_BIN:-}" ]; then
