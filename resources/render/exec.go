@@ -14,6 +14,13 @@ import (
 // context ended.
 var errAbandoned = errors.New("render abandoned")
 
+// slotWaitError is a render that timed out before it started: runaway templates held
+// every CPU slot. It read nothing, so no watch would bring the change that renders it
+// again: it is retried by itself (retryable), after its backoff.
+type slotWaitError struct{ abandonedError }
+
+func (e slotWaitError) Unwrap() error { return e.abandonedError }
+
 // abandonedError is an execution's own error when it stopped for its timeout: its
 // message stays the template's, and errors.Is(err, errAbandoned) holds.
 type abandonedError struct{ error }
@@ -53,7 +60,7 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 	select {
 	case rn.renders <- struct{}{}:
 	case <-ctx.Done():
-		return execResult{}, abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}
+		return execResult{}, slotWaitError{abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}}
 	}
 	defer func() { <-rn.renders }()
 	done := make(chan execResult, 1)

@@ -455,3 +455,28 @@ func tree(t *testing.T, files map[string]string) string {
 	}
 	return dir
 }
+
+// A render that timed out waiting for a CPU slot (runaway templates held them all)
+// read nothing, so no watch event would ever bring it back: it is retried by itself
+// once slots free up, with no change in the store.
+func TestWatchRetriesRenderThatWaitedForASlot(t *testing.T) {
+	m := newMem(map[string]string{"/k": "v"})
+	dir, rs := confdir(t, map[string][2]string{"a": {`keys = ["/k"]`, `{{getv "/k"}}`}})
+	met := NewMetrics(prometheus.NewRegistry())
+	rn := &Runner{Store: m, Metrics: met, RenderTimeout: 50 * time.Millisecond}
+	rn.init()
+	for range cap(rn.renders) { // every slot held, as by abandoned runaways
+		rn.renders <- struct{}{}
+	}
+	startRun(t, rn, rs, nil)
+	eventually(t, "the render failing for want of a slot", func() bool {
+		return testutil.ToFloat64(met.renders.WithLabelValues("a.toml", "error")) >= 1
+	})
+	if got := read(t, filepath.Join(dir, "out/a")); got != "<open "+filepath.Join(dir, "out/a")+": no such file or directory>" {
+		t.Fatalf("dest written without a slot: %q", got)
+	}
+	for range cap(rn.renders) {
+		<-rn.renders
+	}
+	eventually(t, "the retry rendering", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
+}

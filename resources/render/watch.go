@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +16,8 @@ import (
 // retryable reports whether a render failed for a cause that passes by itself (the
 // registry down, a write failing), rather than one that waits for a change.
 func retryable(err error) bool {
-	return engine.IsLoadError(err) || resources.IsWriteError(err)
+	var slot slotWaitError
+	return engine.IsLoadError(err) || resources.IsWriteError(err) || errors.As(err, &slot)
 }
 
 // current reports whether st is still the running version of its resource.
