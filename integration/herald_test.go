@@ -59,11 +59,17 @@ func goBinary(t testing.TB, pkg string) string {
 			return
 		}
 		b.path = filepath.Join(dir, filepath.Base(pkg))
-		args := []string{"build", "-o", b.path}
+		// Built as releases are (cmd/herald/packaging/release.sh: static, trimmed,
+		// stripped), so that the tests and the figures (RSS above all) are those of what
+		// users run; the race detector needs cgo.
+		args := []string{"build", "-o", b.path, "-trimpath", "-ldflags=-s -w"}
+		cgo := "CGO_ENABLED=0"
 		if raceBinaries {
-			args = append(args, "-race")
+			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
 		}
-		out, err := exec.Command("go", append(args, "github.com/heraldhq/herald/"+pkg)...).CombinedOutput()
+		cmd := exec.Command("go", append(args, "github.com/heraldhq/herald/"+pkg)...)
+		cmd.Env = append(os.Environ(), cgo)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build ./%s: %v\n%s", pkg, err, out)
 		}
