@@ -16,10 +16,9 @@ var errAbandoned = errors.New("render abandoned")
 
 // slotWaitError is a render that timed out before it started: runaway templates held
 // every CPU slot. It read nothing, so no watch would bring the change that renders it
-// again: it is retried by itself (retryable), after its backoff.
+// again: it is retried by itself (retryable), after its backoff. It is abandoned too
+// (the embedded Is).
 type slotWaitError struct{ abandonedError }
-
-func (e slotWaitError) Unwrap() error { return e.abandonedError }
 
 // abandonedError is an execution's own error when it stopped for its timeout: its
 // message stays the template's, and errors.Is(err, errAbandoned) holds.

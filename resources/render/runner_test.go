@@ -2,7 +2,9 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -472,8 +474,8 @@ func TestWatchRetriesRenderThatWaitedForASlot(t *testing.T) {
 	eventually(t, "the render failing for want of a slot", func() bool {
 		return testutil.ToFloat64(met.renders.WithLabelValues("a.toml", "error")) >= 1
 	})
-	if got := read(t, filepath.Join(dir, "out/a")); got != "<open "+filepath.Join(dir, "out/a")+": no such file or directory>" {
-		t.Fatalf("dest written without a slot: %q", got)
+	if _, err := os.Stat(filepath.Join(dir, "out/a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("dest written without a slot: %v", err)
 	}
 	for range cap(rn.renders) {
 		<-rn.renders
