@@ -20,7 +20,8 @@ import (
 // executable's pages among the processes mapping them), and CPU per change summed
 // over the fleet; then the same with confd when a confd binary is found (CONFD_BIN or
 // `confd` on PATH; integration/scripts/build-confd.sh builds v0.16.0, and `make bench`
-// does), and with HERALD_FLEET_BASELINE's herald when set:
+// does), with HERALD_FLEET_BASELINE's herald when set, and with the floor (the bare
+// etcd client, integration/floor):
 //
 //	go test ./integration -run XXX -bench BenchmarkFleetEtcd -benchtime 50x
 func BenchmarkFleetEtcd(b *testing.B) {
@@ -51,14 +52,21 @@ func BenchmarkFleetEtcd(b *testing.B) {
 			})
 		})
 	}
-	confd := confdBinary()
-	if confd == "" {
-		b.Log("no confd binary (CONFD_BIN or PATH): herald only")
-		return
+	if confd := confdBinary(); confd != "" {
+		b.Run("confd", func(b *testing.B) {
+			benchFleet(b, e, n, func(confdir string) (string, []string) {
+				return confd, []string{"-backend", "etcdv3", "-node", node, "-watch", "-confdir", confdir, "-log-level", "error"}
+			})
+		})
+	} else {
+		b.Log("no confd binary (CONFD_BIN or PATH): no confd figures")
 	}
-	b.Run("confd", func(b *testing.B) {
+	// The floor: the required etcd client alone, keeping one file true to the key
+	// (integration/floor). Its RSS is what any herald linking that client starts from.
+	b.Run("floor", func(b *testing.B) {
+		bin := goBinary(b, "integration/floor")
 		benchFleet(b, e, n, func(confdir string) (string, []string) {
-			return confd, []string{"-backend", "etcdv3", "-node", node, "-watch", "-confdir", confdir, "-log-level", "error"}
+			return bin, []string{"etcd", node, "/bench/value", filepath.Join(filepath.Dir(confdir), "out", filepath.Base(confdir))}
 		})
 	})
 }
@@ -91,7 +99,7 @@ func benchFleet(b *testing.B, e *harness.Etcd, n int, cmd func(confdir string) (
 		procs = append(procs, startHeraldAs(b, bin, nil, nil, args...))
 	}
 	rn.wait(b, n, 120*time.Second)
-	// Past start-up (herald trims what start-up touched 5 s in), as a fleet runs.
+	// Past start-up, as a fleet runs: start-up's own allocations have been collected.
 	time.Sleep(7 * time.Second)
 	rn.drain()
 	cpu := func() (ticks int) {
