@@ -43,8 +43,8 @@ func (rn *Runner) renderTimeout(r *resources.Resource) time.Duration {
 // this one waits. The template stops by itself at its next output, store read or
 // list-making function once its context ends (template.Options.Context). If it does not
 // return even so, it is abandoned: its view of the cache goes dark (the cache's writers
-// go on), its CPU slot is freed, this returns an error naming the timeout, and the
-// resource renders no more until that execution has ended.
+// go on), its CPU slot is handed back (slots.abandon), this returns an error naming the
+// timeout, and the resource renders no more until that execution has ended.
 func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options) (execResult, error) {
 	r := st.r
 	if st.running.Load() {
@@ -56,17 +56,15 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 	defer cancel()
 	opts.Context = ctx
 
-	select {
-	case rn.renders <- struct{}{}:
-	case <-ctx.Done():
-		return execResult{}, slotWaitError{abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, context.Cause(ctx))}}
+	sl, err := rn.execs.acquire(ctx)
+	if err != nil {
+		return execResult{}, slotWaitError{abandonedError{fmt.Errorf("render %s: waiting for a CPU slot: %w", r.Src, err)}}
 	}
-	defer func() { <-rn.renders }()
 	done := make(chan execResult, 1)
 	view, release := rn.Cache.Acquire()
 	defer release()
 	st.running.Store(true)
-	rn.execs.submit(func() {
+	job := rn.execs.start(sl, func() {
 		var res execResult
 		if r.Each != nil {
 			res.items, res.reads, res.err = r.Each.List(view, opts)
@@ -87,15 +85,24 @@ func (rn *Runner) execute(ctx context.Context, st *state, opts template.Options)
 	defer grace.Stop()
 	select {
 	case res := <-done:
-		if res.err != nil {
-			return execResult{}, abandonedError{res.err}
-		}
-		return res, nil
+		return ended(res)
 	case <-grace.C:
+	}
+	if !rn.execs.abandon(job) {
+		return ended(<-done) // it returned just now: its result is there
 	}
 	rn.log().Error("render abandoned: the template ignores its timeout and keeps a CPU busy until it ends",
 		"resource", r.Name, "timeout", timeout)
 	return execResult{}, abandonedError{fmt.Errorf("render %s: abandoned, as it does not stop by itself: %w", r.Src, context.Cause(ctx))}
+}
+
+// ended is the result of an execution that returned after its context ended: its own
+// error, if any, counts as abandoned (a stop at its timeout).
+func ended(res execResult) (execResult, error) {
+	if res.err != nil {
+		return execResult{}, abandonedError{res.err}
+	}
+	return res, nil
 }
 
 // execResult is one execution's: the output, or a fan-out resource's items.

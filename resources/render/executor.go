@@ -1,6 +1,10 @@
 package render
 
-import "time"
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
 
 // executor runs jobs (renders with their syncs) on at most n goroutines that outlive a
 // job. text/template recurses deeply and a sync goes deep into the os package: a fresh
@@ -45,6 +49,94 @@ func (e *executor) work(job func()) {
 		select {
 		case job = <-e.jobs:
 		case <-idle.C:
+			return
+		}
+	}
+}
+
+// slots runs template executions, at most n at once, on workers that outlive one (a warm
+// stack, as executor's). A worker holds its slot while it runs and while it idles, so a
+// burst of renders reuses the same few workers. (Before, a semaphore bounded the
+// executions and an executor ran them: a job handed over while the last worker was
+// between its job and its next receive started a new goroutine, and a burst of 200
+// renders on 2 CPUs left ~80 of them behind, each with a stack grown by text/template.)
+//
+// An execution given up on (abandon) hands its slot back at once, so runaway templates
+// never keep the slots from the others; its worker exits when the template returns.
+type slots struct {
+	idle chan chan *slotJob // an idle worker offers its own job channel
+	held chan struct{}      // one per worker
+}
+
+// slot is what acquire returns: an idle worker's job channel, or nil for a free slot.
+type slot struct{ worker chan *slotJob }
+
+// slotJob is one execution; state goes from jobRunning to jobDone (its worker keeps the
+// slot) or to jobAbandoned (the slot went back), whichever comes first.
+type slotJob struct {
+	fn    func()
+	state atomic.Int32
+}
+
+const (
+	jobRunning int32 = iota
+	jobDone
+	jobAbandoned
+)
+
+func newSlots(n int) *slots {
+	return &slots{idle: make(chan chan *slotJob), held: make(chan struct{}, n)}
+}
+
+// acquire takes a slot: an idle worker's or a free one. It waits until ctx ends, and
+// then returns ctx's cause. Every slot acquired must be started.
+func (s *slots) acquire(ctx context.Context) (slot, error) {
+	select {
+	case w := <-s.idle:
+		return slot{worker: w}, nil
+	case s.held <- struct{}{}:
+		return slot{}, nil
+	case <-ctx.Done():
+		return slot{}, context.Cause(ctx)
+	}
+}
+
+// start runs fn in sl.
+func (s *slots) start(sl slot, fn func()) *slotJob {
+	j := &slotJob{fn: fn}
+	if sl.worker != nil {
+		sl.worker <- j
+	} else {
+		go s.work(j)
+	}
+	return j
+}
+
+// abandon hands j's slot back unless j has finished meanwhile (then it reports false
+// and j's worker keeps its slot).
+func (s *slots) abandon(j *slotJob) bool {
+	if !j.state.CompareAndSwap(jobRunning, jobAbandoned) {
+		return false
+	}
+	<-s.held
+	return true
+}
+
+func (s *slots) work(j *slotJob) {
+	next := make(chan *slotJob, 1)
+	idle := time.NewTimer(time.Second)
+	defer idle.Stop()
+	for {
+		j.fn()
+		if !j.state.CompareAndSwap(jobRunning, jobDone) {
+			return // abandoned: its slot went back already
+		}
+		idle.Reset(time.Second)
+		select {
+		case s.idle <- next:
+			j = <-next
+		case <-idle.C:
+			<-s.held
 			return
 		}
 	}

@@ -59,8 +59,7 @@ type Runner struct {
 	states      map[string]*state // by resource name
 	eng         *engine.Engine    // loads, watches and settles renders
 	syncs       *executor         // renders with their syncs, workers() at once
-	renders     chan struct{}     // template executions, GOMAXPROCS at once
-	execs       *executor         // where template executions run (see execute)
+	execs       *slots            // template executions, GOMAXPROCS at once (see execute)
 	loadErr     error             // what the last load of the resource files found wrong
 	// targetsMoved: a state's targets changed, or a state went, since the last prune of
 	// the watches (pruneWatches is O(states): with 1,000 files, most of a burst's work).
@@ -135,11 +134,8 @@ func (rn *Runner) init() {
 	defer rn.mu.Unlock()
 	if rn.states == nil {
 		rn.states = make(map[string]*state)
-		rn.renders = make(chan struct{}, runtime.GOMAXPROCS(0))
 		rn.syncs = newExecutor(rn.workers())
-		// Executions past their timeout keep a worker until they end (one per
-		// resource at most, see execute): room for them beyond GOMAXPROCS.
-		rn.execs = newExecutor(runtime.GOMAXPROCS(0) + 1024)
+		rn.execs = newSlots(runtime.GOMAXPROCS(0))
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()

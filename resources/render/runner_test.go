@@ -467,8 +467,8 @@ func TestWatchRetriesRenderThatWaitedForASlot(t *testing.T) {
 	met := NewMetrics(prometheus.NewRegistry())
 	rn := &Runner{Store: m, Metrics: met, RenderTimeout: 50 * time.Millisecond}
 	rn.init()
-	for range cap(rn.renders) { // every slot held, as by abandoned runaways
-		rn.renders <- struct{}{}
+	for range cap(rn.execs.held) { // every slot held, as by runaways
+		rn.execs.held <- struct{}{}
 	}
 	startRun(t, rn, rs, nil)
 	eventually(t, "the render failing for want of a slot", func() bool {
@@ -477,8 +477,8 @@ func TestWatchRetriesRenderThatWaitedForASlot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "out/a")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("dest written without a slot: %v", err)
 	}
-	for range cap(rn.renders) {
-		<-rn.renders
+	for range cap(rn.execs.held) {
+		<-rn.execs.held
 	}
 	eventually(t, "the retry rendering", func() bool { return read(t, filepath.Join(dir, "out/a")) == "v" })
 }
