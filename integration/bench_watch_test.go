@@ -101,6 +101,22 @@ func (r *renames) wait(b *testing.B, n int, within time.Duration) map[string]boo
 	return seen
 }
 
+// waitContent waits until a rename brings path to hold want, and returns the names
+// renamed meanwhile. Pairing each change with its own content, not with the next
+// rename, keeps a late rename from start-up from being counted as the change's.
+func (r *renames) waitContent(b *testing.B, path, want string, within time.Duration) map[string]int {
+	names := map[string]int{}
+	deadline := time.Now().Add(within)
+	for {
+		for name := range r.wait(b, 1, time.Until(deadline)) {
+			names[name]++
+		}
+		if got, _ := os.ReadFile(path); strings.Contains(string(got), want) {
+			return names
+		}
+	}
+}
+
 // drain drops what arrives until 50 ms pass without an event.
 func (r *renames) drain() {
 	for {
