@@ -16,14 +16,15 @@ import (
 
 // BenchmarkWatchConsul measures `herald watch` on Consul KV side by side with
 // consul-template, the tool its users would run instead, in the same run on the same
-// agent: put → file p50 and RSS. With one template, the floor runs too: the Consul
-// client library alone, one blocking query and a crash-safe replace (integration/floor). consul-template is found at $CONSUL_TEMPLATE_BIN, on
-// PATH, or where integration/scripts/build-consul-template.sh caches it (bench.sh runs
-// that); without it only herald's figures are reported, and said so.
+// agent: put → file p50 and RSS. With one template the floor runs too: the Consul client
+// library alone, one blocking query and a crash-safe replace (integration/floor).
+// consul-template is found at $CONSUL_TEMPLATE_BIN, on PATH, or where
+// integration/scripts/build-consul-template.sh caches it (bench.sh runs that); without
+// it its figures are left out, and said so.
 //
-// Each tool watches its own keys (bench/h/..., bench/c/..., bench/f/...) so that a put wakes one of
-// them only, and the changes go in rounds alternating between the two, so that a load
-// change on this shared machine hits both alike.
+// Each tool watches its own keys (bench/h/..., bench/c/..., bench/f/...) so that a put
+// wakes one of them only, and the changes go in rounds alternating between them, so
+// that a load change on this shared machine hits all alike.
 //
 //	go test ./integration -run XXX -bench BenchmarkWatchConsul -benchtime 60x
 func BenchmarkWatchConsul(b *testing.B) {

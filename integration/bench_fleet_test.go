@@ -99,7 +99,7 @@ func benchFleet(b *testing.B, e *harness.Etcd, n int, cmd func(confdir string) (
 		procs = append(procs, startHeraldAs(b, bin, nil, nil, args...))
 	}
 	rn.wait(b, n, 120*time.Second)
-	// Past start-up, as a fleet runs: start-up's own allocations have been collected.
+	// Past start-up, as a fleet runs.
 	time.Sleep(7 * time.Second)
 	rn.drain()
 	cpu := func() (ticks int) {

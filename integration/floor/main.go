@@ -1,9 +1,12 @@
+//go:build unix
+
 // Command floor is the benchmarks' physical floor: the least a program linking a
 // registry's required client library can do to keep one file true to one key. It reads
 // the key, replaces FILE crash-safely (write a stage, fsync, rename), then watches the
 // key and does the same on every change: no templates, no config, no metrics, no logs.
 // The benchmarks run it as its own process beside herald and the peer tool, so that its
 // latency and its memory (RSS, PSS) are the floor in the same run, on the same servers.
+// Unix only, as renameio and the benchmarks are.
 //
 //	floor etcd ENDPOINT KEY FILE
 //	floor consul ADDR KEY FILE
@@ -11,13 +14,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"github.com/google/renameio/v2"
 	"github.com/hashicorp/consul/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -101,22 +104,12 @@ func watchConsul(ctx context.Context, addr, key, file string) error {
 	}
 }
 
-// replace writes data to a stage beside file, fsyncs it and renames it over file: a
-// crash leaves the old file or the new one, never a partial one. The stage's name
-// starts with a dot, which the benchmarks' rename watchers skip.
+// replace replaces file crash-safely (renameio: a stage beside it, fsynced, renamed
+// over it), as herald does. The stage goes in file's own directory, as herald's does:
+// without WithTempDir renameio probes $TMPDIR with two files and a rename every time.
+// Its name starts with a dot, which the benchmarks' rename watchers skip.
 func replace(file string, data []byte) error {
-	stage := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+".floor")
-	f, err := os.Create(stage)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	err = errors.Join(err, f.Sync(), f.Close())
-	if err == nil {
-		err = os.Rename(stage, file)
-	}
-	if err != nil {
-		os.Remove(stage)
+	if err := renameio.WriteFile(file, data, 0o644, renameio.WithTempDir(filepath.Dir(file))); err != nil {
 		return fmt.Errorf("replace %s: %w", file, err)
 	}
 	return nil

@@ -56,10 +56,9 @@ func (e *executor) work(job func()) {
 
 // slots runs template executions, at most n at once, on workers that outlive one (a warm
 // stack, as executor's). A worker holds its slot while it runs and while it idles, so a
-// burst of renders reuses the same few workers. (Before, a semaphore bounded the
-// executions and an executor ran them: a job handed over while the last worker was
-// between its job and its next receive started a new goroutine, and a burst of 200
-// renders on 2 CPUs left ~80 of them behind, each with a stack grown by text/template.)
+// burst of renders reuses the same n workers: a slot bounding a separate pool instead
+// would let that pool start a goroutine (and grow its stack) for every job handed over
+// while the last worker was between two jobs.
 //
 // An execution given up on (abandon) hands its slot back at once, so runaway templates
 // never keep the slots from the others; its worker exits when the template returns.
