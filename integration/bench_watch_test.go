@@ -30,7 +30,7 @@ import (
 // file renamed into place (herald renames its stage over dest), so it includes etcd's
 // watch delivery, cache apply, render, fsync and rename.
 
-type procStats struct{ rssKB, hwmKB, cpuTicks int }
+type procStats struct{ rssKB, hwmKB, cpuTicks, minorFaults int }
 
 func readProc(pid int) procStats {
 	var s procStats
@@ -47,6 +47,7 @@ func readProc(pid int) procStats {
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 		f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+		s.minorFaults, _ = strconv.Atoi(f[7])
 		ut, _ := strconv.Atoi(f[11])
 		st, _ := strconv.Atoi(f[12])
 		s.cpuTicks = ut + st

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/cmd/herald/internal/pagetrim"
 	"github.com/heraldhq/herald/cmd/herald/internal/sdnotify"
 	"github.com/heraldhq/herald/resources/announce"
 	"github.com/heraldhq/herald/resources/render"
@@ -18,7 +19,8 @@ import (
 // daemon tells systemd how a watch or register daemon is doing (Type=notify units): READY=1
 // once it has done its job once, RELOADING=1/READY=1 around a resource reload, STOPPING=1,
 // STATUS= lines, and WATCHDOG=1 from the daemon's own loop. Without NOTIFY_SOCKET it sends
-// nothing.
+// nothing. At those two points start-up work is over, and the daemon gives back the
+// executable's pages it touched (releasePages).
 type daemon struct {
 	n        *sdnotify.Notifier
 	watchdog time.Duration // 0: off
@@ -62,13 +64,20 @@ func (d *daemon) every() time.Duration {
 
 // update is called from the daemon's main loop: it pets the watchdog (so a wedged loop
 // stops the pings and systemd restarts herald), says READY=1 the first time ready is
-// true, and sends status when it changed.
+// true (and then releases start-up's pages), and sends status when it changed.
 func (d *daemon) update(ready bool, status string) {
+	if d.notify(ready, status) {
+		releasePages(d.log)
+	}
+}
+
+// notify sends what update has to say and reports whether this made the daemon ready.
+func (d *daemon) notify(ready bool, status string) (first bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var lines []string
 	if ready && !d.ready {
-		d.ready = true
+		d.ready, first = true, true
 		lines = append(lines, "READY=1")
 	}
 	if status != d.status {
@@ -79,12 +88,28 @@ func (d *daemon) update(ready bool, status string) {
 		lines = append(lines, "WATCHDOG=1")
 	}
 	d.sendLocked(lines...)
+	return first
 }
 
 // reloading and reloaded bracket a reload of the resource files (SIGHUP, an edit). Before
 // the first READY=1 they say nothing: systemd still waits for that one.
 func (d *daemon) reloading() { d.sendIfReady("RELOADING=1", "STATUS=reloading resources") }
-func (d *daemon) reloaded()  { d.sendIfReady("READY=1") }
+func (d *daemon) reloaded() {
+	d.sendIfReady("READY=1")
+	releasePages(d.log)
+}
+
+// releasePages gives back the pages of herald's executable that start-up (or a reload:
+// parsing resource files and templates again) touched and the daemon may not need again;
+// what it does need is mapped back on its next use. See pagetrim.
+func releasePages(log *slog.Logger) {
+	st, err := pagetrim.Executable()
+	if err != nil {
+		log.Debug("executable pages not released", "err", err)
+		return
+	}
+	log.Debug("released the executable's start-up pages", "released_kib", st.Released>>10, "kept_kib", st.Kept>>10)
+}
 
 func (d *daemon) stopping() {
 	d.mu.Lock()

@@ -52,6 +52,8 @@ type Config struct {
 	KillTimeout  time.Duration  // then SIGKILL after this (default 30s)
 	ReloadSignal syscall.Signal // when set, send this on a change instead of restarting
 	Reap         bool           // reap every child that ends: herald runs as PID 1
+	// Started, when set, is called once, after the child first started: start-up is over.
+	Started func()
 
 	Log *slog.Logger
 }
@@ -129,6 +131,9 @@ func Run(ctx context.Context, cfg Config, sigs <-chan os.Signal) (int, error) {
 	}
 	if err := s.spawn(); err != nil {
 		return 1, err
+	}
+	if cfg.Started != nil {
+		cfg.Started()
 	}
 	defer func() {
 		if s.child != nil { // only on a path that forgot it; never leave it behind
