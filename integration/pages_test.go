@@ -80,6 +80,11 @@ func TestWatchReleasesStartupPages(t *testing.T) {
 		}
 		waitFile(t, dest, "value="+want+"\n", 20e9)
 	}
+	// Only start-up's pages: each burst's end (a heartbeat) does not release again, which
+	// would make every change map its code back.
+	if n := released(); n != 1 {
+		t.Errorf("pages released %d times after start-up and 5 changes, want once", n)
+	}
 	// A reload parses resource files and templates again, then gives their pages back.
 	writeTree(t, dir, map[string]string{"templates/static.tmpl": "{{range $i, $_ := until 4}}{{$i}}{{end}}\n"})
 	p.cmd.Process.Signal(syscall.SIGHUP)
