@@ -399,6 +399,7 @@ type chaosChecker struct {
 	versions        int
 	skewed          int // mix versions whose sections never coexisted
 	maxStale        time.Duration
+	maxStaleUntil   time.Time // when the file finally moved on from its stalest version
 	violations      []string
 }
 
@@ -418,7 +419,7 @@ func (c *chaosChecker) check(h *chaosHistory, content string, until time.Time) {
 			*prev = idx
 			if !until.IsZero() {
 				if d := h.staleness(at, canon, until); d > c.maxStale {
-					c.maxStale = d
+					c.maxStale, c.maxStaleUntil = d, until
 				}
 			}
 			return true
@@ -1231,6 +1232,7 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 	defer run.hist.mu.Unlock()
 	seen, installed, skewed := 0, 0, 0
 	var maxStale time.Duration
+	var maxStaleAt string // which file, and when it finally moved on
 	for i, k := range chaosKinds {
 		c := &chaosChecker{kind: k}
 		vs := reader.versions[i]
@@ -1246,7 +1248,9 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 			}
 		}
 		seen += c.versions
-		maxStale = max(maxStale, c.maxStale)
+		if c.maxStale > maxStale {
+			maxStale, maxStaleAt = c.maxStale, k+".conf until "+c.maxStaleUntil.Format("15:04:05.000")
+		}
 		violations = append(violations, c.violations...)
 		ac := &chaosChecker{kind: k}
 		b, err := os.ReadFile(filepath.Join(arch, k))
@@ -1266,7 +1270,7 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 		}
 	}
 	if maxStale > chaosStaleBound {
-		violations = append(violations, fmt.Sprintf("a file lagged %v behind the registry (bound %v)", maxStale.Round(time.Millisecond), chaosStaleBound))
+		violations = append(violations, fmt.Sprintf("a file lagged %v behind the registry (bound %v): %s", maxStale.Round(time.Millisecond), chaosStaleBound, maxStaleAt))
 	}
 	for _, e := range reader.errs {
 		violations = append(violations, "reader: "+e)
@@ -1319,10 +1323,10 @@ func chaosRunTest(t *testing.T, reg chaosRegistry) {
 		fl = append(fl, fmt.Sprintf("%s %d", k, faults[k]))
 	}
 	t.Logf("chaos %s figures: changes applied %d in %v (mean write %v); faults injected %d (%s); Consul restarts re-written %d; "+
-		"invariant violations %d; final convergence %v; max lag behind the registry %v; goroutines %v -> %v; RSS %.1f -> %.1f MB (peak %.1f MB); "+
+		"invariant violations %d; final convergence %v; max lag behind the registry %v (%s); goroutines %v -> %v; RSS %.1f -> %.1f MB (peak %.1f MB); "+
 		"renders changed %v, errors %v; reloads %v (reload_cmd runs %d, mix.conf changed, failed or held %v); check failures %v; versions seen by the reader %d in %d polls, installed %d, mix versions with skewed sections %d; total %v",
 		reg.name(), applied, wrote.Round(time.Millisecond), (applyTime / time.Duration(max(applied, 1))).Round(10*time.Microsecond), nfaults, strings.Join(fl, ", "), run.hist.restarts,
-		len(violations), convergence.Round(time.Millisecond), maxStale.Round(time.Millisecond), g0, g1, r0/1e6, r1/1e6, float64(stats.hwmKB)/1024,
+		len(violations), convergence.Round(time.Millisecond), maxStale.Round(time.Millisecond), maxStaleAt, g0, g1, r0/1e6, r1/1e6, float64(stats.hwmKB)/1024,
 		changed, chaosSum(after, "herald_renders_total{", `result="error"`), reloads, reloadRuns, mixBursts, checkFails,
 		seen, reader.polls, installed, skewed, time.Since(begin).Round(time.Second))
 	if applied != changes {

@@ -327,7 +327,7 @@ func (s *Store) once(ctx context.Context, fn func(context.Context) error) error 
 			return fmt.Errorf("%w; gave up: %w", lastErr, ctx.Err())
 		case <-s.closeCtx.Done():
 			return fmt.Errorf("%w: %w", errClosed, lastErr)
-		case <-time.After(bo.Next()):
+		case <-time.After(retryDelay(&bo, err)):
 		}
 	}
 }
@@ -336,6 +336,24 @@ func (s *Store) once(ctx context.Context, fn func(context.Context) error) error 
 // jittered so that many watches failing together do not retry in step.
 func newBackoff() backends.Backoff {
 	return backends.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
+}
+
+// refusedRetry is the longest wait before trying again an agent that refused the
+// connection.
+const refusedRetry = time.Second
+
+// retryDelay is how long to wait before retrying after err: bo's next delay, but at most
+// refusedRetry when the connection was refused. Trying a port nothing listens on costs
+// the agent nothing, and an agent that restarts (down for a second or two, often several
+// times in a row while it is being fixed) is read again within a second of coming back,
+// not after a delay grown to 5 s through the failed tries. An agent that answers with
+// errors, or hangs, still gets the full backoff.
+func retryDelay(bo *backends.Backoff, err error) time.Duration {
+	d := bo.Next()
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return min(d, refusedRetry)
+	}
+	return d
 }
 
 // blocking adds a blocking query's parameters. Index 0 means a plain read.

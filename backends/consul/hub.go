@@ -125,7 +125,7 @@ func (h *hub) run(ctx context.Context) {
 				<-ctx.Done()
 				return
 			}
-			if sleep(ctx, bo.Next()) != nil {
+			if sleep(ctx, retryDelay(&bo, snap.err)) != nil {
 				return
 			}
 			continue

@@ -89,8 +89,9 @@ func nextIndex(prev, got uint64) uint64 {
 //     and each change of a burst, is read at once; only a target changing faster than
 //     one change per MinGap (default 50 ms) for longer than the bucket lasts waits, so a
 //     key flapping many times a second costs at most 20 reads and events a second.
-//   - On an error it backs off (250 ms doubling to 5 s, jittered) and retries, forever,
-//     failing over between agents; the first answer after an error is sent whatever it
+//   - On an error it backs off (250 ms doubling to 5 s, jittered; at most 1 s while the
+//     connection is refused, see retryDelay) and retries, forever, failing over between
+//     agents; the first answer after an error is sent whatever it
 //     holds, read without an index, since the agent may be a fresh one whose indexes
 //     restarted from 1.
 //
@@ -153,7 +154,7 @@ func (s *Store) Watch(ctx context.Context, t backends.Target, from uint64, out c
 				log.Debug("consul watch still failing", "err", err)
 			}
 			resync, index = true, 0
-			if err := sleep(ctx, bo.Next()); err != nil {
+			if err := sleep(ctx, retryDelay(&bo, err)); err != nil {
 				return err
 			}
 			continue
