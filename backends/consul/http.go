@@ -343,11 +343,11 @@ func newBackoff() backends.Backoff {
 const refusedRetry = time.Second
 
 // retryDelay is how long to wait before retrying after err: bo's next delay, but at most
-// refusedRetry when the connection was refused. Trying a port nothing listens on costs
-// the agent nothing, and an agent that restarts (down for a second or two, often several
-// times in a row while it is being fixed) is read again within a second of coming back,
-// not after a delay grown to 5 s through the failed tries. An agent that answers with
-// errors, or hangs, still gets the full backoff.
+// refusedRetry when an agent refused the connection. Trying a port nothing listens on
+// costs the agent nothing, and an agent that restarts (down for a second or two, often
+// several times in a row while it is being fixed) is read again within a second of coming
+// back, not after a delay grown to 5 s through the failed tries. A failure without a
+// refused connection (agents answering with errors, or hanging) gets the full backoff.
 func retryDelay(bo *backends.Backoff, err error) time.Duration {
 	d := bo.Next()
 	if errors.Is(err, syscall.ECONNREFUSED) {
