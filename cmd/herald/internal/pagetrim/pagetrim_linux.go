@@ -25,32 +25,47 @@ type mapping struct {
 // its own (anonymous: copied on write) is kept whole.
 func Executable() (Stats, error) {
 	var st Stats
+	maps, err := executableMappings()
+	if err != nil {
+		return st, fmt.Errorf("release executable pages: %w", err)
+	}
+	for _, m := range maps {
+		switch {
+		case m.rss == 0:
+		case m.anon > 0:
+			st.Kept += m.rss
+		default:
+			if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
+				// EINVAL for locked pages (mlockall): they were meant to stay.
+				return st, fmt.Errorf("release executable pages %#x-%#x: %w", m.start, m.end, errno)
+			}
+			st.Released += m.rss
+		}
+	}
+	return st, nil
+}
+
+// executableMappings returns the process's read-only, private mappings of its own
+// executable, as /proc/self/smaps shows them now.
+func executableMappings() ([]mapping, error) {
 	var exe unix.Stat_t
 	// /proc/self/exe names the running inode even after the file was replaced (a
 	// package upgrade renames a new binary over it): match by device and inode, not by
 	// path, which the kernel then shows with " (deleted)".
 	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
-		return st, fmt.Errorf("release executable pages: %w", err)
+		return nil, err
 	}
 	maps, err := readSmaps("/proc/self/smaps")
 	if err != nil {
-		return st, fmt.Errorf("release executable pages: %w", err)
+		return nil, err
 	}
+	var own []mapping
 	for _, m := range maps {
-		if m.inode != exe.Ino || m.dev != exe.Dev || strings.ContainsRune(m.perms, 'w') || !strings.HasSuffix(m.perms, "p") || m.rss == 0 {
-			continue
+		if m.inode == exe.Ino && m.dev == exe.Dev && !strings.ContainsRune(m.perms, 'w') && strings.HasSuffix(m.perms, "p") {
+			own = append(own, m)
 		}
-		if m.anon > 0 {
-			st.Kept += m.rss
-			continue
-		}
-		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
-			// EINVAL for locked pages (mlockall): they were meant to stay.
-			return st, fmt.Errorf("release executable pages %#x-%#x: %w", m.start, m.end, errno)
-		}
-		st.Released += m.rss
 	}
-	return st, nil
+	return own, nil
 }
 
 // readSmaps parses the mappings of a /proc/PID/smaps file: each header line
