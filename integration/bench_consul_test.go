@@ -16,7 +16,7 @@ import (
 
 // BenchmarkWatchConsul measures `herald watch` on Consul KV side by side with
 // consul-template, the tool its users would run instead, in the same run on the same
-// agent: put → file p50 and RSS. With one template the floor runs too: the Consul client
+// agent: put → file p50, RSS right after the changes and once quiet. With one template the floor runs too: the Consul client
 // library alone, one blocking query and a crash-safe replace (integration/floor).
 // consul-template is found at $CONSUL_TEMPLATE_BIN, on PATH, or where
 // integration/scripts/build-consul-template.sh caches it (bench.sh runs that); without
@@ -135,9 +135,18 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 		b.ReportMetric(p99, p.name+"-p99-ms")
 		b.ReportMetric(rss[p.name], p.name+"-rss-MB")
 	}
+	// Then quiet, as a watch mostly is (herald gives back its executable's pages after 30
+	// s without a render): RSS once quiet.
+	time.Sleep(fleetQuiet)
+	quiet := map[string]float64{}
+	for _, p := range peers {
+		quiet[p.name] = float64(readProc(p.pid).rssKB) / 1024
+		b.ReportMetric(quiet[p.name], p.name+"-quiet-rss-MB")
+	}
 	if ct := p50s["consul-template"]; ct > 0 {
 		b.ReportMetric(p50s["herald"]/ct, "p50-ratio")
 		b.ReportMetric(rss["herald"]/rss["consul-template"], "rss-ratio")
+		b.ReportMetric(quiet["herald"]/quiet["consul-template"], "quiet-rss-ratio")
 		if f := p50s["floor"]; f > 0 {
 			// Below 1, the floor is faster than consul-template: the room a goal
 			// stated as a ratio to consul-template has at all.

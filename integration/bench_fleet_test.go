@@ -21,7 +21,8 @@ import (
 // over the fleet; then the same with confd when a confd binary is found (CONFD_BIN or
 // `confd` on PATH; integration/scripts/build-confd.sh builds v0.16.0, and `make bench`
 // does), with HERALD_FLEET_BASELINE's herald when set, and with the floor (the bare
-// etcd client, integration/floor):
+// etcd client, integration/floor). Then the fleet is left quiet for 40 s: RSS and PSS
+// once quiet, and the latency of the change after the quiet spell:
 //
 //	go test ./integration -run XXX -bench BenchmarkFleetEtcd -benchtime 50x
 func BenchmarkFleetEtcd(b *testing.B) {
@@ -155,7 +156,29 @@ func benchFleet(b *testing.B, e *harness.Etcd, n int, cmd func(confdir string) (
 	if b.N > 1 {
 		b.ReportMetric(float64(faults)/float64(b.N-1), "later-minflt/change")
 	}
+
+	// Then quiet, as a sidecar mostly is: herald gives back the pages its renders mapped
+	// in after 6 beats (30 s) without a render. RSS once quiet, and the change after it.
+	time.Sleep(fleetQuiet)
+	rssKB, pssKB = 0, 0
+	for _, p := range procs {
+		rssKB += readProc(p.cmd.Process.Pid).rssKB
+		pssKB += readPSS(p.cmd.Process.Pid)
+	}
+	b.ReportMetric(float64(rssKB)/1024/float64(n), "quiet-rss-MB/proc")
+	b.ReportMetric(float64(pssKB)/1024/float64(n), "quiet-pss-MB/proc")
+	rn.drain()
+	t0 := time.Now()
+	if _, err := cli.Put(context.Background(), "/bench/value", fmt.Sprintf("changed-%d", t0.UnixNano())); err != nil {
+		b.Fatal(err)
+	}
+	rn.wait(b, n, 60*time.Second)
+	b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "after-quiet-ms")
 }
+
+// fleetQuiet is how long the fleet is left alone before its quiet figures: past 6 of
+// herald's 5 s beats, with margin for a loaded machine.
+const fleetQuiet = 40 * time.Second
 
 // readPSS is the process's proportional set size in kB (0 when unreadable).
 func readPSS(pid int) int {

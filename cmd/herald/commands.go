@@ -185,7 +185,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	}
 	dmn := newDaemon(e, log)
 	defer dmn.close()
-	rn.Beat = func() { dmn.update(watchStatus(rn.Progress(), store.State())) }
+	rn.Beat = func() { dmn.watchBeat(rn.Progress(), store.State()) }
 	rn.BeatEvery = dmn.every()
 	defer dmn.stopOnDone(ctx)()
 	updates := make(chan resources.ResourceSet, 1)

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/backends"
+	"github.com/heraldhq/herald/resources/render"
 )
 
 // The daemon's notifications, as a real unixgram NOTIFY_SOCKET receives them: STATUS
@@ -97,4 +102,56 @@ func TestDaemonStoppingBeforeExit(t *testing.T) {
 	// A daemon that ends without ctx ending (an error) says nothing and does not wait.
 	d := newDaemon(env{lookup: func(string) (string, bool) { return "", false }}, discard())
 	d.stopOnDone(context.Background())()
+}
+
+// A watch daemon gives its executable's pages back when it becomes ready, and again
+// after quietBeats beats without a render burst — once per quiet spell, and only when a
+// burst ran since the last release.
+func TestDaemonReleasesPagesOnceQuiet(t *testing.T) {
+	var logs strings.Builder
+	d := newDaemon(env{lookup: func(string) (string, bool) { return "", false }},
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	releases := func(after string) int {
+		return strings.Count(logs.String(), `msg="released the executable's pages" after=`+after)
+	}
+	beats := func(n int, bursts uint64, rendered int) {
+		for range n {
+			d.watchBeat(render.Progress{Rendered: rendered, Total: 1, Bursts: bursts}, backends.State{})
+		}
+	}
+	beats(10, 0, 0) // not ready: start-up goes on
+	if n := releases("start-up") + releases("quiet"); n != 0 {
+		t.Fatalf("%d releases before ready", n)
+	}
+	beats(1, 1, 1)
+	if n := releases("start-up"); n != 1 {
+		t.Fatalf("%d start-up releases once ready, want 1", n)
+	}
+	beats(3*quietBeats, 1, 1)
+	if n := releases("quiet"); n != 0 {
+		t.Fatalf("%d quiet releases with no burst since start-up's, want 0", n)
+	}
+	beats(1, 2, 1) // a change rendered
+	beats(quietBeats-1, 2, 1)
+	if n := releases("quiet"); n != 0 {
+		t.Fatalf("released after %d quiet beats, want %d", quietBeats-1, quietBeats)
+	}
+	beats(1, 2, 1)
+	if n := releases("quiet"); n != 1 {
+		t.Fatalf("%d releases after %d quiet beats, want 1", n, quietBeats)
+	}
+	beats(3*quietBeats, 2, 1)
+	if n := releases("quiet"); n != 1 {
+		t.Fatalf("%d releases in one quiet spell, want 1", n)
+	}
+	// A burst between quiet beats starts the count again.
+	beats(quietBeats-1, 3, 1)
+	beats(quietBeats-1, 4, 1)
+	if n := releases("quiet"); n != 1 {
+		t.Fatalf("%d releases, want still 1: no quiet spell of %d beats since", n, quietBeats)
+	}
+	beats(2, 4, 1)
+	if n := releases("quiet"); n != 2 {
+		t.Fatalf("%d releases after the second quiet spell, want 2", n)
+	}
 }

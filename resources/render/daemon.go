@@ -346,6 +346,9 @@ func (d *daemon) burstOver() {
 		}
 	}
 	d.owed.reloads = d.owed.reloads[:0]
+	d.rn.mu.Lock()
+	d.rn.bursts++
+	d.rn.mu.Unlock()
 }
 
 // finish ends Run: no more scheduled renders; those in flight end, then their burst's

@@ -57,6 +57,7 @@ type Runner struct {
 	noCatalog   error // why the catalog, read only for herald's own checks, cannot be read
 	noCatalogAt time.Time
 	states      map[string]*state // by resource name
+	bursts      uint64            // ended, for Progress
 	eng         *engine.Engine    // loads, watches and settles renders
 	syncs       *executor         // renders with their syncs, workers() at once
 	execs       *slots            // template executions, GOMAXPROCS at once (see execute)
@@ -186,13 +187,16 @@ func (rn *Runner) Statuses() []Status {
 type Progress struct {
 	Rendered, Total int
 	Failing         []string // resources whose last render or write failed, sorted
+	// Bursts counts the bursts of renders that have ended: unchanged between two beats,
+	// the runner rendered nothing in between.
+	Bursts uint64
 }
 
 // Progress counts the resources rendered and names the failing ones.
 func (rn *Runner) Progress() Progress {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	p := Progress{Total: len(rn.states)}
+	p := Progress{Total: len(rn.states), Bursts: rn.bursts}
 	for _, st := range rn.states {
 		if st.rendered {
 			p.Rendered++
