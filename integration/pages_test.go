@@ -113,8 +113,9 @@ func TestWatchReleasesPagesWhenQuiet(t *testing.T) {
 		"templates/app.tmpl": "value={{getv \"/app/value\"}} {{upper (getv \"/app/value\")}} {{toJson (getvs \"/app/*\")}}\n",
 	})
 	sock, msgs := notifySocket(t)
-	// A beat every 200 ms (half the watchdog interval): quiet after 1.2 s.
-	p := startHerald(t, []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=400000"},
+	// A beat every 500 ms (half the watchdog interval): quiet after 3 s, far longer than
+	// a change takes, so the changes below run as one busy spell.
+	p := startHerald(t, []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=1000000"},
 		"watch", "--confdir", dir, "--backend", backend, "--log-level", "debug")
 	quiet := func() int { return strings.Count(p.Output(), released+" after=quiet") }
 	waitFor(t, p, "the start-up pages released", func() bool { return strings.Contains(p.Output(), released+" after=start-up") })

@@ -43,7 +43,7 @@ esac
 run() {
 	fs=$(findmnt -n -o FSTYPE,OPTIONS -T "$2" 2>/dev/null | head -n 1)
 	echo "== rendered files on $1 (${fs:-$(stat -f -c %T "$2")})"
-	(cd integration && HERALD_BENCH_DIR="$2" "$bin/integration.test" -test.run XXX \
+	(cd integration && HERALD_BENCH_DIR="$2" "$bin/integration.test" -test.run XXX -test.timeout 60m \
 		-test.bench "$BENCH" -test.benchtime "$BENCHTIME" | grep -E '^(Benchmark|ok|FAIL|---)')
 }
 run "the disk" "${TMPDIR:-/tmp}"
