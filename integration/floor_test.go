@@ -45,4 +45,17 @@ func TestFloorKeepsFileTrue(t *testing.T) {
 		consulPut(t, kv, "floor/k", "three")
 		waitFile(t, file, "three", 20*time.Second)
 	})
+	t.Run("zookeeper", func(t *testing.T) {
+		t.Parallel()
+		z := harness.StartZooKeeper(t)
+		c := zkClient(t, z.Servers, 10*time.Second)
+		zkPut(t, c, "/floor/k", "one")
+		file := filepath.Join(t.TempDir(), "f")
+		startHeraldAs(t, bin, nil, nil, "zookeeper", z.Servers[0], "/floor/k", file)
+		waitFile(t, file, "one", 20*time.Second)
+		zkPut(t, c, "/floor/k", "two")
+		waitFile(t, file, "two", 20*time.Second)
+		zkPut(t, c, "/floor/k", "three")
+		waitFile(t, file, "three", 20*time.Second)
+	})
 }

@@ -10,6 +10,7 @@
 //
 //	floor etcd ENDPOINT KEY FILE
 //	floor consul ADDR KEY FILE
+//	floor zookeeper SERVER PATH FILE
 package main
 
 import (
@@ -19,7 +20,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/google/renameio/v2"
 	"github.com/hashicorp/consul/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,7 +30,7 @@ import (
 
 func main() {
 	if len(os.Args) != 5 {
-		fmt.Fprintln(os.Stderr, "usage: floor etcd|consul ENDPOINT KEY FILE")
+		fmt.Fprintln(os.Stderr, "usage: floor etcd|consul|zookeeper ENDPOINT KEY FILE")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -39,6 +42,8 @@ func main() {
 		err = watchEtcd(ctx, endpoint, key, file)
 	case "consul":
 		err = watchConsul(ctx, endpoint, key, file)
+	case "zookeeper":
+		err = watchZooKeeper(ctx, endpoint, key, file)
 	default:
 		err = fmt.Errorf("unknown registry %q", kind)
 	}
@@ -101,6 +106,30 @@ func watchConsul(ctx context.Context, addr, key, file string) error {
 			}
 		}
 		index = meta.LastIndex
+	}
+}
+
+// watchZooKeeper reads the znode and arms its data watch in one call (a ZooKeeper
+// watch carries no data), replaces file, and waits for the watch to fire.
+func watchZooKeeper(ctx context.Context, server, path, file string) error {
+	c, _, err := zk.Connect([]string{server}, 10*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for {
+		data, _, fired, err := c.GetW(path)
+		if err != nil {
+			return fmt.Errorf("get %s: %w", path, err)
+		}
+		if err := replace(file, data); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-fired:
+		}
 	}
 }
 
