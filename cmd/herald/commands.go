@@ -158,19 +158,22 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	defer store.Close()
 	warnResources(log, rs)
 	warnNoResources(log, o, rs)
+	pr := newProcs(e, log)
+	pr.fit(rs)
 	if loadErr != nil {
 		log.Error("some resources are invalid; the others run", "err", loadErr)
 	}
 	reg := prometheus.NewRegistry()
 	rn := &render.Runner{
 		Store:         store,
-		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log},
+		Syncer:        &resources.Syncer{DryRun: o.DryRun, SyncOnly: o.SyncOnly, KeepStageFile: o.KeepStageFile, Diff: e.stdout, Log: log, Checks: pr.cpus},
 		Log:           log,
 		Metrics:       render.NewMetrics(reg),
 		Wait:          wait,
 		Interval:      o.Interval,
 		RenderTimeout: o.RenderTimeout,
 		Guard:         guard,
+		Execs:         pr.cpus,
 	}
 	rn.SetLoadError(loadErr)
 	if o.Pprof && o.Listen == "" {
@@ -189,7 +192,7 @@ func cmdWatch(ctx context.Context, e env, o *Options, args []string) error {
 	rn.BeatEvery = dmn.every()
 	defer dmn.stopOnDone(ctx)()
 	updates := make(chan resources.ResourceSet, 1)
-	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates, dmn)
+	stopReload, err := watchConfDir(ctx, o, log, e.hup, updates, dmn, pr)
 	if err != nil {
 		return err
 	}
@@ -211,7 +214,7 @@ const minInterval = time.Second
 
 // watchConfDir sends a fresh resource set on SIGHUP and whenever a file under conf.d/ or
 // templates/ changes, and tells systemd it is reloading until the runner has the new set.
-func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet, dmn *daemon) (func(), error) {
+func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan os.Signal, updates chan<- resources.ResourceSet, dmn *daemon, pr *procs) (func(), error) {
 	trees := []string{filepath.Join(o.ConfDir, "conf.d"), filepath.Join(o.ConfDir, "templates")}
 	return watchFiles(ctx, trees, nil, hup, log, func(ctx context.Context, why string) {
 		dmn.reloading()
@@ -223,6 +226,7 @@ func watchConfDir(ctx context.Context, o *Options, log *slog.Logger, hup <-chan 
 			log.Error("resource reload found errors; the previous version of those resources keeps running", "err", err)
 		}
 		log.Info("resources reloaded", "why", why, "resources", len(rs))
+		pr.fit(rs)
 		select {
 		case updates <- set:
 		case <-ctx.Done():

@@ -4,6 +4,7 @@
 package render
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,9 +39,12 @@ type Runner struct {
 	// render_timeout (0: DefaultRenderTimeout).
 	RenderTimeout time.Duration
 	// Workers bounds the resources in flight at once. Most of a sync is waiting on
-	// fsync, so the default is generous (64); template execution is held to
-	// GOMAXPROCS at a time and check commands to Syncer.Checks.
+	// fsync, so the default is generous (64); template execution is held to Execs at
+	// a time and check commands to Syncer.Checks.
 	Workers int
+	// Execs bounds the template executions at once (default: GOMAXPROCS when Run
+	// starts).
+	Execs int
 	// Emit, when set, receives each successful render instead of Syncer (herald template
 	// prints to stdout) and reports whether the output changed.
 	Emit func(r *resources.Resource, content []byte) (changed bool, err error)
@@ -136,7 +140,7 @@ func (rn *Runner) init() {
 	if rn.states == nil {
 		rn.states = make(map[string]*state)
 		rn.syncs = newExecutor(rn.workers())
-		rn.execs = newSlots(runtime.GOMAXPROCS(0))
+		rn.execs = newSlots(cmp.Or(rn.Execs, runtime.GOMAXPROCS(0)))
 	}
 	if rn.Cache == nil {
 		rn.Cache = cache.New()
