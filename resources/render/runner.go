@@ -64,7 +64,7 @@ type Runner struct {
 	bursts      uint64            // ended, for Progress
 	eng         *engine.Engine    // loads, watches and settles renders
 	syncs       *executor         // renders with their syncs, workers() at once
-	execs       *slots            // template executions, GOMAXPROCS at once (see execute)
+	execs       *slots            // template executions, Execs at once (see execute)
 	loadErr     error             // what the last load of the resource files found wrong
 	// targetsMoved: a state's targets changed, or a state went, since the last prune of
 	// the watches (pruneWatches is O(states): with 1,000 files, most of a burst's work).
