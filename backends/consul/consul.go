@@ -78,6 +78,7 @@ type Store struct {
 	hubs   map[string]*hub       // by datacenter ("" for the store's own); see hubAfter
 
 	svcWatches atomic.Int64    // service watches running
+	sizes      sync.Map        // request path -> length of its last answer (see decode)
 	memo       map[string]memo // target ID -> what the last one-shot read saw, so a Watch starting there does not resend it
 }
 

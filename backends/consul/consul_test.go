@@ -2,7 +2,9 @@ package consul
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -63,7 +65,7 @@ func TestNextIndex(t *testing.T) {
 }
 
 func TestAddPairsPathBoundariesAndFolders(t *testing.T) {
-	pairs := []*api.KVPair{
+	pairs := []kvPair{
 		{Key: "app", Value: []byte("root"), ModifyIndex: 3},
 		{Key: "app/a", Value: []byte("1"), ModifyIndex: 9},
 		{Key: "app/b", Value: []byte("real"), ModifyIndex: 4},
@@ -72,7 +74,6 @@ func TestAddPairsPathBoundariesAndFolders(t *testing.T) {
 		{Key: "app/c/d", Value: []byte("deep"), ModifyIndex: 6},
 		{Key: "apple", Value: []byte("neighbour"), ModifyIndex: 20},
 		{Key: "apple/x", Value: []byte("neighbour"), ModifyIndex: 21},
-		nil,
 	}
 	kvs := map[string]string{}
 	top := addPairs(kvs, map[string]bool{}, pairs, []string{"/app"})
@@ -92,7 +93,7 @@ func TestAddPairsPathBoundariesAndFolders(t *testing.T) {
 
 	// A folder seen first is overwritten by the real key that follows.
 	kvs = map[string]string{}
-	addPairs(kvs, map[string]bool{}, []*api.KVPair{{Key: "x/y/"}, {Key: "x/y", Value: []byte("v")}}, []string{"/x"})
+	addPairs(kvs, map[string]bool{}, []kvPair{{Key: "x/y/"}, {Key: "x/y", Value: []byte("v")}}, []string{"/x"})
 	if kvs["/x/y"] != "v" {
 		t.Errorf("real key after folder: /x/y = %q, want v", kvs["/x/y"])
 	}
@@ -462,5 +463,46 @@ func TestPacer(t *testing.T) {
 	// No gap: no pacing.
 	if w := newPacer(0, 1).take(t0); w != 0 {
 		t.Fatalf("gap 0 waits %v", w)
+	}
+}
+
+// decode sizes its buffer by the last answer to the same path: answers that grow, shrink
+// or differ by path all decode whole.
+func TestDecodeAnswersOfChangingSize(t *testing.T) {
+	s, err := New(backends.Config{}, backends.Endpoint{Scheme: "consul", Hosts: []string{"127.0.0.1:8500"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	answer := func(n int) string {
+		var b strings.Builder
+		b.WriteString("[")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"Key":"app/k%04d","Value":"%s","ModifyIndex":%d}`, i, base64.StdEncoding.EncodeToString([]byte(fmt.Sprint("v", i))), i+1)
+		}
+		return b.String() + "]"
+	}
+	for _, c := range []struct {
+		path string
+		n    int
+	}{{"/v1/kv/app", 1000}, {"/v1/kv/app", 10}, {"/v1/kv/app", 3000}, {"/v1/kv/other", 1}, {"/v1/kv/app", 3000}, {"/v1/kv/app", 0}} {
+		var pairs []kvPair
+		if err := s.decode(c.path, strings.NewReader(answer(c.n)), &pairs); err != nil {
+			t.Fatalf("%s, %d pairs: %v", c.path, c.n, err)
+		}
+		if len(pairs) != c.n {
+			t.Fatalf("%s: %d pairs decoded, want %d", c.path, len(pairs), c.n)
+		}
+		if c.n > 0 {
+			if last := pairs[c.n-1]; last.Key != fmt.Sprintf("app/k%04d", c.n-1) || string(last.Value) != fmt.Sprint("v", c.n-1) || last.ModifyIndex != uint64(c.n) {
+				t.Errorf("%s: last pair %+v", c.path, last)
+			}
+		}
+	}
+	if err := s.decode("/v1/kv/app", strings.NewReader(`[{"Key":`), new([]kvPair)); err == nil {
+		t.Error("a truncated answer decoded without an error")
 	}
 }

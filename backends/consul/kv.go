@@ -31,12 +31,9 @@ func escapeKey(k string) string {
 // ("a/b/", made by the UI) reads as key "/a/b" with its (usually empty) value, as confd
 // shows it, unless a real "a/b" exists: then the real value wins. It returns the highest
 // ModifyIndex seen.
-func addPairs(kvs map[string]string, folders map[string]bool, pairs []*api.KVPair, prefixes []string) uint64 {
+func addPairs(kvs map[string]string, folders map[string]bool, pairs []kvPair, prefixes []string) uint64 {
 	var top uint64
 	for _, p := range pairs {
-		if p == nil {
-			continue
-		}
 		k := backends.CleanKey(p.Key)
 		if !underAny(k, prefixes) {
 			continue
@@ -47,7 +44,12 @@ func addPairs(kvs map[string]string, folders map[string]bool, pairs []*api.KVPai
 			continue
 		}
 		kvs[k] = string(p.Value)
-		folders[k] = folder
+		// Only folders are noted: a prefix without any stays without a second map.
+		if folder {
+			folders[k] = true
+		} else {
+			delete(folders, k)
+		}
 	}
 	return top
 }
@@ -61,12 +63,21 @@ func underAny(k string, prefixes []string) bool {
 	return false
 }
 
+// kvPair is what herald reads of a Consul KV entry. A KV list answers the whole prefix
+// at every change; decoding into api.KVPair would allocate each entry and its Session,
+// Namespace and Partition too.
+type kvPair struct {
+	Key         string
+	Value       []byte
+	ModifyIndex uint64
+}
+
 // txnAnswer is a read-only transaction's answer. Consul puts the ACL filtering flag in the
 // body here (there is no X-Consul-Results-Filtered-By-ACLs header on /v1/txn), so the
 // api package's TxnResponse, which drops it, will not do.
 type txnAnswer struct {
 	Results []struct {
-		KV *api.KVPair
+		KV *kvPair
 	}
 	Errors                api.TxnErrors
 	ResultsFilteredByACLs bool
@@ -171,9 +182,11 @@ func (s *Store) readBatch(ctx context.Context, batch []string, kvs map[string]st
 	if err := s.anonymousDenied(ctx, m, r, "key prefix", keyChecks(batch)); err != nil {
 		return 0, err
 	}
-	pairs := make([]*api.KVPair, 0, len(ans.Results))
+	pairs := make([]kvPair, 0, len(ans.Results))
 	for _, r := range ans.Results {
-		pairs = append(pairs, r.KV)
+		if r.KV != nil {
+			pairs = append(pairs, *r.KV)
+		}
 	}
 	return addPairs(kvs, folders, pairs, batch), nil
 }
@@ -201,7 +214,7 @@ func (s *Store) checkHidden(ctx context.Context, batch []string) error {
 // listTree reads prefix p (clean) recursively with a KV list, blocking from index when it
 // is not 0, into kvs, and returns Consul's index for it.
 func (s *Store) listTree(ctx context.Context, p string, index uint64, kvs map[string]string, folders map[string]bool) (uint64, error) {
-	var pairs []*api.KVPair
+	var pairs []kvPair
 	q := s.blocking(url.Values{"recurse": {""}}, index)
 	// 404 is an empty tree, with an index to block on.
 	r := request{method: http.MethodGet, path: "/v1/kv/" + escapeKey(consulKey(p)), query: q, out: &pairs, ok: []int{http.StatusNotFound}}

@@ -37,9 +37,11 @@ func (s *Store) fetcher(t backends.Target) (fetchFunc, error) {
 	default:
 		p := backends.CleanKey(t.Prefix)
 		t = backends.PrefixTarget(p)
+		size := 0 // keys in the last answer: the next is sized for as many
 		return func(ctx context.Context, index uint64) (backends.Event, uint64, error) {
-			kvs := make(map[string]string)
+			kvs := make(map[string]string, size)
 			idx, err := s.listTree(ctx, p, index, kvs, make(map[string]bool))
+			size = len(kvs)
 			return prefixEvent(p, idx, kvs), idx, err
 		}, nil
 	}
