@@ -143,7 +143,7 @@ func runExec(ctx context.Context, e env, args []string) (int, error) {
 	cfg.BaseEnv = os.Environ()
 	cfg.Command = supervisor.Command{Path: path, Args: argv[1:], Stdin: os.Stdin, Stdout: e.stdout, Stderr: e.stderr}
 	cfg.Reap = os.Getpid() == 1
-	cfg.Started = func() { releasePages(log, "start-up") }
+	cfg.Started = func() { go releasePages(log, "start-up", false) } // off the supervisor's path, as the daemon's
 
 	log.Info("herald exec", "backend", backends.Redact(o.Backend), "prefixes", strings.Join(cfg.Prefixes, ","),
 		"templates", len(cfg.Templates), "cmd", path, "reap", cfg.Reap, "version", versionString())

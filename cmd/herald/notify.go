@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,11 @@ type daemon struct {
 	bursts  uint64
 	quiet   int
 	touched bool
+
+	// release runs releasePages; by default on a goroutine of its own: with the heap,
+	// the GC it runs takes milliseconds (12 ms with 200 templates) the loop calling must
+	// not wait for.
+	release func(after string, heap bool)
 }
 
 // quietBeats is how many beats in a row without a render make a watch daemon quiet: it
@@ -49,6 +55,7 @@ const quietBeats = 6
 // is logged and notifications are off: herald's job does not depend on them.
 func newDaemon(e env, log *slog.Logger) *daemon {
 	d := &daemon{log: log}
+	d.release = func(after string, heap bool) { go releasePages(log, after, heap) }
 	sock, _ := e.lookup("NOTIFY_SOCKET")
 	n, err := sdnotify.Open(sock)
 	if err != nil {
@@ -80,7 +87,7 @@ func (d *daemon) every() time.Duration {
 // true (and then releases start-up's pages), and sends status when it changed.
 func (d *daemon) update(ready bool, status string) {
 	if d.notify(ready, status) {
-		releasePages(d.log, "start-up")
+		d.release("start-up", false)
 	}
 }
 
@@ -101,9 +108,9 @@ func (d *daemon) watchBeat(p render.Progress, st backends.State) {
 	d.mu.Unlock()
 	switch {
 	case first:
-		releasePages(d.log, "start-up")
+		d.release("start-up", false)
 	case quiet:
-		releasePages(d.log, "quiet")
+		d.release("quiet", true)
 	}
 }
 
@@ -132,20 +139,32 @@ func (d *daemon) notify(ready bool, status string) (first bool) {
 func (d *daemon) reloading() { d.sendIfReady("RELOADING=1", "STATUS=reloading resources") }
 func (d *daemon) reloaded() {
 	d.sendIfReady("READY=1")
-	releasePages(d.log, "reload")
+	d.release("reload", false)
 }
 
 // releasePages gives back the pages of herald's executable that start-up, a reload
 // (parsing resource files and templates again) or the renders before a quiet spell
 // touched and the daemon may not need again; what it does need is mapped back on its
 // next use. See pagetrim. after says which of those it follows.
-func releasePages(log *slog.Logger, after string) {
+//
+// With heap (a quiet spell), it first returns the heap's free pages to the system: the
+// runtime's own scavenger keeps about as much as the heap grew to in the last burst
+// (measured with 200 templates on a 1,000-key prefix: 14.0 MB of anonymous memory once
+// quiet without this, 9.5–10.3 MB with it). Not at start-up or after a reload: the first
+// changes would fault those pages in again at once (an early attempt measured a fleet's
+// p50 82 → 99 ms), while after a quiet spell the next change pays that once.
+func releasePages(log *slog.Logger, after string, heap bool) {
+	start := time.Now()
+	if heap {
+		// Before the executable's pages: the GC this runs maps in code of its own.
+		debug.FreeOSMemory()
+	}
 	st, err := pagetrim.Executable()
 	if err != nil {
 		log.Debug("executable pages not released", "err", err)
 		return
 	}
-	log.Debug("released the executable's pages", "after", after, "released_kib", st.Released>>10, "kept_kib", st.Kept>>10)
+	log.Debug("released the executable's pages", "after", after, "released_kib", st.Released>>10, "kept_kib", st.Kept>>10, "took", time.Since(start))
 }
 
 func (d *daemon) stopping() {

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +113,15 @@ func TestDaemonReleasesPagesOnceQuiet(t *testing.T) {
 	var logs strings.Builder
 	d := newDaemon(env{lookup: func(string) (string, bool) { return "", false }},
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	// Releases are counted as they return; heaps counts those that returned the heap's
+	// free pages too, by after.
+	heaps := map[string]int{}
+	d.release = func(after string, heap bool) {
+		if heap {
+			heaps[after]++
+		}
+		releasePages(d.log, after, heap)
+	}
 	releases := func(after string) int {
 		return strings.Count(logs.String(), `msg="released the executable's pages" after=`+after)
 	}
@@ -153,5 +164,35 @@ func TestDaemonReleasesPagesOnceQuiet(t *testing.T) {
 	beats(2, 4, 1)
 	if n := releases("quiet"); n != 2 {
 		t.Fatalf("%d releases after the second quiet spell, want 2", n)
+	}
+	// The heap goes back after quiet spells only: the first changes would fault it in
+	// again at once.
+	if heaps["start-up"] != 0 || heaps["quiet"] != 2 {
+		t.Errorf("heap returned at %v, want at the 2 quiet releases only", heaps)
+	}
+}
+
+// After a quiet spell releasePages returns the heap's free pages to the system too: the
+// runtime's scavenger would keep about as much as the heap grew to in the last burst.
+func TestReleasePagesReturnsFreeHeap(t *testing.T) {
+	free := func() uint64 {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	garbage := make([]byte, 64<<20)
+	for i := range garbage {
+		garbage[i] = byte(i)
+	}
+	runtime.KeepAlive(garbage)
+	garbage = nil
+	runtime.GC()
+	// The 64 MiB are free now and still the process's: something to give back.
+	if f := free(); f < 32<<20 {
+		t.Fatalf("%d KiB of the heap free and kept after dropping 64 MiB, want at least 32 MiB", f>>10)
+	}
+	releasePages(slog.New(slog.DiscardHandler), "quiet", true)
+	if f := free(); f > 4<<20 {
+		t.Errorf("%d KiB of the heap free and kept after releasePages, want under 4 MiB", f>>10)
 	}
 }
