@@ -130,18 +130,22 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 	p50s, rss := map[string]float64{}, map[string]float64{}
 	for _, p := range peers {
 		p50, p99 := percentiles(p.lat)
-		p50s[p.name], rss[p.name] = p50, float64(readProc(p.pid).rssKB)/1024
+		st := readProc(p.pid)
+		p50s[p.name], rss[p.name] = p50, float64(st.rssKB)/1024
 		b.ReportMetric(p50, p.name+"-p50-ms")
 		b.ReportMetric(p99, p.name+"-p99-ms")
 		b.ReportMetric(rss[p.name], p.name+"-rss-MB")
+		b.ReportMetric(float64(st.anonKB)/1024, p.name+"-rss-anon-MB")
 	}
 	// Then quiet, as a watch mostly is (herald gives back its executable's pages after 30
 	// s without a render): RSS once quiet.
 	time.Sleep(fleetQuiet)
 	quiet := map[string]float64{}
 	for _, p := range peers {
-		quiet[p.name] = float64(readProc(p.pid).rssKB) / 1024
+		st := readProc(p.pid)
+		quiet[p.name] = float64(st.rssKB) / 1024
 		b.ReportMetric(quiet[p.name], p.name+"-quiet-rss-MB")
+		b.ReportMetric(float64(st.anonKB)/1024, p.name+"-quiet-rss-anon-MB")
 	}
 	if ct := p50s["consul-template"]; ct > 0 {
 		b.ReportMetric(p50s["herald"]/ct, "p50-ratio")

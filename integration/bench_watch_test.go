@@ -30,7 +30,9 @@ import (
 // file renamed into place (herald renames its stage over dest), so it includes etcd's
 // watch delivery, cache apply, render, fsync and rename.
 
-type procStats struct{ rssKB, hwmKB, cpuTicks, minorFaults int }
+// rssKB splits into anonKB (heap, stacks: the process's own) and fileKB (pages of the
+// executable and other files, shared with every process mapping them).
+type procStats struct{ rssKB, anonKB, fileKB, hwmKB, cpuTicks, minorFaults int }
 
 func readProc(pid int) procStats {
 	var s procStats
@@ -42,6 +44,12 @@ func readProc(pid int) procStats {
 			}
 			if len(f) >= 2 && f[0] == "VmHWM:" {
 				s.hwmKB, _ = strconv.Atoi(f[1])
+			}
+			if len(f) >= 2 && f[0] == "RssAnon:" {
+				s.anonKB, _ = strconv.Atoi(f[1])
+			}
+			if len(f) >= 2 && f[0] == "RssFile:" {
+				s.fileKB, _ = strconv.Atoi(f[1])
 			}
 		}
 	}

@@ -71,7 +71,15 @@ func BenchmarkReplace200(b *testing.B) {
 	}
 }
 
-const replaceFiles, replaceParallel = 200, 64
+const replaceFiles = 200
+
+// replaceParallel is herald's sync pool size, or HERALD_BENCH_PARALLEL to compare others.
+var replaceParallel = func() int {
+	if n, _ := strconv.Atoi(os.Getenv("HERALD_BENCH_PARALLEL")); n > 0 {
+		return n
+	}
+	return 64
+}()
 
 // eachFile runs fn for the 200 files, 64 at a time.
 func eachFile(fn func(i int)) {
