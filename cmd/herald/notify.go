@@ -102,7 +102,15 @@ func (d *daemon) watchBeat(p render.Progress, st backends.State) {
 		d.quiet++
 	}
 	quiet := !first && d.ready && d.touched && d.quiet >= quietBeats
-	if first || quiet {
+	switch {
+	case first:
+		// A watch goes on starting after it is ready: its backend opens its watches
+		// (etcd's gRPC stream, for one), which maps much of the code just released back
+		// in. Start-up counts as a burst, so that the first quiet spell gives that back
+		// too, even in a watch whose keys never change (etcd, one resource, no change:
+		// RSS 15.6 MB 20 s after start, 10.1 MB after that release).
+		d.quiet, d.touched = 0, true
+	case quiet:
 		d.touched = false
 	}
 	d.mu.Unlock()

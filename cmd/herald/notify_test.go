@@ -138,37 +138,31 @@ func TestDaemonReleasesPagesOnceQuiet(t *testing.T) {
 	if n := releases("start-up"); n != 1 {
 		t.Fatalf("%d start-up releases once ready, want 1", n)
 	}
-	beats(3*quietBeats, 1, 1)
-	if n := releases("quiet"); n != 0 {
-		t.Fatalf("%d quiet releases with no burst since start-up's, want 0", n)
+	// quietAfter runs n beats at bursts and then wants want quiet releases in all.
+	quietAfter := func(n int, bursts uint64, want int, why string) {
+		t.Helper()
+		beats(n, bursts, 1)
+		if got := releases("quiet"); got != want {
+			t.Fatalf("%d quiet releases %s, want %d", got, why, want)
+		}
 	}
+	// Start-up counts as a burst: what the watch maps back while it goes on starting
+	// (its backend's watches) goes back after the first quiet spell, change or not.
+	quietAfter(quietBeats-1, 1, 0, "one beat short of a quiet spell since start-up")
+	quietAfter(1, 1, 1, "after a quiet spell since start-up")
+	quietAfter(3*quietBeats, 1, 1, "with no burst since the first quiet one")
 	beats(1, 2, 1) // a change rendered
-	beats(quietBeats-1, 2, 1)
-	if n := releases("quiet"); n != 0 {
-		t.Fatalf("released after %d quiet beats, want %d", quietBeats-1, quietBeats)
-	}
-	beats(1, 2, 1)
-	if n := releases("quiet"); n != 1 {
-		t.Fatalf("%d releases after %d quiet beats, want 1", n, quietBeats)
-	}
-	beats(3*quietBeats, 2, 1)
-	if n := releases("quiet"); n != 1 {
-		t.Fatalf("%d releases in one quiet spell, want 1", n)
-	}
+	quietAfter(quietBeats-1, 2, 1, "one beat short of a quiet spell since a change")
+	quietAfter(1, 2, 2, "after a quiet spell since a change")
+	quietAfter(3*quietBeats, 2, 2, "in one quiet spell")
 	// A burst between quiet beats starts the count again.
 	beats(quietBeats-1, 3, 1)
-	beats(quietBeats-1, 4, 1)
-	if n := releases("quiet"); n != 1 {
-		t.Fatalf("%d releases, want still 1: no quiet spell of %d beats since", n, quietBeats)
-	}
-	beats(2, 4, 1)
-	if n := releases("quiet"); n != 2 {
-		t.Fatalf("%d releases after the second quiet spell, want 2", n)
-	}
+	quietAfter(quietBeats-1, 4, 2, "with no quiet spell since")
+	quietAfter(2, 4, 3, "after the third quiet spell")
 	// The heap goes back after quiet spells only: the first changes would fault it in
 	// again at once.
-	if heaps["start-up"] != 0 || heaps["quiet"] != 2 {
-		t.Errorf("heap returned at %v, want at the 2 quiet releases only", heaps)
+	if heaps["start-up"] != 0 || heaps["quiet"] != 3 {
+		t.Errorf("heap returned at %v, want at the 3 quiet releases only", heaps)
 	}
 }
 
