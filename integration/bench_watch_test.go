@@ -30,26 +30,17 @@ import (
 // file renamed into place (herald renames its stage over dest), so it includes etcd's
 // watch delivery, cache apply, render, fsync and rename.
 
-// rssKB splits into anonKB (heap, stacks: the process's own) and fileKB (pages of the
-// executable and other files, shared with every process mapping them).
-type procStats struct{ rssKB, anonKB, fileKB, hwmKB, cpuTicks, minorFaults int }
+// anonKB is the part of rssKB that is the process's own (heap, stacks); the rest are
+// pages of the executable and other files, shared with every process mapping them.
+type procStats struct{ rssKB, anonKB, hwmKB, cpuTicks, minorFaults int }
 
 func readProc(pid int) procStats {
 	var s procStats
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		fields := map[string]*int{"VmRSS:": &s.rssKB, "VmHWM:": &s.hwmKB, "RssAnon:": &s.anonKB}
 		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.Fields(l)
-			if len(f) >= 2 && f[0] == "VmRSS:" {
-				s.rssKB, _ = strconv.Atoi(f[1])
-			}
-			if len(f) >= 2 && f[0] == "VmHWM:" {
-				s.hwmKB, _ = strconv.Atoi(f[1])
-			}
-			if len(f) >= 2 && f[0] == "RssAnon:" {
-				s.anonKB, _ = strconv.Atoi(f[1])
-			}
-			if len(f) >= 2 && f[0] == "RssFile:" {
-				s.fileKB, _ = strconv.Atoi(f[1])
+			if f := strings.Fields(l); len(f) >= 2 && fields[f[0]] != nil {
+				*fields[f[0]], _ = strconv.Atoi(f[1])
 			}
 		}
 	}

@@ -81,7 +81,7 @@ var replaceParallel = func() int {
 	return 64
 }()
 
-// eachFile runs fn for the 200 files, 64 at a time.
+// eachFile runs fn for the 200 files, replaceParallel at a time.
 func eachFile(fn func(i int)) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, replaceParallel)
