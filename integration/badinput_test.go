@@ -55,7 +55,7 @@ func badGood(rev string) string {
 	return "name=web rev=" + rev + "\nport=8080 share=25\nserver w1 10.0.0.1:80\n"
 }
 
-// stageRE stands for a stage file name in expected messages (renameio: "." + base +
+// stageRE stands for a stage file name in expected messages ("." + base +
 // random digits).
 const stageRE = "STAGEFILE"
 
@@ -708,7 +708,7 @@ func TestBadInputDest(t *testing.T) {
 		t.Parallel()
 		want := func(b *badEnv) string {
 			dir := filepath.Dir(b.dest)
-			return b.dest + ": create stage file: open " + dir + "/" + stageRE + ": no such file or directory"
+			return b.dest + ": create stage file: open " + dir + ": no such file or directory"
 		}
 		gone := func(b *badEnv) {
 			b.dest = filepath.Join(b.dir, "missing", "a")
@@ -767,7 +767,7 @@ func TestBadInputDest(t *testing.T) {
 				}
 			},
 			want: func(b *badEnv) string {
-				return b.dest + ": create stage file: open " + out(b) + "/" + stageRE + ": permission denied"
+				return b.dest + ": create stage file: open " + out(b) + ": permission denied"
 			},
 		})
 	})
@@ -1006,7 +1006,7 @@ func TestBadInputDiskFull(t *testing.T) {
 		fix:   func(b *badEnv) { b.del("/app/pad") },
 		want: func(b *badEnv) string {
 			dir := filepath.Dir(b.dest)
-			return b.dest + ": write stage file " + dir + "/" + stageRE + ": write " + dir + "/" + stageRE + ": file too large"
+			return b.dest + ": write stage file: write " + dir + "/.a (unnamed): file too large"
 		},
 	})
 }

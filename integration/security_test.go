@@ -461,20 +461,21 @@ func TestSecurityFileModeAndOwner(t *testing.T) {
 	}
 }
 
-// The stage file is created 0600 and owned by herald, and only gets its final mode and
-// owner once its content is written and synced: the test stops herald (SIGSTOP) the
-// moment the stage file appears, and looks at it. herald runs with umask 000, so a
+// Nobody can read a stage file before its content, mode and owner are final: the stage
+// gets a name only once it is complete (an O_TMPFILE inode until then). The test stops
+// herald (SIGSTOP) the moment a stage file appears and looks at it; a check command
+// keeps the stage in place long enough to be seen. herald runs with umask 000, so a
 // stage created with default permissions would show as 0666.
 func TestSecurityStageFilePermissions(t *testing.T) {
 	t.Parallel()
-	user, group, _, _ := secWho()
+	user, group, uid, gid := secWho()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	data := filepath.Join(dir, "data.yaml")
 	const lines = 80000 // 8 MB: writing and syncing it takes long enough to look at
 	writeTree(t, dir, map[string]string{
 		"templates/a.tmpl": `{{repeat ` + strconv.Itoa(lines) + ` (getv "/app/line")}}`,
-		"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmode = \"0640\"\nowner = %q\ngroup = %q\n",
+		"conf.d/a.toml": fmt.Sprintf("[template]\nsrc = \"a.tmpl\"\ndest = %q\nmode = \"0640\"\nowner = %q\ngroup = %q\ncheck_cmd = \"sleep 0.2\"\n",
 			filepath.Join(out, "a"), user, group),
 	})
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -515,6 +516,9 @@ func TestSecurityStageFilePermissions(t *testing.T) {
 				break loop
 			case ev := <-w.Events:
 				base := filepath.Base(ev.Name)
+				if ev.Has(fsnotify.Write) && strings.HasPrefix(base, ".") {
+					t.Errorf("render %d: stage %s written under its name", i, base)
+				}
 				if !ev.Has(fsnotify.Create) || !strings.HasPrefix(base, ".") || seen {
 					continue
 				}
@@ -526,16 +530,9 @@ func TestSecurityStageFilePermissions(t *testing.T) {
 					continue // gone already
 				}
 				st := fi.Sys().(*syscall.Stat_t)
-				switch {
-				case fi.Mode().Perm() == 0o600 && int(st.Uid) == os.Geteuid():
-					if fi.Size() < full {
-						conclusive++ // caught before the content was all there
-					}
-					t.Logf("render %d: stage %s at creation: mode %v, owner %d:%d, %d of %d bytes", i, base, fi.Mode(), st.Uid, st.Gid, fi.Size(), full)
-				case fi.Mode().Perm() == 0o640 && fi.Size() == full:
-					t.Logf("render %d: stage %s already complete and chmodded when seen", i, base)
-				default:
-					t.Errorf("render %d: stage %s has mode %v owner %d:%d with %d of %d bytes written", i, base, fi.Mode(), st.Uid, st.Gid, fi.Size(), full)
+				conclusive++
+				if fi.Mode().Perm() != 0o640 || fi.Size() != full || int(st.Uid) != uid || int(st.Gid) != gid {
+					t.Errorf("render %d: stage %s appeared with mode %v owner %d:%d and %d of %d bytes, want 0640 %s:%s complete", i, base, fi.Mode(), st.Uid, st.Gid, fi.Size(), full, user, group)
 				}
 			case err := <-w.Errors:
 				t.Fatal(err)
@@ -549,6 +546,6 @@ func TestSecurityStageFilePermissions(t *testing.T) {
 		}
 	}
 	if conclusive == 0 {
-		t.Errorf("never caught a stage file before its content was written (5 renders)")
+		t.Errorf("never caught a stage file while it existed (5 renders)")
 	}
 }

@@ -17,8 +17,9 @@ type commitGroup struct {
 }
 
 type member struct {
-	g    *commitGroup
-	here bool // counted in g.members
+	g       *commitGroup
+	here    bool // counted in g.members
+	arrived bool // done with the group: rejoin does nothing
 }
 
 func (g *commitGroup) join() *member {
@@ -29,7 +30,7 @@ func (g *commitGroup) join() *member {
 }
 
 // leave takes m out of the current batch (for a check command, or for good); rejoin
-// puts it back. Both are no-ops when already done.
+// puts it back unless m has arrived. Both are no-ops when already done.
 func (m *member) leave() {
 	m.g.mu.Lock()
 	defer m.g.mu.Unlock()
@@ -43,7 +44,7 @@ func (m *member) leave() {
 func (m *member) rejoin() {
 	m.g.mu.Lock()
 	defer m.g.mu.Unlock()
-	if !m.here {
+	if !m.here && !m.arrived {
 		m.here = true
 		m.g.members++
 	}
@@ -57,7 +58,7 @@ func (m *member) arrive() {
 		g.mu.Unlock()
 		return
 	}
-	m.here = false
+	m.here, m.arrived = false, true
 	g.members--
 	if g.batch == nil {
 		g.batch = make(chan struct{})

@@ -96,3 +96,19 @@ func TestSyncSlowCheckHoldsOnlyItsOwnFile(t *testing.T) {
 	}
 	assertDest(t, slow, "slow\n")
 }
+
+// An unnamed stage arrives before its check (it is fsynced before it gets the name the
+// check reads): leaving and rejoining around the check must not put the member back,
+// where the next batch would wait for it until its sync ends.
+func TestCommitGroupArrivedMemberStaysOut(t *testing.T) {
+	var g commitGroup
+	a := g.join()
+	if !gone(arrived(a)) {
+		t.Fatal("a lone member waits")
+	}
+	a.leave() // its check command runs
+	a.rejoin()
+	if !gone(arrived(g.join())) {
+		t.Fatal("the next member waits for one that arrived before its check")
+	}
+}

@@ -21,10 +21,14 @@ import (
 // dir): each iteration is one batch of 200 replacements, 64 at a time as herald's sync
 // pool, and reports its p50 and p99.
 //
-//   - herald: Syncer.Sync as shipped (stage, writeback started, the group's fsyncs,
-//     rename; directory fsynced once after the batch, as the daemon does).
-//   - fsync: each file written, fsynced and renamed on its own.
+//   - herald: Syncer.Sync as shipped (unnamed stage, writeback started, the group's
+//     fsyncs, name, rename; directory fsynced once after the batch, as the daemon does).
+//   - fsync: each file written to a named stage, fsynced and renamed on its own.
 //   - syncfs: every stage written, one syncfs(2) on their file system, then the renames.
+//   - syncfs+fsync: the same, each stage also fsynced before its rename.
+//   - exchange (not shipped: it leaves a file beside every dest): each stage is the
+//     inode dest had before the last change, rewritten and swapped with dest.
+//   - tmpfile: each file an O_TMPFILE inode, fsynced, then named and renamed.
 //
 // HERALD_BENCH_NEIGHBOUR_MB=n writes n MiB to another file on the same file system
 // (not synced) before each batch: a database or a log writing beside the configs.
@@ -39,6 +43,8 @@ func BenchmarkReplace200(b *testing.B) {
 		{"fsync", replaceFsync},
 		{"syncfs", replaceSyncfs},
 		{"syncfs+fsync", replaceSyncfsFsync},
+		{"exchange", replaceExchange},
+		{"tmpfile", replaceTmpfile},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			dir := b.TempDir()
@@ -106,7 +112,7 @@ func replaceHerald(b *testing.B, dir string, data []byte) {
 	SyncDirs([]string{dir})
 }
 
-func stageFile(b *testing.B, dir string, i int, data []byte) *os.File {
+func writeStage(b *testing.B, dir string, i int, data []byte) *os.File {
 	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf(".s%03d", i)), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		b.Fatal(err)
@@ -125,7 +131,7 @@ func renameStage(b *testing.B, dir string, i int) {
 
 func replaceFsync(b *testing.B, dir string, data []byte) {
 	eachFile(func(i int) {
-		f := stageFile(b, dir, i, data)
+		f := writeStage(b, dir, i, data)
 		if err := f.Sync(); err != nil {
 			b.Error(err)
 		}
@@ -137,7 +143,7 @@ func replaceFsync(b *testing.B, dir string, data []byte) {
 
 func replaceSyncfs(b *testing.B, dir string, data []byte) {
 	files := make([]*os.File, replaceFiles)
-	eachFile(func(i int) { files[i] = stageFile(b, dir, i, data) })
+	eachFile(func(i int) { files[i] = writeStage(b, dir, i, data) })
 	if err := unix.Syncfs(int(files[0].Fd())); err != nil {
 		b.Error(err)
 	}
@@ -150,7 +156,7 @@ func replaceSyncfs(b *testing.B, dir string, data []byte) {
 
 func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
 	files := make([]*os.File, replaceFiles)
-	eachFile(func(i int) { files[i] = stageFile(b, dir, i, data) })
+	eachFile(func(i int) { files[i] = writeStage(b, dir, i, data) })
 	if err := unix.Syncfs(int(files[0].Fd())); err != nil {
 		b.Error(err)
 	}
@@ -159,6 +165,49 @@ func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
 			b.Error(err)
 		}
 		files[i].Close()
+		renameStage(b, dir, i)
+	})
+	SyncDirs([]string{dir})
+}
+
+// replaceExchange reuses inodes: the stage keeps the previous dest's inode after a
+// renameat2(RENAME_EXCHANGE), is truncated and rewritten next time; no inode is created or
+// freed in steady state.
+func replaceExchange(b *testing.B, dir string, data []byte) {
+	eachFile(func(i int) {
+		f := writeStage(b, dir, i, data)
+		if err := f.Sync(); err != nil {
+			b.Error(err)
+		}
+		f.Close()
+		st, dst := filepath.Join(dir, fmt.Sprintf(".s%03d", i)), filepath.Join(dir, fmt.Sprintf("f%03d", i))
+		if err := unix.Renameat2(unix.AT_FDCWD, st, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
+			renameStage(b, dir, i)
+		}
+	})
+	SyncDirs([]string{dir})
+}
+
+// replaceTmpfile writes an O_TMPFILE inode, fsyncs it, links it to the stage name and
+// renames that over dest.
+func replaceTmpfile(b *testing.B, dir string, data []byte) {
+	eachFile(func(i int) {
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), "tmp")
+		if _, err := f.Write(data); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Error(err)
+		}
+		st := filepath.Join(dir, fmt.Sprintf(".s%03d", i))
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, st, unix.AT_SYMLINK_FOLLOW); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
 		renameStage(b, dir, i)
 	})
 	SyncDirs([]string{dir})

@@ -14,13 +14,15 @@ import (
 // refuses to write rather than write differently. get, services and check still work.
 var errNoAtomicReplace = errors.New("writing files is not supported on " + runtime.GOOS + ": it needs an atomic rename over the destination")
 
-// stageFile has the shape of renameio.PendingFile, which exists on unix only.
+// stageFile has the shape of the unix one; it is never made here.
 type stageFile struct{ *os.File }
 
-func (stageFile) Cleanup() error                { return nil }
+func (stageFile) Cleanup()                      {}
 func (stageFile) CloseAtomicallyReplace() error { return errNoAtomicReplace }
+func (stageFile) Unnamed() bool                 { return false }
+func (stageFile) Name() (string, error)         { return "", errNoAtomicReplace }
 
-func newStage(string, string) (stageFile, error) { return stageFile{}, errNoAtomicReplace }
+func newStage(string, string, bool) (stageFile, error) { return stageFile{}, errNoAtomicReplace }
 
 func ownerMatches(fs.FileInfo, int, int) bool { return true }
 

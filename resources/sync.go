@@ -83,12 +83,13 @@ func octal(m fs.FileMode) string {
 }
 
 // Sync makes dest hold content with the resource's mode and owner. When dest already
-// does, nothing happens. Otherwise content goes to a stage file next to dest (created
-// 0600, so nobody reads a half-written file), which is given its owner and mode,
-// checked with check_cmd and only then fsynced (data and metadata in one call, so a
-// crash never leaves an empty dest; together with the other syncs in flight, see
-// commitGroup) and renamed over dest. Any failure before the rename
-// removes the stage file and leaves dest byte-identical. The reload command is returned,
+// does, nothing happens. Otherwise content goes to a stage file in dest's directory
+// (see stageFile: unnamed until complete, or created 0600, so nobody reads a
+// half-written file), which is given its owner and mode, fsynced (data and metadata in
+// one call, so a crash never leaves an empty dest; together with the other syncs in
+// flight, see commitGroup), checked with check_cmd and renamed over dest; a named stage
+// is checked before its fsync. Any failure before the rename removes the stage file and
+// leaves dest byte-identical. The reload command is returned,
 // not run: the runner runs each distinct command once per burst.
 //
 // A dest that is a symlink is refused unless the resource sets follow_symlink: the
@@ -122,29 +123,38 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 			return Outcome{}, writeError{fmt.Errorf("%s: make dirs: %w", r.Dest, err)}
 		}
 	}
-	// Created 0600 (less if the umask says so) and given its mode below, after the
-	// content: nobody can read a half-written file.
-	stage, err := newStage(dest, dir)
+	// Without a name or created 0600 (less if the umask says so), and given its mode
+	// below, after the content: nobody can read a half-written file.
+	stage, err := newStage(dest, dir, true)
 	if err != nil {
 		return Outcome{}, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
 	}
 	keep := false
 	defer func() {
 		if keep && s.KeepStageFile {
-			stage.File.Close()
+			stage.Close()
 			return
 		}
 		stage.Cleanup() // no-op after a successful replace
 	}()
 	if _, err := stage.Write(content); err != nil {
-		return Outcome{}, writeError{fmt.Errorf("%s: write stage file %s: %w", r.Dest, stage.Name(), err)}
+		return Outcome{}, writeError{fmt.Errorf("%s: write stage file: %w", r.Dest, err)}
 	}
 	if err := setOwnerMode(stage.File, r, uid, gid, mode, log); err != nil {
 		return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
 	}
 	startWriteback(stage.File)
+	if stage.Unnamed() {
+		// It is fsynced before it gets a name (see stageFile.Name), so with the group
+		// now, and before the check, which needs a path: a failed check costs an fsync.
+		m.arrive()
+	}
 	if r.CheckCmd != "" && !s.SyncOnly {
-		if keep, err = s.checkStage(ctx, r, stage.Name(), m, log); err != nil {
+		path, err := stage.Name()
+		if err != nil {
+			return Outcome{}, writeError{fmt.Errorf("%s: %w", r.Dest, err)}
+		}
+		if keep, err = s.checkStage(ctx, r, path, m, log); err != nil {
 			return Outcome{}, err
 		}
 	}
@@ -260,7 +270,7 @@ func backup(dest string, old []byte, oldInfo fs.FileInfo, log *slog.Logger, name
 		log.Warn("no backup: dest is too large", "resource", name, "dest", dest, "size", oldInfo.Size(), "limit", maxRead)
 		return nil
 	}
-	bak, err := newStage(dest+".bak", filepath.Dir(dest))
+	bak, err := newStage(dest+".bak", filepath.Dir(dest), false)
 	if err != nil {
 		return err
 	}
