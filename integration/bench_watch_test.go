@@ -150,16 +150,22 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 			b.Fatal(err)
 		}
 	}
+	heraldCmd := func(confdir string) (string, []string) {
+		return heraldBinary(b), []string{"watch", "--confdir", confdir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
+	}
 	b.Run("herald", func(b *testing.B) {
-		benchWatchTool(b, cli, nRes, tmpl, true, func(confdir string) (string, []string) {
-			return heraldBinary(b), []string{"watch", "--confdir", confdir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
-		})
+		benchWatchTool(b, cli, nRes, tmpl, "", true, heraldCmd)
 	})
+	if nRes > 1 {
+		b.Run("herald-spare_file", func(b *testing.B) {
+			benchWatchTool(b, cli, nRes, tmpl, "spare_file = true\n", false, heraldCmd)
+		})
+	}
 	// HERALD_BENCH_BASELINE names another herald binary (e.g. the previous release) to
 	// measure in the same run, for before/after figures.
 	if base := os.Getenv("HERALD_BENCH_BASELINE"); base != "" {
 		b.Run("herald-baseline", func(b *testing.B) {
-			benchWatchTool(b, cli, nRes, tmpl, false, func(confdir string) (string, []string) {
+			benchWatchTool(b, cli, nRes, tmpl, "", false, func(confdir string) (string, []string) {
 				return base, []string{"watch", "--confdir", confdir, "--backend", "etcd://" + strings.TrimPrefix(e.Endpoints[0], "http://"), "--log-level", "warn"}
 			})
 		})
@@ -170,23 +176,23 @@ func benchWatch(b *testing.B, nRes, nKeys int, tmpl func(i int) string) {
 		return
 	}
 	b.Run("confd", func(b *testing.B) {
-		benchWatchTool(b, cli, nRes, tmpl, false, func(confdir string) (string, []string) {
+		benchWatchTool(b, cli, nRes, tmpl, "", false, func(confdir string) (string, []string) {
 			return confd, []string{"-backend", "etcdv3", "-node", e.Endpoints[0], "-watch", "-confdir", confdir, "-log-level", "error"}
 		})
 	})
 }
 
-// benchWatchTool runs cmd(confdir) over nRes resources reading /bench and measures put
-// -> the last of the nRes files renamed into place; herald: cmd runs herald, which
-// HERALD_BENCH_CPUPROFILE may profile.
-func benchWatchTool(b *testing.B, cli *clientv3.Client, nRes int, tmpl func(i int) string, herald bool, cmd func(confdir string) (string, []string)) {
+// benchWatchTool runs cmd(confdir) over nRes resources reading /bench, each with the
+// extra TOML lines, and measures put -> the last of the nRes files renamed into place;
+// herald: cmd runs herald, which HERALD_BENCH_CPUPROFILE may profile.
+func benchWatchTool(b *testing.B, cli *clientv3.Client, nRes int, tmpl func(i int) string, extra string, herald bool, cmd func(confdir string) (string, []string)) {
 	ctx := context.Background()
 	dir := benchDir(b)
 	out := filepath.Join(dir, "out")
 	files := map[string]string{}
 	for i := range nRes {
 		name := fmt.Sprintf("r%04d", i)
-		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"" + filepath.Join(out, name) + "\"\nkeys = [\"/bench\"]\n"
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"" + filepath.Join(out, name) + "\"\nkeys = [\"/bench\"]\n" + extra
 		files["templates/"+name+".tmpl"] = tmpl(i)
 	}
 	writeTree(b, dir, files)

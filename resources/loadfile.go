@@ -109,6 +109,7 @@ func (l *fileLoader) resource() *Resource {
 		Backup:           t.Backup,
 		MakeDirs:         t.MakeDirs,
 		FollowSymlink:    t.FollowSymlink,
+		SpareFile:        t.SpareFile,
 		CheckTimeout:     opts.CheckTimeout,
 		ReloadTimeout:    opts.ReloadTimeout,
 		Prefix:           path.Join("/", opts.Prefix, t.Prefix),

@@ -23,6 +23,7 @@ import (
 //
 //   - herald: Syncer.Sync as shipped (unnamed stage, writeback started, the group's
 //     fsyncs, name, rename; directory fsynced once after the batch, as the daemon does).
+//   - herald-spare: the same with spare_file, each stage the inode dest had before.
 //   - fsync: each file written to a named stage, fsynced and renamed on its own.
 //   - syncfs: every stage written, one syncfs(2) on their file system, then the renames.
 //   - syncfs+fsync: the same, each stage also fsynced before its rename.
@@ -40,6 +41,7 @@ func BenchmarkReplace200(b *testing.B) {
 		batch func(b *testing.B, dir string, data []byte)
 	}{
 		{"herald", replaceHerald},
+		{"herald-spare", replaceHeraldSpare},
 		{"fsync", replaceFsync},
 		{"syncfs", replaceSyncfs},
 		{"syncfs+fsync", replaceSyncfsFsync},
@@ -101,10 +103,14 @@ func eachFile(fn func(i int)) {
 	wg.Wait()
 }
 
-func replaceHerald(b *testing.B, dir string, data []byte) {
+func replaceHerald(b *testing.B, dir string, data []byte) { syncBatch(b, dir, data, false) }
+
+func replaceHeraldSpare(b *testing.B, dir string, data []byte) { syncBatch(b, dir, data, true) }
+
+func syncBatch(b *testing.B, dir string, data []byte, spare bool) {
 	s := &Syncer{DeferDirSync: true}
 	eachFile(func(i int) {
-		r := &Resource{Name: "r.toml", Dest: filepath.Join(dir, fmt.Sprintf("f%03d", i)), UID: -1, GID: -1}
+		r := &Resource{Name: "r.toml", Dest: filepath.Join(dir, fmt.Sprintf("f%03d", i)), UID: -1, GID: -1, SpareFile: spare}
 		if _, err := s.Sync(context.Background(), r, data); err != nil {
 			b.Error(err)
 		}

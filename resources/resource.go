@@ -46,6 +46,9 @@ type Resource struct {
 	// FollowSymlink writes through a dest that is a symlink (to the file it names);
 	// without it such a dest is refused, see Sync.
 	FollowSymlink bool
+	// SpareFile keeps dest's previous inode beside it as its spare and rewrites that at
+	// the next change instead of creating a file (see newSpareStage).
+	SpareFile bool
 
 	// OptionalServices may be absent from the registry without failing `herald render`
 	// ("*": any).
@@ -157,6 +160,7 @@ type fileTemplate struct {
 	Backup        bool   `toml:"backup"`
 	MakeDirs      bool   `toml:"make_dirs"`
 	FollowSymlink bool   `toml:"follow_symlink"`
+	SpareFile     bool   `toml:"spare_file"`
 	CheckTimeout  string `toml:"check_timeout"`
 	ReloadTimeout string `toml:"reload_timeout"`
 	RenderTimeout string `toml:"render_timeout"`

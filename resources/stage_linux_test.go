@@ -5,6 +5,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -84,5 +86,143 @@ func TestSyncStageIsNamedOnlyWhenComplete(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, stage)); !os.IsNotExist(err) {
 			t.Fatalf("stage %s: %v", stage, err)
 		}
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func syncSpare(t *testing.T, r *Resource, content string) {
+	t.Helper()
+	if _, err := (&Syncer{}).Sync(context.Background(), r, []byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	assertDest(t, r, content)
+}
+
+// With spare_file, a change swaps dest with its spare: the inode dest had becomes the
+// spare and is the one rewritten at the next change; no other file appears.
+func TestSyncSpareFileSwapsTwoInodes(t *testing.T) {
+	r := newRes(t)
+	r.SpareFile = true
+	r.Mode, r.ModeSet = 0o640, true
+	spare := spareName(r.Dest)
+	syncSpare(t, r, "v1\n") // no dest yet: a plain rename
+	first := inode(t, r.Dest)
+	syncSpare(t, r, "v2\n")
+	if got := inode(t, spare); got != first {
+		t.Fatalf("spare is inode %d, want dest's previous %d", got, first)
+	}
+	second := inode(t, r.Dest)
+	syncSpare(t, r, "v3\n")
+	if got := inode(t, r.Dest); got != first {
+		t.Fatalf("dest is inode %d, want the spare's %d rewritten", got, first)
+	}
+	if got := inode(t, spare); got != second {
+		t.Fatalf("spare is inode %d, want %d", got, second)
+	}
+	if fi, _ := os.Stat(r.Dest); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("dest mode %v", fi.Mode())
+	}
+	if names := dirEntries(t, filepath.Dir(r.Dest)); len(names) != 2 {
+		t.Fatalf("want dest and its spare, got %v", names)
+	}
+}
+
+// A reader that opened dest before a change (or mapped it) still holds the inode that
+// became the spare: herald must not rewrite it under them, nor a spare linked under
+// another name.
+func TestSyncSpareFileInUseIsNotRewritten(t *testing.T) {
+	for _, hold := range []string{"open", "mmap", "link"} {
+		t.Run(hold, func(t *testing.T) {
+			r := newRes(t)
+			r.SpareFile = true
+			syncSpare(t, r, "v1\n")
+			syncSpare(t, r, "v2\n") // the spare now holds v1's inode
+			spare := spareName(r.Dest)
+			read := func() string { b, _ := os.ReadFile(spare); return string(b) }
+			switch hold {
+			case "open":
+				f, err := os.Open(spare)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				read = func() string {
+					b := make([]byte, 64)
+					n, _ := f.ReadAt(b, 0)
+					return string(b[:n])
+				}
+			case "mmap":
+				f, err := os.Open(spare)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := unix.Mmap(int(f.Fd()), 0, 3, unix.PROT_READ, unix.MAP_SHARED)
+				f.Close() // the mapping keeps the file open
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Munmap(m)
+				read = func() string { return string(m) }
+			case "link":
+				other := filepath.Join(t.TempDir(), "other")
+				if err := os.Link(spare, other); err != nil {
+					t.Fatal(err)
+				}
+				read = func() string { b, _ := os.ReadFile(other); return string(b) }
+			}
+			syncSpare(t, r, "v3\n")
+			if got := read(); got != "v1\n" {
+				t.Fatalf("the held inode now reads %q, want v1 untouched", got)
+			}
+			syncSpare(t, r, "v4\n") // and the spare herald made instead works as one
+			if got := read(); got != "v1\n" {
+				t.Fatalf("the held inode now reads %q, want v1 untouched", got)
+			}
+		})
+	}
+}
+
+// A failed check with spare_file leaves dest byte-identical and no spare holding the
+// rejected content; the check saw the content at the spare's path.
+func TestSyncSpareFileCheckFailure(t *testing.T) {
+	r := newRes(t)
+	r.SpareFile = true
+	syncSpare(t, r, "v1\n")
+	syncSpare(t, r, "v2\n")
+	r.CheckCmd = `grep -qx bad {{.src}} && test {{.src}} = ` + spareName(r.Dest) + ` && exit 3`
+	_, err := (&Syncer{}).Sync(context.Background(), r, []byte("bad\n"))
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("err = %v, want the check's exit status 3", err)
+	}
+	assertDest(t, r, "v2\n")
+	if names := dirEntries(t, filepath.Dir(r.Dest)); len(names) != 1 {
+		t.Fatalf("want dest alone, got %v", names)
+	}
+	r.CheckCmd = ""
+	syncSpare(t, r, "v3\n")
+}
+
+// Turning spare_file off: the next start removes the spare; a resource that keeps it
+// keeps its spare.
+func TestRemoveStaleStagesRemovesSpareOfResourceWithout(t *testing.T) {
+	dir := t.TempDir()
+	on := &Resource{Name: "on", Dest: filepath.Join(dir, "on"), UID: -1, GID: -1, SpareFile: true}
+	off := &Resource{Name: "off", Dest: filepath.Join(dir, "off"), UID: -1, GID: -1, SpareFile: true}
+	for _, r := range []*Resource{on, off} {
+		syncSpare(t, r, "v1\n")
+		syncSpare(t, r, "v2\n")
+	}
+	off.SpareFile = false
+	RemoveStaleStages([]*Resource{on, off}, nil)
+	if got := dirEntries(t, dir); !slices.Equal(got, []string{".on.herald-spare", "off", "on"}) {
+		t.Fatalf("dir holds %v", got)
 	}
 }

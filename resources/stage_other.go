@@ -22,7 +22,8 @@ func (stageFile) CloseAtomicallyReplace() error { return errNoAtomicReplace }
 func (stageFile) Unnamed() bool                 { return false }
 func (stageFile) Name() (string, error)         { return "", errNoAtomicReplace }
 
-func newStage(string, string, bool) (stageFile, error) { return stageFile{}, errNoAtomicReplace }
+func newStage(string, string, bool) (*stageFile, error) { return nil, errNoAtomicReplace }
+func newSpareStage(string) (*stageFile, error)          { return nil, errNoAtomicReplace }
 
 func ownerMatches(fs.FileInfo, int, int) bool { return true }
 

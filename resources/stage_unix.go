@@ -23,6 +23,8 @@ type stageFile struct {
 	*os.File
 	dest, path string // path is "" while the inode has no name
 	named      *renameio.PendingFile
+	spare      bool // dest's spare (spare_file), swapped with dest
+	leased     bool // a spare under openSpare's write lease
 	done       bool // renamed over dest
 }
 
@@ -45,6 +47,45 @@ func newStage(dest, dir string, unnamed bool) (*stageFile, error) {
 	return &stageFile{File: p.File, dest: dest, path: p.Name(), named: p}, nil
 }
 
+// newSpareStage stages dest's content in dest's spare (spare_file): the inode dest had
+// before its last change, kept beside it and swapped with dest by each replace
+// (renameat2 RENAME_EXCHANGE), so that a change creates and frees no inode. On ext4
+// without a journal that is what a replacement costs most: each new file's fsync
+// writes its directory too, and each allocation scans past the inodes freed in the
+// last minute (200 files replaced on this VM's disk, BenchmarkReplace200: 27-40 ms p50
+// against 62-91 ms with unnamed stages and 103-131 ms with named ones). A spare someone
+// else may still read (open, mapped, or linked under another name; see openSpare) is
+// never rewritten: it is unlinked, its readers keep what they have, and a new one is
+// made. The burst's directory fsync makes each swap durable before the next change
+// rewrites the inode it moved out of dest.
+func newSpareStage(dest string) (*stageFile, error) {
+	sp := spareName(dest)
+	f, ok, err := openSpare(sp)
+	if ok {
+		return &stageFile{File: f, dest: dest, path: sp, spare: true, leased: true}, nil
+	}
+	if err == nil { // there, but not to be rewritten
+		if err := os.Remove(sp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	f, err = os.OpenFile(sp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &stageFile{File: f, dest: dest, path: sp, spare: true}, nil
+}
+
+// release ends a spare's write lease: before anyone (the check command) opens it.
+func (s *stageFile) release() {
+	if s.leased {
+		releaseLease(s.File)
+		s.leased = false
+	}
+}
+
 // Unnamed says the stage has no name yet: Name fsyncs it, then gives it one.
 func (s *stageFile) Unnamed() bool { return s.path == "" }
 
@@ -56,6 +97,7 @@ func (s *stageFile) Unnamed() bool { return s.path == "" }
 // 103-131 ms; the same on a journaled ext4 and tmpfs). The name has the pattern of
 // renameio's (see stageNameRe), so a stale one is found and removed as theirs are.
 func (s *stageFile) Name() (string, error) {
+	s.release()
 	if s.path != "" {
 		return s.path, nil
 	}
@@ -84,6 +126,24 @@ func (s *stageFile) CloseAtomicallyReplace() error {
 		s.done = err == nil
 		return err
 	}
+	if s.spare {
+		s.release()
+		if err := s.Sync(); err != nil {
+			return err
+		}
+		if err := s.Close(); err != nil {
+			return err
+		}
+		// No dest yet (its first write), or no RENAME_EXCHANGE on this file system:
+		// a plain rename, and the next change makes a new spare.
+		if exchange(s.path, s.dest) != nil {
+			if err := os.Rename(s.path, s.dest); err != nil {
+				return err
+			}
+		}
+		s.done = true
+		return nil
+	}
 	p, err := s.Name() // fsyncs when unnamed; an O_TMPFILE stage is fsynced once named
 	if err != nil {
 		return err
@@ -104,6 +164,7 @@ func (s *stageFile) Cleanup() {
 		s.named.Cleanup()
 		return
 	}
+	s.release()
 	s.Close()
 	if s.path != "" && !s.done {
 		os.Remove(s.path)

@@ -16,30 +16,60 @@ func stageNameRe(base string) *regexp.Regexp {
 	return regexp.MustCompile(`^\.` + q + `(\.bak)?[0-9]{10,19}$`)
 }
 
+// spareName is the name of dest's spare (spare_file).
+func spareName(dest string) string {
+	dir, base := filepath.Split(dest)
+	return filepath.Join(dir, "."+base+".herald-spare")
+}
+
+// spareNameRe matches the name of dest's spare (spare_file) for a dest base name b.
+func spareNameRe(base string) *regexp.Regexp {
+	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(base) + `\.herald-spare$`)
+}
+
 // RemoveStaleStages removes the stage files a crashed herald left next to the
 // resources' dests: only regular files whose names herald's own pattern produces, in
-// the dest directories configured. Call it before any render of this process starts.
-// A fan-out resource's files are not known here: the runner passes those its record
-// lists to RemoveStaleStagesOf.
+// the dest directories configured; and the spare of a dest whose resource no longer
+// sets spare_file. Call it before any render of this process starts. A fan-out
+// resource's files are not known here: the runner passes those its record lists to
+// RemoveStaleStagesOf.
 func RemoveStaleStages(rs []*Resource, log *slog.Logger) {
-	var dests []string
+	byDir := map[string][]*regexp.Regexp{}
 	for _, r := range rs {
-		if r.Each == nil {
-			dests = append(dests, r.Dest)
+		if r.Each != nil {
+			continue
+		}
+		dir, base := filepath.Dir(r.Dest), filepath.Base(r.Dest)
+		byDir[dir] = append(byDir[dir], stageNameRe(base))
+		if !r.SpareFile {
+			byDir[dir] = append(byDir[dir], spareNameRe(base))
 		}
 	}
-	RemoveStaleStagesOf(dests, log)
+	removeStale(byDir, log)
 }
 
 // RemoveStaleStagesOf removes the stage files a crashed herald left next to dests.
 func RemoveStaleStagesOf(dests []string, log *slog.Logger) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	byDir := map[string][]*regexp.Regexp{}
 	for _, d := range dests {
 		dir := filepath.Dir(d)
 		byDir[dir] = append(byDir[dir], stageNameRe(filepath.Base(d)))
+	}
+	removeStale(byDir, log)
+}
+
+// RemoveSpare removes dest's spare, if it has one: its dest is gone.
+func RemoveSpare(dest string) {
+	if fi, err := os.Lstat(spareName(dest)); err == nil && fi.Mode().IsRegular() {
+		os.Remove(spareName(dest))
+	}
+}
+
+// removeStale removes the regular files of each directory whose names match one of its
+// patterns.
+func removeStale(byDir map[string][]*regexp.Regexp, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	for dir, res := range byDir {
 		entries, err := os.ReadDir(dir)

@@ -125,7 +125,12 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	}
 	// Without a name or created 0600 (less if the umask says so), and given its mode
 	// below, after the content: nobody can read a half-written file.
-	stage, err := newStage(dest, dir, true)
+	var stage *stageFile
+	if r.SpareFile {
+		stage, err = newSpareStage(dest)
+	} else {
+		stage, err = newStage(dest, dir, true)
+	}
 	if err != nil {
 		return Outcome{}, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
 	}

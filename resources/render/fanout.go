@@ -293,6 +293,7 @@ func (rn *Runner) removeFile(r *resources.Resource, rec *record, dest string) ou
 		log.Error("cannot remove the file of an item that is gone; tried again later", "err", err)
 		return outcome{}
 	}
+	resources.RemoveSpare(dest)
 	item := rec.Files[dest].Item
 	delete(rec.Files, dest)
 	rec.dirty = true

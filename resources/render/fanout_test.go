@@ -365,3 +365,29 @@ func TestFanoutUntrustedRecord(t *testing.T) {
 		})
 	}
 }
+
+// With spare_file, an item's file gets a spare from its second write on; when the item
+// goes, its spare goes with its file.
+func TestFanoutSpareFileGoesWithItsFile(t *testing.T) {
+	m := newMem(nil)
+	m.svcs["api"], m.svcs["web"] = instances(2), instances(1)
+	dir, load := fanoutDir(t, "spare_file = true\n", siteTmpl)
+	var b bursts
+	rn := b.watch(&Runner{Store: m})
+	startRun(t, rn, load(), nil)
+	out := func(name string) string { return read(t, filepath.Join(dir, "out", name)) }
+	eventually(t, "a file per service", func() bool {
+		return strings.HasPrefix(out("api.conf"), "api:") && strings.HasPrefix(out("web.conf"), "web:")
+	})
+	b.after(t, "api's second write", func() { m.setServices("api", instances(3)) }, func() bool { return strings.Count(out("api.conf"), ":") == 4 })
+	if got := files(t, dir); !slices.Equal(got, []string{".api.conf.herald-spare", ".herald-sites.toml.json", "api.conf", "web.conf"}) {
+		t.Fatalf("out/ holds %q", got)
+	}
+	b.after(t, "api's file removed", func() { m.setServices("api", nil) }, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "out/api.conf"))
+		return os.IsNotExist(err)
+	})
+	if got := files(t, dir); !slices.Equal(got, []string{".herald-sites.toml.json", "web.conf"}) {
+		t.Fatalf("out/ holds %q", got)
+	}
+}

@@ -1,0 +1,95 @@
+package resources
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// openUnnamed opens an O_TMPFILE inode in dir, mode 0600; name only labels it in errors.
+// errors.ErrUnsupported means the file system (or kernel) has none, or /proc, through
+// which linkUnnamed names it, is not mounted: the caller stages a named file instead.
+func openUnnamed(dir, name string) (*os.File, error) {
+	if unix.Access("/proc/self/fd", unix.X_OK) != nil {
+		return nil, errors.ErrUnsupported
+	}
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	for err == unix.EINTR {
+		fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	}
+	switch {
+	// EISDIR: a kernel before 3.11 reads O_TMPFILE as O_DIRECTORY.
+	case err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL:
+		return nil, errors.ErrUnsupported
+	case err != nil:
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, name+" (unnamed)")), nil
+}
+
+// linkUnnamed gives f, an O_TMPFILE inode, the name path (EEXIST if it is taken).
+func linkUnnamed(f *os.File, path string) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) {
+		lerr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(fd)), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+	}); err != nil {
+		return err
+	}
+	if lerr != nil {
+		return &os.LinkError{Op: "link", Old: f.Name(), New: path, Err: lerr}
+	}
+	return nil
+}
+
+// openSpare opens path, an existing spare, for rewriting, only if no one else can see
+// the rewrite: it must be a regular file with one link, and a write lease on it, which
+// Linux grants only while no other process has the file open (mmap included) and
+// which makes any open of it wait until released, must be granted. ok false: it may
+// not be rewritten (the caller replaces it); err: it could not be opened at all.
+func openSpare(path string) (f *os.File, ok bool, err error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, false, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 ||
+		setLease(uintptr(fd), unix.F_WRLCK) != nil {
+		unix.Close(fd)
+		return nil, false, nil
+	}
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		unix.Close(fd)
+		return nil, false, &os.PathError{Op: "truncate", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), true, nil
+}
+
+// releaseLease ends the write lease openSpare took: from then on others may open f.
+func releaseLease(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { setLease(fd, unix.F_UNLCK) })
+	}
+}
+
+func setLease(fd uintptr, typ int) error {
+	_, err := unix.FcntlInt(fd, unix.F_SETLEASE, typ)
+	return err
+}
+
+// exchange swaps the names old and new atomically (both must exist).
+func exchange(old, new string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, old, unix.AT_FDCWD, new, unix.RENAME_EXCHANGE); err != nil {
+		return &os.LinkError{Op: "exchange", Old: old, New: new, Err: err}
+	}
+	return nil
+}
