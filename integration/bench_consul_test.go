@@ -22,7 +22,8 @@ import (
 // integration/scripts/build-consul-template.sh caches it (bench.sh runs that); without
 // it its figures are left out, and said so.
 //
-// Each tool watches its own keys (bench/h/..., bench/c/..., bench/f/...) so that a put
+// Each tool watches its own keys (bench/h/..., bench/c/..., bench/f/..., and with 200
+// templates bench/s/... for herald with spare_file) so that a put
 // wakes one of them only, and the changes go in rounds alternating between them, so
 // that a load change on this shared machine hits all alike.
 //
@@ -73,6 +74,8 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 	tools := []string{"h", "c"}
 	if nTpl == 1 {
 		tools = append(tools, "f")
+	} else {
+		tools = append(tools, "s") // herald with spare_file
 	}
 	for _, tool := range tools {
 		if tool == "c" && ctBin == "" {
@@ -97,7 +100,10 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 		switch tool {
 		case "h":
 			p.name = "herald"
-			p.pid = startConsulHerald(b, c, dir, prefix, nTpl)
+			p.pid = startConsulHerald(b, c, dir, prefix, nTpl, "")
+		case "s":
+			p.name = "herald-spare_file"
+			p.pid = startConsulHerald(b, c, dir, prefix, nTpl, "spare_file = true\n")
 		case "c":
 			p.name = "consul-template"
 			p.pid = startConsulTemplate(b, ctBin, c, dir, prefix, nTpl)
@@ -149,6 +155,9 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 	}
 	if ct := p50s["consul-template"]; ct > 0 {
 		b.ReportMetric(p50s["herald"]/ct, "p50-ratio")
+		if sp := p50s["herald-spare_file"]; sp > 0 {
+			b.ReportMetric(sp/ct, "spare_file-p50-ratio")
+		}
 		b.ReportMetric(rss["herald"]/rss["consul-template"], "rss-ratio")
 		b.ReportMetric(quiet["herald"]/quiet["consul-template"], "quiet-rss-ratio")
 		if f := p50s["floor"]; f > 0 {
@@ -176,7 +185,7 @@ func consulPutMany(b *testing.B, kv *api.KV, prefix string, n int) {
 	}
 }
 
-func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl int) int {
+func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl int, extra string) int {
 	files := map[string]string{}
 	for i := range nTpl {
 		name := fmt.Sprintf("r%04d", i)
@@ -185,7 +194,7 @@ func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl
 			keys = "/" + prefix + "/data"
 			tmpl = fmt.Sprintf("# %d\n{{getv \"/%s/data/k0500\"}} {{len (ls \"/%s/data\")}}\n", i, prefix, prefix)
 		}
-		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\nkeys = [\"" + keys + "\"]\n"
+		files["conf.d/"+name+".toml"] = "[template]\nsrc = \"" + name + ".tmpl\"\ndest = \"out/" + name + "\"\nkeys = [\"" + keys + "\"]\n" + extra
 		files["templates/"+name+".tmpl"] = tmpl
 	}
 	writeTree(b, dir, files)

@@ -115,7 +115,7 @@ func syncBatch(b *testing.B, dir string, data []byte, spare bool) {
 			b.Error(err)
 		}
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 func writeStage(b *testing.B, dir string, i int, data []byte) *os.File {
@@ -144,7 +144,7 @@ func replaceFsync(b *testing.B, dir string, data []byte) {
 		f.Close()
 		renameStage(b, dir, i)
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 func replaceSyncfs(b *testing.B, dir string, data []byte) {
@@ -157,7 +157,7 @@ func replaceSyncfs(b *testing.B, dir string, data []byte) {
 		files[i].Close()
 		renameStage(b, dir, i)
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
@@ -173,7 +173,7 @@ func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
 		files[i].Close()
 		renameStage(b, dir, i)
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 // replaceExchange reuses inodes: the stage keeps the previous dest's inode after a
@@ -191,7 +191,7 @@ func replaceExchange(b *testing.B, dir string, data []byte) {
 			renameStage(b, dir, i)
 		}
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 // replaceTmpfile writes an O_TMPFILE inode, fsyncs it, links it to the stage name and
@@ -216,7 +216,7 @@ func replaceTmpfile(b *testing.B, dir string, data []byte) {
 		f.Close()
 		renameStage(b, dir, i)
 	})
-	SyncDirs([]string{dir})
+	syncDirs([]string{dir})
 }
 
 func writeNeighbour(b *testing.B, dir string, mib int) {

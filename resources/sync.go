@@ -35,6 +35,41 @@ type Syncer struct {
 	once   sync.Once
 	checks chan struct{}
 	group  commitGroup
+
+	// swapped holds the dests whose spare exchange awaits its directory's fsync: their
+	// spare may still be dest on disk, so it is not rewritten before that fsync.
+	mu      sync.Mutex
+	swapped map[string]bool
+}
+
+// settleSwap fsyncs dest's directory if dest's last exchange is not durable yet (a
+// second change to dest within one burst), before its spare is rewritten.
+func (s *Syncer) settleSwap(dest, dir string) {
+	s.mu.Lock()
+	pending := s.swapped[dest]
+	delete(s.swapped, dest)
+	s.mu.Unlock()
+	if pending {
+		syncDir(dir)
+	}
+}
+
+func (s *Syncer) swappedIn(dest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.swapped == nil {
+		s.swapped = map[string]bool{}
+	}
+	s.swapped[dest] = true
+}
+
+// SyncDirs fsyncs each directory once: the renames of a burst are durable before its
+// reload commands run, and before a later change rewrites a spare.
+func (s *Syncer) SyncDirs(dirs []string) {
+	syncDirs(dirs)
+	s.mu.Lock()
+	clear(s.swapped) // the burst's directories are all of those it wrote
+	s.mu.Unlock()
 }
 
 // writeError is a failure to put the file in place (a full disk, a read-only file
@@ -127,6 +162,7 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	// below, after the content: nobody can read a half-written file.
 	var stage *stageFile
 	if r.SpareFile {
+		s.settleSwap(dest, dir)
 		stage, err = newSpareStage(dest)
 	} else {
 		stage, err = newStage(dest, dir, true)
@@ -176,6 +212,9 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	// The rename is durable only once the directory entry is on disk.
 	if s.DeferDirSync {
 		o.Dir = dir
+		if r.SpareFile {
+			s.swappedIn(dest)
+		}
 	} else {
 		syncDir(dir)
 	}
@@ -320,9 +359,8 @@ func syncDir(dir string) {
 	}
 }
 
-// SyncDirs fsyncs each directory once: the renames of a burst are durable before its
-// reload commands run.
-func SyncDirs(dirs []string) {
+// syncDirs fsyncs each directory once.
+func syncDirs(dirs []string) {
 	for _, d := range dirs {
 		syncDir(d)
 	}

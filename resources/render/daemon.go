@@ -336,7 +336,7 @@ func (d *daemon) burstOver() {
 	case <-d.overdue: // fired for this burst, before the timer could be stopped
 	default:
 	}
-	resources.SyncDirs(d.owed.dirs)
+	d.rn.Syncer.SyncDirs(d.owed.dirs)
 	d.owed.dirs = d.owed.dirs[:0]
 	d.flushRecords(d.ctx.Err() != nil)
 	if len(d.owed.reloads) > 0 {

@@ -266,7 +266,7 @@ func (rn *Runner) RenderOnce(ctx context.Context, rs []*resources.Resource) erro
 			w.add(o)
 		}
 	}
-	resources.SyncDirs(w.dirs)
+	rn.Syncer.SyncDirs(w.dirs)
 	timeouts := map[string]time.Duration{}
 	for _, r := range rs {
 		cmd, _ := resources.ExpandReload(r, r.Dest, "")
