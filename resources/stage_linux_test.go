@@ -226,3 +226,26 @@ func TestRemoveStaleStagesRemovesSpareOfResourceWithout(t *testing.T) {
 		t.Fatalf("dir holds %v", got)
 	}
 }
+
+// A spare swapped for a symlink (by someone who can write dest's directory) is replaced,
+// never written through.
+func TestSyncSpareFileSymlinkIsReplaced(t *testing.T) {
+	r := newRes(t)
+	r.SpareFile = true
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syncSpare(t, r, "v1\n")
+	if err := os.Symlink(victim, spareName(r.Dest)); err != nil {
+		t.Fatal(err)
+	}
+	syncSpare(t, r, "v2\n")
+	syncSpare(t, r, "v3\n")
+	if b, _ := os.ReadFile(victim); string(b) != "mine\n" {
+		t.Fatalf("victim now holds %q", b)
+	}
+	if fi, err := os.Lstat(spareName(r.Dest)); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("spare: %v %v", fi, err)
+	}
+}

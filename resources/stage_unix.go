@@ -64,12 +64,12 @@ func newSpareStage(dest string) (*stageFile, error) {
 	if ok {
 		return &stageFile{File: f, dest: dest, path: sp, spare: true, leased: true}, nil
 	}
-	if err == nil { // there, but not to be rewritten
+	if !errors.Is(err, fs.ErrNotExist) {
+		// There, but not to be rewritten, or not a file herald opens (a symlink, a
+		// directory): replaced, never written through.
 		if err := os.Remove(sp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
 	}
 	f, err = os.OpenFile(sp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
