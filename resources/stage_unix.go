@@ -52,8 +52,8 @@ func newStage(dest, dir string, unnamed bool) (*stageFile, error) {
 // (renameat2 RENAME_EXCHANGE), so that a change creates and frees no inode. On ext4
 // without a journal that is what a replacement costs most: each new file's fsync
 // writes its directory too, and each allocation scans past the inodes freed in the
-// last minute (200 files replaced on this VM's disk, BenchmarkReplace200: 27-40 ms p50
-// against 62-91 ms with unnamed stages and 103-131 ms with named ones). A spare someone
+// last minute (200 files replaced on this VM's disk, BenchmarkReplace200: 41 ms p50
+// against 109-114 ms with unnamed stages, in the same runs). A spare someone
 // else may still read (open, mapped, or linked under another name; see openSpare) is
 // never rewritten: it is unlinked, its readers keep what they have, and a new one is
 // made. The burst's directory fsync makes each swap durable before the next change
@@ -93,8 +93,9 @@ func (s *stageFile) Unnamed() bool { return s.path == "" }
 // its content, owner and mode are on disk: on ext4 without a journal the fsync of a
 // file that has a new name writes its directory too, once per file, serialized on the
 // directory's lock; fsynced before it is linked, it leaves that to the one directory
-// fsync of the burst (200 files replaced on this VM's disk: 62-74 ms p50 against
-// 103-131 ms; the same on a journaled ext4 and tmpfs). The name has the pattern of
+// fsync of the burst (200 files replaced on this VM's disk, BenchmarkReplace200: 42-54
+// ms p50 against 55-69 ms with named stages; on a journaled ext4 it costs a little, the
+// orphan-list work of O_TMPFILE: 38-40 against 34-38 ms). The name has the pattern of
 // renameio's (see stageNameRe), so a stale one is found and removed as theirs are.
 func (s *stageFile) Name() (string, error) {
 	s.release()
