@@ -133,6 +133,11 @@ func TestSyncSpareFileSwapsTwoInodes(t *testing.T) {
 	if names := dirEntries(t, filepath.Dir(r.Dest)); len(names) != 2 {
 		t.Fatalf("want dest and its spare, got %v", names)
 	}
+	// The spare is overwritten in place: a shorter content leaves nothing of the longer.
+	syncSpare(t, r, "a much longer fourth version\n")
+	syncSpare(t, r, "a much longer fifth version, longer still\n")
+	syncSpare(t, r, "6\n")
+	syncSpare(t, r, "7\n")
 }
 
 // A reader that opened dest before a change (or mapped it) still holds the inode that

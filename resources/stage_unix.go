@@ -5,6 +5,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -78,12 +79,19 @@ func newSpareStage(dest string) (*stageFile, error) {
 	return &stageFile{File: f, dest: dest, path: sp, spare: true}, nil
 }
 
-// release ends a spare's write lease: before anyone (the check command) opens it.
-func (s *stageFile) release() {
-	if s.leased {
-		releaseLease(s.File)
-		s.leased = false
+// release cuts a rewritten spare to what was written and ends its write lease: before
+// anyone (the check command) opens it.
+func (s *stageFile) release() error {
+	if !s.leased {
+		return nil
 	}
+	s.leased = false
+	defer releaseLease(s.File)
+	n, err := s.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	return s.Truncate(n)
 }
 
 // Unnamed says the stage has no name yet: Name fsyncs it, then gives it one.
@@ -98,7 +106,9 @@ func (s *stageFile) Unnamed() bool { return s.path == "" }
 // orphan-list work of O_TMPFILE: 38-40 against 34-38 ms). The name has the pattern of
 // renameio's (see stageNameRe), so a stale one is found and removed as theirs are.
 func (s *stageFile) Name() (string, error) {
-	s.release()
+	if err := s.release(); err != nil {
+		return "", err
+	}
 	if s.path != "" {
 		return s.path, nil
 	}
@@ -128,7 +138,9 @@ func (s *stageFile) CloseAtomicallyReplace() error {
 		return err
 	}
 	if s.spare {
-		s.release()
+		if err := s.release(); err != nil {
+			return err
+		}
 		if err := s.Sync(); err != nil {
 			return err
 		}

@@ -67,10 +67,8 @@ func openSpare(path string) (f *os.File, ok bool, err error) {
 		unix.Close(fd)
 		return nil, false, nil
 	}
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		unix.Close(fd)
-		return nil, false, &os.PathError{Op: "truncate", Path: path, Err: err}
-	}
+	// Not truncated: the new content overwrites the old in place and release cuts off
+	// the rest, so a content of the same size reuses the file's blocks.
 	return os.NewFile(uintptr(fd), path), true, nil
 }
 
