@@ -559,3 +559,91 @@ func TestWatchRefusesSpecialResourceFiles(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM", code)
 	}
 }
+
+// spare_file end to end, as root and as an unprivileged user: herald render keeps dest's
+// previous version as .a.herald-spare and swaps it back in at the next change (dest's
+// inode alternates between two), a shell reading the old version meanwhile keeps it,
+// and dropping the key removes the spare at the next run.
+func TestRenderSpareFile(t *testing.T) {
+	t.Parallel()
+	for _, nobody := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nobody=%v", nobody), func(t *testing.T) {
+			t.Parallel()
+			toml := "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nspare_file = true\n"
+			dir, backend := fileTree(t, map[string]string{
+				"data.yaml":        "app: {a: '1'}\n",
+				"conf.d/a.toml":    toml,
+				"templates/a.tmpl": `a={{getv "/app/a"}}` + "\n",
+			})
+			out, data := filepath.Join(dir, "out"), filepath.Join(dir, "data.yaml")
+			if err := os.Mkdir(out, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(out, 0o777); err != nil { // nobody writes here too
+				t.Fatal(err)
+			}
+			dest, spare := filepath.Join(out, "a"), filepath.Join(out, ".a.herald-spare")
+			ino := func(p string) uint64 {
+				var st syscall.Stat_t
+				if err := syscall.Stat(p, &st); err != nil {
+					t.Fatal(err)
+				}
+				return st.Ino
+			}
+			render := func(value string) {
+				t.Helper()
+				if err := os.WriteFile(data, []byte("app: {a: '"+value+"'}\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if code, o := runHerald(t, nobody, "render", "--confdir", dir, "--backend", backend); code != 0 {
+					t.Fatalf("render %s: exit %d\n%s", value, code, o)
+				}
+				if b, _ := os.ReadFile(dest); string(b) != "a="+value+"\n" {
+					t.Fatalf("dest = %q after render %s", b, value)
+				}
+			}
+			render("1")
+			first := ino(dest)
+			render("2")
+			if b, _ := os.ReadFile(spare); string(b) != "a=1\n" || ino(spare) != first {
+				t.Fatalf("spare holds %q (inode %d), want version 1 in dest's previous inode %d", b, ino(spare), first)
+			}
+			render("3")
+			if ino(dest) != first {
+				t.Fatalf("dest is inode %d, want the spare's %d rewritten", ino(dest), first)
+			}
+			// A reader holding the spare (version 2) open: the next change leaves it be.
+			reader := exec.Command("/bin/sh", "-c", "exec 3<\"$0\"; read -r line; cat <&3", spare)
+			stdin, _ := reader.StdinPipe()
+			var got bytes.Buffer
+			reader.Stdout = &got
+			if err := reader.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, nil, "the reader to open the spare", func() bool {
+				fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", reader.Process.Pid))
+				for _, fd := range fds {
+					if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", reader.Process.Pid, fd.Name())); l == spare {
+						return true
+					}
+				}
+				return false
+			})
+			render("4")
+			stdin.Write([]byte("go\n"))
+			stdin.Close()
+			if err := reader.Wait(); err != nil || got.String() != "a=2\n" {
+				t.Fatalf("the reader read %q (%v), want version 2 untouched", got.String(), err)
+			}
+			render("5")
+			// Without the key, the next run removes the spare.
+			if err := os.WriteFile(filepath.Join(dir, "conf.d/a.toml"), []byte(strings.Replace(toml, "spare_file = true\n", "", 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			render("6")
+			if es, _ := os.ReadDir(out); len(es) != 1 {
+				t.Fatalf("out/ holds %d entries, want dest alone", len(es))
+			}
+		})
+	}
+}

@@ -135,17 +135,20 @@ func renameStage(b *testing.B, dir string, i int) {
 	}
 }
 
-func replaceFsync(b *testing.B, dir string, data []byte) {
+// fsyncEach writes each file's stage, fsyncs it and puts it in place with put.
+func fsyncEach(b *testing.B, dir string, data []byte, put func(b *testing.B, dir string, i int)) {
 	eachFile(func(i int) {
 		f := writeStage(b, dir, i, data)
 		if err := f.Sync(); err != nil {
 			b.Error(err)
 		}
 		f.Close()
-		renameStage(b, dir, i)
+		put(b, dir, i)
 	})
 	syncDirs([]string{dir})
 }
+
+func replaceFsync(b *testing.B, dir string, data []byte) { fsyncEach(b, dir, data, renameStage) }
 
 func replaceSyncfs(b *testing.B, dir string, data []byte) {
 	files := make([]*os.File, replaceFiles)
@@ -180,18 +183,11 @@ func replaceSyncfsFsync(b *testing.B, dir string, data []byte) {
 // renameat2(RENAME_EXCHANGE), is truncated and rewritten next time; no inode is created or
 // freed in steady state.
 func replaceExchange(b *testing.B, dir string, data []byte) {
-	eachFile(func(i int) {
-		f := writeStage(b, dir, i, data)
-		if err := f.Sync(); err != nil {
-			b.Error(err)
-		}
-		f.Close()
-		st, dst := filepath.Join(dir, fmt.Sprintf(".s%03d", i)), filepath.Join(dir, fmt.Sprintf("f%03d", i))
-		if err := unix.Renameat2(unix.AT_FDCWD, st, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
-			renameStage(b, dir, i)
+	fsyncEach(b, dir, data, func(b *testing.B, dir string, i int) {
+		if exchange(filepath.Join(dir, fmt.Sprintf(".s%03d", i)), filepath.Join(dir, fmt.Sprintf("f%03d", i))) != nil {
+			renameStage(b, dir, i) // the first batch: no dest yet
 		}
 	})
-	syncDirs([]string{dir})
 }
 
 // replaceTmpfile writes an O_TMPFILE inode, fsyncs it, links it to the stage name and
