@@ -60,8 +60,9 @@ func RemoveStaleStagesOf(dests []string, log *slog.Logger) {
 
 // RemoveSpare removes dest's spare, if it has one: its dest is gone.
 func RemoveSpare(dest string) {
-	if fi, err := os.Lstat(spareName(dest)); err == nil && fi.Mode().IsRegular() {
-		os.Remove(spareName(dest))
+	sp := spareName(dest)
+	if fi, err := os.Lstat(sp); err == nil && fi.Mode().IsRegular() {
+		os.Remove(sp)
 	}
 }
 

@@ -153,22 +153,9 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	m := s.group.join()
 	defer m.leave()
 	dir := filepath.Dir(dest)
-	if r.MakeDirs {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return Outcome{}, writeError{fmt.Errorf("%s: make dirs: %w", r.Dest, err)}
-		}
-	}
-	// Without a name or created 0600 (less if the umask says so), and given its mode
-	// below, after the content: nobody can read a half-written file.
-	var stage *stageFile
-	if r.SpareFile {
-		s.settleSwap(dest, dir)
-		stage, err = newSpareStage(dest)
-	} else {
-		stage, err = newStage(dest, dir, true)
-	}
+	stage, err := s.openStage(r, dest, dir)
 	if err != nil {
-		return Outcome{}, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
+		return Outcome{}, err
 	}
 	keep := false
 	defer func() {
@@ -178,24 +165,11 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		}
 		stage.Cleanup() // no-op after a successful replace
 	}()
-	if _, err := stage.Write(content); err != nil {
-		return Outcome{}, writeError{fmt.Errorf("%s: write stage file: %w", r.Dest, err)}
-	}
-	if err := setOwnerMode(stage.File, r, uid, gid, mode, log); err != nil {
-		return Outcome{}, fmt.Errorf("%s: %w", r.Dest, err)
-	}
-	startWriteback(stage.File)
-	if stage.Unnamed() {
-		// It is fsynced before it gets a name (see stageFile.Name), so with the group
-		// now, and before the check, which needs a path: a failed check costs an fsync.
-		m.arrive()
+	if err := fillStage(stage, r, content, uid, gid, mode, m, log); err != nil {
+		return Outcome{}, err
 	}
 	if r.CheckCmd != "" && !s.SyncOnly {
-		path, err := stage.Name()
-		if err != nil {
-			return Outcome{}, writeError{fmt.Errorf("%s: %w", r.Dest, err)}
-		}
-		if keep, err = s.checkStage(ctx, r, path, m, log); err != nil {
+		if keep, err = s.checkStage(ctx, r, stage, m, log); err != nil {
 			return Outcome{}, err
 		}
 	}
@@ -226,11 +200,55 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 	return o, nil
 }
 
+// openStage makes dest's stage file in dir (see stageFile; newSpareStage with
+// spare_file), making dir first with make_dirs.
+func (s *Syncer) openStage(r *Resource, dest, dir string) (*stageFile, error) {
+	if r.MakeDirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, writeError{fmt.Errorf("%s: make dirs: %w", r.Dest, err)}
+		}
+	}
+	var stage *stageFile
+	var err error
+	if r.SpareFile {
+		s.settleSwap(dest, dir)
+		stage, err = newSpareStage(dest)
+	} else {
+		stage, err = newStage(dest, dir, true)
+	}
+	if err != nil {
+		return nil, writeError{fmt.Errorf("%s: create stage file: %w", r.Dest, err)}
+	}
+	return stage, nil
+}
+
+// fillStage writes content to the stage, then gives it its owner and mode: without a
+// name, or created 0600 (less if the umask says so), it cannot be read half-written.
+// An unnamed stage then arrives in the commit group: it is fsynced before it gets a
+// name (see stageFile.Name), which the check needs, so a failed check costs an fsync.
+func fillStage(stage *stageFile, r *Resource, content []byte, uid, gid int, mode fs.FileMode, m *member, log *slog.Logger) error {
+	if _, err := stage.Write(content); err != nil {
+		return writeError{fmt.Errorf("%s: write stage file: %w", r.Dest, err)}
+	}
+	if err := setOwnerMode(stage.File, r, uid, gid, mode, log); err != nil {
+		return fmt.Errorf("%s: %w", r.Dest, err)
+	}
+	startWriteback(stage.File)
+	if stage.Unnamed() {
+		m.arrive()
+	}
+	return nil
+}
+
 // checkStage runs the check command on the stage file, away from the commit group (a
 // slow check holds only its own file). keep says the stage file is worth keeping: the
 // check failed on it.
-func (s *Syncer) checkStage(ctx context.Context, r *Resource, stage string, m *member, log *slog.Logger) (keep bool, err error) {
-	cmd, err := expandVars(r.CheckCmd, r.cmdVars(stage))
+func (s *Syncer) checkStage(ctx context.Context, r *Resource, stage *stageFile, m *member, log *slog.Logger) (keep bool, err error) {
+	path, err := stage.Name()
+	if err != nil {
+		return false, writeError{fmt.Errorf("%s: %w", r.Dest, err)}
+	}
+	cmd, err := expandVars(r.CheckCmd, r.cmdVars(path))
 	if err != nil {
 		return false, fmt.Errorf("%s: check_cmd: %w", r.Dest, err)
 	}
@@ -239,7 +257,7 @@ func (s *Syncer) checkStage(ctx context.Context, r *Resource, stage string, m *m
 	m.rejoin()
 	if err != nil {
 		if s.KeepStageFile {
-			log.Warn("stage file kept", "resource", r.Name, "stage", stage)
+			log.Warn("stage file kept", "resource", r.Name, "stage", path)
 		}
 		return true, fmt.Errorf("%s: %w", r.Dest, err)
 	}
