@@ -30,6 +30,8 @@ import (
 //   - exchange (not shipped: it leaves a file beside every dest): each stage is the
 //     inode dest had before the last change, rewritten and swapped with dest.
 //   - tmpfile: each file an O_TMPFILE inode, fsynced, then named and renamed.
+//   - tmpfile-held: the same, each replaced inode held open across its rename and
+//     freed after the batch, in the background, as herald does (see holdInode).
 //
 // HERALD_BENCH_NEIGHBOUR_MB=n writes n MiB to another file on the same file system
 // (not synced) before each batch: a database or a log writing beside the configs.
@@ -46,7 +48,8 @@ func BenchmarkReplace200(b *testing.B) {
 		{"syncfs", replaceSyncfs},
 		{"syncfs+fsync", replaceSyncfsFsync},
 		{"exchange", replaceExchange},
-		{"tmpfile", replaceTmpfile},
+		{"tmpfile", func(b *testing.B, dir string, data []byte) { replaceTmpfile(b, dir, data, false) }},
+		{"tmpfile-held", func(b *testing.B, dir string, data []byte) { replaceTmpfile(b, dir, data, true) }},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			dir := b.TempDir()
@@ -115,7 +118,7 @@ func syncBatch(b *testing.B, dir string, data []byte, spare bool) {
 			b.Error(err)
 		}
 	})
-	syncDirs([]string{dir})
+	s.SyncDirs([]string{dir})
 }
 
 func writeStage(b *testing.B, dir string, i int, data []byte) *os.File {
@@ -191,8 +194,10 @@ func replaceExchange(b *testing.B, dir string, data []byte) {
 }
 
 // replaceTmpfile writes an O_TMPFILE inode, fsyncs it, links it to the stage name and
-// renames that over dest.
-func replaceTmpfile(b *testing.B, dir string, data []byte) {
+// renames that over dest; with hold, dest's inode is held across the rename and freed
+// after the batch.
+func replaceTmpfile(b *testing.B, dir string, data []byte, hold bool) {
+	held := make([]*os.File, replaceFiles)
 	eachFile(func(i int) {
 		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 		if err != nil {
@@ -210,9 +215,19 @@ func replaceTmpfile(b *testing.B, dir string, data []byte) {
 			b.Fatal(err)
 		}
 		f.Close()
+		if hold {
+			held[i] = holdInode(filepath.Join(dir, fmt.Sprintf("f%03d", i)))
+		}
 		renameStage(b, dir, i)
 	})
 	syncDirs([]string{dir})
+	go func() {
+		for _, f := range held {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
 }
 
 func writeNeighbour(b *testing.B, dir string, mib int) {

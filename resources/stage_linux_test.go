@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -253,4 +255,92 @@ func TestSyncSpareFileSymlinkIsReplaced(t *testing.T) {
 	if fi, err := os.Lstat(spareName(r.Dest)); err != nil || !fi.Mode().IsRegular() {
 		t.Fatalf("spare: %v %v", fi, err)
 	}
+}
+
+// heldDeleted counts this process's open files that are a deleted file of dir: the
+// inodes a Syncer holds (holdInode).
+func heldDeleted(t *testing.T, dir string) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range es {
+		l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && strings.HasPrefix(l, dir+"/") && strings.HasSuffix(l, " (deleted)") {
+			n++
+		}
+	}
+	return n
+}
+
+// Within a burst the inodes the renames replace stay allocated, so that freeing them
+// (a discard the device must finish, on a file system mounted with discard) is not in
+// the way of the next file; once the burst's directories are fsynced, they are freed.
+// Without a burst (no deferred directory fsync), a replaced inode is freed at once.
+func TestSyncFreesReplacedInodesAfterTheBurst(t *testing.T) {
+	dir := t.TempDir()
+	s := &Syncer{DeferDirSync: true}
+	rs := make([]*Resource, 5)
+	for i := range rs {
+		rs[i] = &Resource{Name: "t.toml", Dest: filepath.Join(dir, "f"+strconv.Itoa(i)), UID: -1, GID: -1}
+		writeDest(t, rs[i], "old\n", 0o644)
+	}
+	for _, r := range rs {
+		if _, err := s.Sync(context.Background(), r, []byte("new\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := heldDeleted(t, dir); n != len(rs) {
+		t.Fatalf("within the burst %d replaced inodes are held, want %d", n, len(rs))
+	}
+	s.SyncDirs([]string{dir})
+	for i := 0; heldDeleted(t, dir) > 0; i++ {
+		if i == 500 {
+			t.Fatalf("%d replaced inodes still held 5 s after the burst ended", heldDeleted(t, dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	now := &Syncer{}
+	if _, err := now.Sync(context.Background(), rs[0], []byte("newer\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n := heldDeleted(t, dir); n != 0 {
+		t.Fatalf("without a burst %d replaced inodes are held after Sync, want 0", n)
+	}
+}
+
+// A burst holds no more replaced inodes than an eighth of the open file limit: a
+// burst of many files never makes herald run out of file descriptors.
+func TestSyncHeldInodesBoundedByFileLimit(t *testing.T) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := rl
+	low.Cur = uint64(len(open) + 64) // room for the test's own files
+	want := int(low.Cur / 8)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+	dir := t.TempDir()
+	s := &Syncer{DeferDirSync: true}
+	for i := range want + 5 {
+		r := &Resource{Name: "t.toml", Dest: filepath.Join(dir, "f"+strconv.Itoa(i)), UID: -1, GID: -1}
+		writeDest(t, r, "old\n", 0o644)
+		if _, err := s.Sync(context.Background(), r, []byte("new\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := heldDeleted(t, dir); n != want {
+		t.Fatalf("a burst of %d replacements under a limit of %d files holds %d inodes, want %d", want+5, low.Cur, n, want)
+	}
+	s.SyncDirs([]string{dir})
 }

@@ -21,6 +21,9 @@ func (stageFile) Cleanup()                      {}
 func (stageFile) CloseAtomicallyReplace() error { return errNoAtomicReplace }
 func (stageFile) Unnamed() bool                 { return false }
 func (stageFile) Name() (string, error)         { return "", errNoAtomicReplace }
+func (stageFile) Replaced() *os.File            { return nil }
+
+func maxHeldInodes() int { return 0 }
 
 func newStage(string, string, bool) (*stageFile, error) { return nil, errNoAtomicReplace }
 func newSpareStage(string) (*stageFile, error)          { return nil, errNoAtomicReplace }

@@ -91,3 +91,29 @@ func exchange(old, new string) error {
 	}
 	return nil
 }
+
+// holdInode opens the inode at path without reading it (O_PATH), or returns nil: held
+// across the rename that replaces it, the inode is freed when the file is closed, not
+// in the rename. On a file system mounted with discard and no journal (this VM's
+// disk), freeing a file's blocks waits for the device to discard them: in an ext4
+// image without a journal, 200 replacements took 74 ms p50 mounted discard and 25 ms
+// without, 41 ms with the replaced inodes freed after the batch (BenchmarkReplace200,
+// tmpfile and tmpfile-held); 200 resources in herald watch, put to the 200th file,
+// 89 / 117 ms p50 / p99 against 189 / 235 ms (BenchmarkWatchEtcd200ResourcesSmall).
+func holdInode(path string) *os.File {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	return os.NewFile(uintptr(fd), path)
+}
+
+// maxHeldInodes bounds the inodes a burst holds (holdInode): an eighth of the open
+// file limit, at most 4096, so that holding them never makes an open fail.
+func maxHeldInodes() int {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
+		return 0
+	}
+	return int(min(rl.Cur/8, 4096))
+}

@@ -40,6 +40,29 @@ type Syncer struct {
 	// spare may still be dest on disk, so it is not rewritten before that fsync.
 	mu      sync.Mutex
 	swapped map[string]bool
+	// held are the inodes the burst's renames replaced, up to heldCap: freed once its
+	// directories are fsynced, away from the renames (see holdInode).
+	held    []*os.File
+	heldCap int
+}
+
+// hold keeps old, the inode a deferred rename replaced, until SyncDirs.
+func (s *Syncer) hold(old *os.File) {
+	if old == nil {
+		return
+	}
+	s.mu.Lock()
+	if len(s.held) == 0 {
+		s.heldCap = maxHeldInodes()
+	}
+	if len(s.held) < s.heldCap {
+		s.held = append(s.held, old)
+		old = nil
+	}
+	s.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
 }
 
 // settleSwap fsyncs dest's directory if dest's last exchange is not durable yet (a
@@ -69,7 +92,17 @@ func (s *Syncer) SyncDirs(dirs []string) {
 	syncDirs(dirs)
 	s.mu.Lock()
 	clear(s.swapped) // the burst's directories are all of those it wrote
+	held := s.held
+	s.held = nil
 	s.mu.Unlock()
+	if len(held) > 0 {
+		// Freed behind the reload commands: the next burst's files need not wait.
+		go func() {
+			for _, f := range held {
+				f.Close()
+			}
+		}()
+	}
 }
 
 // writeError is a failure to put the file in place (a full disk, a read-only file
@@ -189,8 +222,12 @@ func (s *Syncer) Sync(ctx context.Context, r *Resource, content []byte) (Outcome
 		if r.SpareFile {
 			s.swappedIn(dest)
 		}
+		s.hold(stage.Replaced())
 	} else {
 		syncDir(dir)
+		if old := stage.Replaced(); old != nil {
+			old.Close()
+		}
 	}
 	if r.ReloadCmd != "" && !s.SyncOnly {
 		if o.Reload, err = expandVars(r.ReloadCmd, r.cmdVars(r.Dest)); err != nil {
