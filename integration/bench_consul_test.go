@@ -77,6 +77,12 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 	} else {
 		tools = append(tools, "s") // herald with spare_file
 	}
+	// HERALD_BENCH_BASELINE names another herald binary (e.g. the previous release),
+	// measured in the same rounds for before/after figures.
+	base := os.Getenv("HERALD_BENCH_BASELINE")
+	if base != "" {
+		tools = append(tools, "b")
+	}
 	for _, tool := range tools {
 		if tool == "c" && ctBin == "" {
 			b.Logf("consul-template not found (CONSUL_TEMPLATE_BIN, PATH, or integration/scripts/build-consul-template.sh): no consul-template figures")
@@ -100,10 +106,13 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 		switch tool {
 		case "h":
 			p.name = "herald"
-			p.pid = startConsulHerald(b, c, dir, prefix, nTpl, "")
+			p.pid = startConsulHerald(b, heraldBinary(b), c, dir, prefix, nTpl, "")
 		case "s":
 			p.name = "herald-spare_file"
-			p.pid = startConsulHerald(b, c, dir, prefix, nTpl, "spare_file = true\n")
+			p.pid = startConsulHerald(b, heraldBinary(b), c, dir, prefix, nTpl, "spare_file = true\n")
+		case "b":
+			p.name = "herald-baseline"
+			p.pid = startConsulHerald(b, base, c, dir, prefix, nTpl, "")
 		case "c":
 			p.name = "consul-template"
 			p.pid = startConsulTemplate(b, ctBin, c, dir, prefix, nTpl)
@@ -158,6 +167,9 @@ func benchConsulPeers(b *testing.B, nTpl int, gap time.Duration) {
 		if sp := p50s["herald-spare_file"]; sp > 0 {
 			b.ReportMetric(sp/ct, "spare_file-p50-ratio")
 		}
+		if bl := p50s["herald-baseline"]; bl > 0 {
+			b.ReportMetric(bl/ct, "baseline-p50-ratio")
+		}
 		b.ReportMetric(rss["herald"]/rss["consul-template"], "rss-ratio")
 		b.ReportMetric(quiet["herald"]/quiet["consul-template"], "quiet-rss-ratio")
 		if f := p50s["floor"]; f > 0 {
@@ -185,7 +197,7 @@ func consulPutMany(b *testing.B, kv *api.KV, prefix string, n int) {
 	}
 }
 
-func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl int, extra string) int {
+func startConsulHerald(b *testing.B, bin string, c *harness.Consul, dir, prefix string, nTpl int, extra string) int {
 	files := map[string]string{}
 	for i := range nTpl {
 		name := fmt.Sprintf("r%04d", i)
@@ -198,7 +210,7 @@ func startConsulHerald(b *testing.B, c *harness.Consul, dir, prefix string, nTpl
 		files["templates/"+name+".tmpl"] = tmpl
 	}
 	writeTree(b, dir, files)
-	p := startHerald(b, nil, "watch", "--confdir", dir, "--backend", "consul://"+c.Addr, "--log-level", "warn")
+	p := startHeraldAs(b, bin, nil, nil, "watch", "--confdir", dir, "--backend", "consul://"+c.Addr, "--log-level", "warn")
 	return p.cmd.Process.Pid
 }
 
