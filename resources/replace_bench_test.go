@@ -214,10 +214,10 @@ func replaceTmpfile(b *testing.B, dir string, data []byte, hold bool) {
 		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, st, unix.AT_SYMLINK_FOLLOW); err != nil {
 			b.Fatal(err)
 		}
-		f.Close()
 		if hold {
 			held[i] = holdInode(filepath.Join(dir, fmt.Sprintf("f%03d", i)))
 		}
+		f.Close()
 		renameStage(b, dir, i)
 	})
 	syncDirs([]string{dir})

@@ -344,3 +344,28 @@ func TestSyncHeldInodesBoundedByFileLimit(t *testing.T) {
 	}
 	s.SyncDirs([]string{dir})
 }
+
+// On network file systems and FUSE herald does not hold the replaced file: the freeing
+// is the server's (or the FUSE daemon's) anyway, and an NFS client would rename the
+// held file to a hidden .nfsXXXX name in dest's directory, a rename and a removal
+// more per file. Local file systems are held.
+func TestHoldableFileSystems(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		typ  int64
+		want bool
+	}{
+		{"ext4", unix.EXT4_SUPER_MAGIC, true},
+		{"xfs", unix.XFS_SUPER_MAGIC, true},
+		{"tmpfs", unix.TMPFS_MAGIC, true},
+		{"nfs", unix.NFS_SUPER_MAGIC, false},
+		{"fuse (sshfs)", unix.FUSE_SUPER_MAGIC, false},
+		{"cifs", unix.CIFS_SUPER_MAGIC, false},
+		{"smb2", unix.SMB2_SUPER_MAGIC, false},
+		{"9p", unix.V9FS_MAGIC, false},
+	} {
+		if got := holdable(c.typ); got != c.want {
+			t.Errorf("holdable(%s) = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
