@@ -352,7 +352,7 @@ func TestSyncHeldInodesBoundedByFileLimit(t *testing.T) {
 func TestHoldableFileSystems(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		typ  int64
+		typ  uint32
 		want bool
 	}{
 		{"ext4", unix.EXT4_SUPER_MAGIC, true},

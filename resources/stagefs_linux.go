@@ -108,7 +108,7 @@ func exchange(old, new string) error {
 // directory meanwhile.
 func holdInode(path string) *os.File {
 	var st unix.Statfs_t
-	if err := unix.Statfs(filepath.Dir(path), &st); err != nil || !holdable(st.Type) {
+	if err := unix.Statfs(filepath.Dir(path), &st); err != nil || !holdable(uint32(st.Type)) {
 		return nil
 	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -119,8 +119,9 @@ func holdInode(path string) *os.File {
 }
 
 // holdable says whether holding a replaced file on a file system of type fsType
-// (statfs) defers its freeing, and costs nothing else (see holdInode).
-func holdable(fsType int64) bool {
+// (statfs; the magic numbers are 32 bits, the field's type varies by architecture)
+// defers its freeing, and costs nothing else (see holdInode).
+func holdable(fsType uint32) bool {
 	switch fsType {
 	case unix.NFS_SUPER_MAGIC, unix.FUSE_SUPER_MAGIC, unix.SMB_SUPER_MAGIC, unix.SMB2_SUPER_MAGIC,
 		unix.CIFS_SUPER_MAGIC, unix.V9FS_MAGIC, unix.AFS_FS_MAGIC, unix.AFS_SUPER_MAGIC:
