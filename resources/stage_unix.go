@@ -165,15 +165,13 @@ func (s *stageFile) CloseAtomicallyReplace() error {
 		if err := s.Close(); err != nil {
 			return err
 		}
+		if exchange(s.path, s.dest) == nil {
+			s.done = true
+			return nil
+		}
 		// No dest yet (its first write), or no RENAME_EXCHANGE on this file system:
 		// a plain rename, and the next change makes a new spare.
-		if exchange(s.path, s.dest) != nil {
-			if err := os.Rename(s.path, s.dest); err != nil {
-				return err
-			}
-		}
-		s.done = true
-		return nil
+		return s.rename(func() error { return os.Rename(s.path, s.dest) })
 	}
 	p, err := s.Name() // fsyncs when unnamed; an O_TMPFILE stage is fsynced once named
 	if err != nil {
