@@ -647,3 +647,47 @@ func TestRenderSpareFile(t *testing.T) {
 		})
 	}
 }
+
+// --spare-files (or spare_files in herald.toml) gives every resource a spare, except one
+// that says spare_file = false; run without it, herald removes the spares it made.
+func TestRenderSpareFilesOption(t *testing.T) {
+	t.Parallel()
+	dir, backend := fileTree(t, map[string]string{
+		"data.yaml":         "app: {a: '1'}\n",
+		"conf.d/a.toml":     "[template]\nsrc = \"a.tmpl\"\ndest = \"out/a\"\nmake_dirs = true\n",
+		"conf.d/b.toml":     "[template]\nsrc = \"a.tmpl\"\ndest = \"out/b\"\nmake_dirs = true\nspare_file = false\n",
+		"templates/a.tmpl":  `a={{getv "/app/a"}}` + "\n",
+		"herald-spare.toml": "spare_files = true\n",
+	})
+	out, data := filepath.Join(dir, "out"), filepath.Join(dir, "data.yaml")
+	render := func(value string, args ...string) []string {
+		t.Helper()
+		if err := os.WriteFile(data, []byte("app: {a: '"+value+"'}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"render", "--confdir", dir, "--backend", backend}, args...)
+		if code, o := runHerald(t, false, args...); code != 0 {
+			t.Fatalf("herald %v: exit %d\n%s", args, code, o)
+		}
+		var names []string
+		es, _ := os.ReadDir(out)
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	render("1", "--spare-files")
+	if got := strings.Join(render("2", "--spare-files"), " "); got != ".a.herald-spare a b" {
+		t.Fatalf("with --spare-files out/ holds %q, want a's spare beside a and b", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, ".a.herald-spare")); string(b) != "a=1\n" {
+		t.Fatalf("a's spare holds %q, want the previous version", b)
+	}
+	if got := strings.Join(render("3"), " "); got != "a b" {
+		t.Fatalf("without --spare-files out/ holds %q, want the spare removed", got)
+	}
+	render("4", "--config", filepath.Join(dir, "herald-spare.toml"))
+	if got := strings.Join(render("5", "--config", filepath.Join(dir, "herald-spare.toml")), " "); got != ".a.herald-spare a b" {
+		t.Fatalf("with spare_files in herald.toml out/ holds %q, want a's spare beside a and b", got)
+	}
+}

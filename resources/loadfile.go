@@ -109,7 +109,7 @@ func (l *fileLoader) resource() *Resource {
 		Backup:           t.Backup,
 		MakeDirs:         t.MakeDirs,
 		FollowSymlink:    t.FollowSymlink,
-		SpareFile:        t.SpareFile,
+		SpareFile:        t.SpareFile || opts.SpareFiles && !l.md.IsDefined("template", "spare_file"),
 		CheckTimeout:     opts.CheckTimeout,
 		ReloadTimeout:    opts.ReloadTimeout,
 		Prefix:           path.Join("/", opts.Prefix, t.Prefix),

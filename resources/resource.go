@@ -125,6 +125,9 @@ type LoadOptions struct {
 	PrefixReplaces bool
 	CheckTimeout   time.Duration
 	ReloadTimeout  time.Duration
+	// SpareFiles is the default of every resource's spare_file: one switch for a
+	// confdir of many resources; a resource's own spare_file, true or false, wins.
+	SpareFiles bool
 	// Partials are the definitions every template may call; Load reads them from
 	// <ConfDir>/templates/partials once for all resources (LoadFile, when nil, too).
 	Partials *template.Partials

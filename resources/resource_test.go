@@ -247,3 +247,30 @@ func TestParseWait(t *testing.T) {
 		}
 	}
 }
+
+// --spare-files sets spare_file for every resource that does not say; one that does,
+// true or false, keeps its own.
+func TestLoadSpareFilesDefault(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"conf.d/none.toml": "[template]\nsrc = \"x.tmpl\"\ndest = \"out/none\"\n",
+		"conf.d/off.toml":  "[template]\nsrc = \"x.tmpl\"\ndest = \"out/off\"\nspare_file = false\n",
+		"conf.d/on.toml":   "[template]\nsrc = \"x.tmpl\"\ndest = \"out/on\"\nspare_file = true\n",
+		"templates/x.tmpl": `x`,
+	})
+	for _, def := range []bool{false, true} {
+		rs, err := Load(LoadOptions{ConfDir: dir, SpareFiles: def})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, r := range rs {
+			got[r.Name] = r.SpareFile
+		}
+		want := map[string]bool{"none.toml": def, "off.toml": false, "on.toml": true}
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("SpareFiles=%v: %s spare_file = %v, want %v", def, name, got[name], w)
+			}
+		}
+	}
+}

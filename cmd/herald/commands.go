@@ -31,6 +31,7 @@ func (o *Options) loadOptions() resources.LoadOptions {
 		PrefixReplaces: o.PrefixMode == "replace",
 		CheckTimeout:   o.CheckTimeout,
 		ReloadTimeout:  o.ReloadTimeout,
+		SpareFiles:     o.SpareFiles,
 	}
 }
 

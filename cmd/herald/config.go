@@ -35,6 +35,7 @@ type Options struct {
 	Timeout       time.Duration
 	DryRun        bool
 	SyncOnly      bool
+	SpareFiles    bool
 	KeepStageFile bool
 	CheckTimeout  time.Duration
 	ReloadTimeout time.Duration
@@ -114,6 +115,7 @@ func (o *Options) table() []option {
 		{name: "dry-run", aliases: []string{"noop"}, usage: "print a unified diff of what would change; write and run nothing", bind: boolean(&o.DryRun)},
 		{name: "sync-only", aliases: []string{"sync_only"}, usage: "write files but run no check_cmd or reload_cmd", bind: boolean(&o.SyncOnly)},
 		{name: "keep-stage-file", aliases: []string{"keep_stage_file"}, usage: "keep the stage file when check_cmd fails", bind: boolean(&o.KeepStageFile)},
+		{name: "spare-files", usage: "default of every resource's spare_file (keep dest's previous inode beside it and rewrite it at the next change; Linux); a resource's own spare_file wins", bind: boolean(&o.SpareFiles)},
 		{name: "check-timeout", usage: "default timeout of check_cmd", bind: dur(&o.CheckTimeout, 60*time.Second)},
 		{name: "reload-timeout", usage: "default timeout of reload_cmd", bind: dur(&o.ReloadTimeout, 60*time.Second)},
 		{name: "render-timeout", usage: "bound of one template execution; a resource's render_timeout overrides it", bind: dur(&o.RenderTimeout, resources.DefaultRenderTimeout)},
